@@ -21,12 +21,13 @@ OUT=${1:-encryip_runtime/_generated}
 PKG=encryip_runtime._generated
 
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 # Clear previous output (only generated files) so removed protos leave nothing behind.
 find "$OUT" \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' \) -delete
 
 mapfile -t PROTOS < <(cd protos && find . -name '*.proto' | sed 's|^\./||' | LC_ALL=C sort)
 (cd protos && "$PY" -m grpc_tools.protoc -I. \
-  --python_out="$ROOT/$OUT" --pyi_out="$ROOT/$OUT" --grpc_python_out="$ROOT/$OUT" "${PROTOS[@]}")
+  --python_out="$OUT" --pyi_out="$OUT" --grpc_python_out="$OUT" "${PROTOS[@]}")
 
 # Post-processing: package-relative imports, and __init__.py in every directory.
 mapfile -t PKGS < <(for p in "${PROTOS[@]}"; do dirname "$p"; done | LC_ALL=C sort -u)
