@@ -1,0 +1,257 @@
+"""Profile ``secure``: the prime-order group ristretto255 (RFC 9496) via libsodium.
+
+libsodium is loaded through ``pysodium`` (system ``libsodium23``); the hot loops
+call its C functions directly through ctypes with pointer offsets into numpy
+buffers, because pysodium's per-call wrappers (version checks, buffer copies)
+cost more than a point addition. ctypes releases the GIL during each call, so a
+background thread can precompute re-randomisers while inference runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hmac
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.crypto.group import Elements, Group, Scalars
+from encryip_runtime.exceptions import EncodingError
+
+__all__ = ["L", "Ristretto255"]
+
+#: Order of ristretto255.
+L = 2**252 + 27742317777372353535851937790883648493
+
+_BYTES = 32
+
+
+def _load_sodium() -> ctypes.CDLL:
+    try:
+        import pysodium
+    except (ImportError, OSError, ValueError) as exc:  # pragma: no cover - install problem
+        raise ImportError(
+            "the secure profile needs libsodium >= 1.0.18 and pysodium: "
+            "apt-get install libsodium23 && pip install pysodium"
+        ) from exc
+    lib: ctypes.CDLL = pysodium.sodium
+    if lib.sodium_init() < 0:  # pragma: no cover
+        raise ImportError("sodium_init() failed")
+    for fn in (
+        "crypto_scalarmult_ristretto255",
+        "crypto_scalarmult_ristretto255_base",
+        "crypto_core_ristretto255_add",
+        "crypto_core_ristretto255_sub",
+        "crypto_core_ristretto255_is_valid_point",
+        "crypto_core_ristretto255_random",
+        "crypto_core_ristretto255_scalar_random",
+    ):
+        if not hasattr(lib, fn):  # pragma: no cover
+            raise ImportError(f"libsodium lacks {fn}: version 1.0.18 or newer is required")
+    return lib
+
+
+_lib = _load_sodium()
+_smult = _lib.crypto_scalarmult_ristretto255
+_smult_base = _lib.crypto_scalarmult_ristretto255_base
+_add = _lib.crypto_core_ristretto255_add
+_sub = _lib.crypto_core_ristretto255_sub
+_valid = _lib.crypto_core_ristretto255_is_valid_point
+_rand_point = _lib.crypto_core_ristretto255_random
+_rand_scalar = _lib.crypto_core_ristretto255_scalar_random
+for _f in (_smult, _add, _sub):
+    _f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    _f.restype = ctypes.c_int
+_smult_base.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_smult_base.restype = ctypes.c_int
+_valid.argtypes = [ctypes.c_void_p]
+_valid.restype = ctypes.c_int
+_rand_point.argtypes = [ctypes.c_void_p]
+_rand_point.restype = None
+_rand_scalar.argtypes = [ctypes.c_void_p]
+_rand_scalar.restype = None
+
+_BASE = np.frombuffer(
+    bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"), dtype=np.uint8
+).reshape(1, _BYTES)
+
+
+def _ptr(a: npt.NDArray[np.uint8]) -> int:
+    return int(a.ctypes.data)
+
+
+def _scalar_bytes(k: int) -> npt.NDArray[np.uint8]:
+    return np.frombuffer((k % L).to_bytes(_BYTES, "little"), dtype=np.uint8).copy()
+
+
+def _rows(x: Elements) -> npt.NDArray[np.uint8]:
+    a = np.ascontiguousarray(x, dtype=np.uint8)
+    if a.ndim != 2 or a.shape[1] != _BYTES:
+        raise EncodingError(f"expected uint8 (N, {_BYTES}) ristretto255 elements, got {a.shape}")
+    return a
+
+
+class Ristretto255(Group):
+    """ristretto255; elements are canonical 32-byte encodings, scalars mod L."""
+
+    name = "ristretto255"
+    order = L
+    element_size = _BYTES
+
+    # -- elements -------------------------------------------------------------
+    def generator(self) -> Elements:
+        return _BASE.copy()
+
+    def identity(self, count: int) -> Elements:
+        return np.zeros((count, _BYTES), dtype=np.uint8)
+
+    def random_elements(self, count: int) -> Elements:
+        out = np.empty((count, _BYTES), dtype=np.uint8)
+        base = _ptr(out)
+        for i in range(count):
+            _rand_point(base + i * _BYTES)
+        return out
+
+    def _binary(self, fn: Any, x: Elements, y: Elements) -> Elements:
+        xa, ya = _rows(x), _rows(y)
+        n = max(len(xa), len(ya))
+        if len(xa) not in (1, n) or len(ya) not in (1, n):
+            raise ValueError(f"cannot broadcast batches of {len(xa)} and {len(ya)} elements")
+        out = np.empty((n, _BYTES), dtype=np.uint8)
+        po, px, py = _ptr(out), _ptr(xa), _ptr(ya)
+        sx = _BYTES if len(xa) == n else 0
+        sy = _BYTES if len(ya) == n else 0
+        for i in range(n):
+            if fn(po + i * _BYTES, px + i * sx, py + i * sy) != 0:  # pragma: no cover
+                raise EncodingError(f"element {i}: not a valid ristretto255 encoding")
+        return out
+
+    def mul(self, x: Elements, y: Elements) -> Elements:
+        return self._binary(_add, x, y)
+
+    def div(self, x: Elements, y: Elements) -> Elements:
+        return self._binary(_sub, x, y)
+
+    def pow(self, x: Elements, k: int) -> Elements:
+        xa = _rows(x)
+        kb = _scalar_bytes(k)
+        out = np.empty_like(xa)
+        po, px, pk = _ptr(out), _ptr(xa), _ptr(kb)
+        for i in range(len(xa)):
+            if _smult(po + i * _BYTES, pk, px + i * _BYTES) != 0:
+                out[i] = 0  # the result is the identity (k = 0 mod L, or x = identity)
+        return out
+
+    def pow_fixed(self, base: Elements, ks: Scalars) -> Elements:
+        b = _rows(base)
+        ka = np.ascontiguousarray(ks, dtype=np.uint8)
+        out = np.empty((len(ka), _BYTES), dtype=np.uint8)
+        po, pk = _ptr(out), _ptr(ka)
+        if np.array_equal(b[0], _BASE[0]):
+            for i in range(len(ka)):
+                if _smult_base(po + i * _BYTES, pk + i * _BYTES) != 0:
+                    out[i] = 0
+        else:
+            pb = _ptr(b)
+            for i in range(len(ka)):
+                if _smult(po + i * _BYTES, pk + i * _BYTES, pb) != 0:
+                    out[i] = 0
+        return out
+
+    def rerandomizers(
+        self, g2: Elements, h: Elements, ks: Scalars
+    ) -> tuple[Elements, Elements, Elements]:
+        """``(g1^r, g2^r, h^r)`` for each scalar: the whole cost of a SampDist, in one loop."""
+        ka = np.ascontiguousarray(ks, dtype=np.uint8)
+        n = len(ka)
+        o1 = np.empty((n, _BYTES), dtype=np.uint8)
+        o2 = np.empty((n, _BYTES), dtype=np.uint8)
+        o3 = np.empty((n, _BYTES), dtype=np.uint8)
+        g2a, ha = _rows(g2), _rows(h)
+        p1, p2, p3, pk, pg2, ph = _ptr(o1), _ptr(o2), _ptr(o3), _ptr(ka), _ptr(g2a), _ptr(ha)
+        for i in range(n):
+            off = i * _BYTES
+            if _smult_base(p1 + off, pk + off) != 0:
+                o1[i] = 0
+            if _smult(p2 + off, pk + off, pg2) != 0:
+                o2[i] = 0
+            if _smult(p3 + off, pk + off, ph) != 0:
+                o3[i] = 0
+        return o1, o2, o3
+
+    def equal(self, x: Elements, y: Elements) -> bool:
+        return hmac.compare_digest(_rows(x).tobytes(), _rows(y).tobytes())
+
+    # -- scalars --------------------------------------------------------------
+    def random_scalar(self) -> int:
+        buf = np.empty(_BYTES, dtype=np.uint8)
+        _rand_scalar(_ptr(buf))
+        return int.from_bytes(buf.tobytes(), "little")
+
+    def random_scalars(self, count: int) -> Scalars:
+        out = np.empty((count, _BYTES), dtype=np.uint8)
+        base = _ptr(out)
+        for i in range(count):
+            _rand_scalar(base + i * _BYTES)
+        return out
+
+    def scalars_from_ints(self, values: list[int]) -> Scalars:
+        out = np.empty((len(values), _BYTES), dtype=np.uint8)
+        for i, v in enumerate(values):
+            out[i] = _scalar_bytes(v)
+        return out
+
+    def scalar_to_json(self, k: int) -> Any:
+        return (k % L).to_bytes(_BYTES, "little").hex()
+
+    def scalar_from_json(self, value: Any) -> int:
+        if not isinstance(value, str):
+            raise EncodingError(f"scalar must be a hex string, got {type(value).__name__}")
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raise EncodingError("scalar is not valid hex") from None
+        if len(raw) != _BYTES:
+            raise EncodingError(f"scalar must be {_BYTES} bytes, got {len(raw)}")
+        k = int.from_bytes(raw, "little")
+        if k >= L:
+            raise EncodingError("scalar is not reduced mod L (non-canonical encoding)")
+        return k
+
+    # -- encodings ------------------------------------------------------------
+    def to_bytes(self, x: Elements) -> npt.NDArray[np.uint8]:
+        return _rows(x)
+
+    def from_bytes(self, data: npt.NDArray[np.uint8]) -> Elements:
+        a = np.asarray(data)
+        if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != _BYTES:
+            raise EncodingError(
+                f"expected {_BYTES}-byte ristretto255 encodings as uint8 (N, {_BYTES}), "
+                f"got {a.dtype} {a.shape}"
+            )
+        a = np.ascontiguousarray(a)
+        base = _ptr(a)
+        for i in range(len(a)):
+            if _valid(base + i * _BYTES) != 1 and a[i].any():
+                raise EncodingError(f"element {i}: not a canonical ristretto255 encoding")
+        return a.copy()
+
+    def to_json(self, x: Elements) -> list[Any]:
+        return [bytes(row).hex() for row in _rows(x)]
+
+    def from_json(self, values: list[Any]) -> Elements:
+        if not isinstance(values, list):
+            raise EncodingError("expected a list of hex strings")
+        rows = np.empty((len(values), _BYTES), dtype=np.uint8)
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise EncodingError(f"element {i}: expected a hex string, got {type(v).__name__}")
+            try:
+                raw = bytes.fromhex(v)
+            except ValueError:
+                raise EncodingError(f"element {i}: not valid hex") from None
+            if len(raw) != _BYTES:
+                raise EncodingError(f"element {i}: expected {_BYTES} bytes, got {len(raw)}")
+            rows[i] = np.frombuffer(raw, dtype=np.uint8)
+        return self.from_bytes(rows)
