@@ -1,0 +1,103 @@
+"""Prometheus metrics of one server, in its own registry (several servers per process work).
+
+Labels carry only method names, status codes and outcomes: never inputs, ciphertexts or keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["ServerMetrics"]
+
+log = logging.getLogger(__name__)
+
+# Latencies from 50 us to 10 s.
+_LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServerMetrics:
+    """All metrics of one server. ``registry`` is private to it unless one is given."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.queue_seconds = Histogram(
+            "encryip_queue_seconds",
+            "Time a request waited in the batching queue",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.inference_seconds = Histogram(
+            "encryip_inference_seconds",
+            "onnxruntime time per batch",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.crypto_seconds = Histogram(
+            "encryip_crypto_seconds",
+            "Phi^-1 -> SampDist -> wire time per batch",
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.request_seconds = Histogram(
+            "encryip_request_seconds",
+            "Total server-side time per prediction request",
+            ["method"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.batch_rows = Histogram(
+            "encryip_batch_rows",
+            "Rows per onnxruntime call",
+            registry=r,
+            buckets=_BATCH_BUCKETS,
+        )
+        self.requests = Counter(
+            "encryip_requests",
+            "Finished RPCs by method and gRPC status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.rows = Counter("encryip_rows", "Rows predicted", registry=r)
+        self.queue_depth = Gauge(
+            "encryip_queue_depth", "Requests waiting in the batching queue", registry=r
+        )
+        self.reloads = Counter(
+            "encryip_model_reloads",
+            "Model reload attempts by result (success, failure)",
+            ["result"],
+            registry=r,
+        )
+        self.model_loaded = Gauge(
+            "encryip_model_loaded_timestamp_seconds",
+            "When the model now serving was loaded",
+            registry=r,
+        )
+        self._http: WSGIServer | None = None
+        self._http_thread: threading.Thread | None = None
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method=method, code=code).inc()
+        self.request_seconds.labels(method=method).observe(seconds)
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0 = a free port); returns the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http, self._http_thread = server, thread
+        bound = int(server.server_port)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

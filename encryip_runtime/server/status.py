@@ -1,0 +1,106 @@
+"""The one place where exceptions become gRPC status codes.
+
+Servicers and interceptors never pick a status code themselves: they raise (or let
+through) an exception, and :func:`status_for` decides. Unknown exceptions become
+``INTERNAL`` with a generic message; their details go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from encryip_runtime.exceptions import (
+    EncodingError,
+    EncryIPError,
+    InferenceError,
+    InputError,
+)
+
+__all__ = [
+    "DeadlineExpiredError",
+    "NotReadyError",
+    "QueueFullError",
+    "UnauthenticatedError",
+    "UnknownModelError",
+    "abort",
+    "grpc_errors",
+    "status_for",
+]
+
+log = logging.getLogger(__name__)
+
+GENERIC_INTERNAL = "internal error"
+GENERIC_INFERENCE = "inference failed"
+
+
+class QueueFullError(EncryIPError):
+    """The request queue is full (``RESOURCE_EXHAUSTED``); retry with backoff."""
+
+
+class RequestTooLargeError(EncryIPError):
+    """A request larger than the server accepts (``RESOURCE_EXHAUSTED``)."""
+
+
+class DeadlineExpiredError(EncryIPError):
+    """The request's deadline passed before it could run (``DEADLINE_EXCEEDED``)."""
+
+
+class NotReadyError(EncryIPError):
+    """No model loaded yet, or the server is draining (``UNAVAILABLE``)."""
+
+
+class UnauthenticatedError(EncryIPError):
+    """Missing or wrong bearer token (``UNAUTHENTICATED``)."""
+
+
+class UnknownModelError(InputError):
+    """A model name this server does not serve (``INVALID_ARGUMENT``)."""
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and the client-visible message for an exception."""
+    if isinstance(exc, (InputError, EncodingError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, (QueueFullError, RequestTooLargeError)):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, DeadlineExpiredError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+    if isinstance(exc, NotReadyError):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, UnauthenticatedError):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, InferenceError):
+        return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
+    return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    """Abort the RPC with the status of ``exc`` (logging unexpected ones)."""
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+    else:
+        log.debug("request refused: %s: %s", code.name, message)
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort returned")  # pragma: no cover
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def grpc_errors(method: F) -> F:
+    """Decorate a servicer method: any exception becomes the status of :func:`status_for`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # servicers raise; they never call context.abort themselves
+            abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
