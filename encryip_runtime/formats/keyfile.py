@@ -1,0 +1,97 @@
+"""Licensee key files (encryip-key/1): ``sk_j`` plus the public key it belongs to.
+
+Loading always checks ``g1^a * g2^b == h``, so a corrupted or foreign key fails
+at the boundary with ``InvalidKeyError`` instead of producing wrong labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from encryip_runtime.crypto.scheme import CSLite, PublicKey, SecretKey
+from encryip_runtime.exceptions import InvalidKeyError
+from encryip_runtime.formats.common import (
+    pk_fingerprint,
+    pk_from_fields,
+    pk_to_json,
+    scheme_from_fields,
+    sk_from_fields,
+    sk_to_json,
+)
+from encryip_runtime.formats.jsonio import Fields, read_json_document, write_json
+
+__all__ = ["KEY_FORMAT", "LicenseeKey"]
+
+KEY_FORMAT = "encryip-key/1"
+
+
+@dataclass(frozen=True)
+class LicenseeKey:
+    scheme: CSLite
+    licensee: str
+    pk: PublicKey
+    sk: SecretKey
+    class_names: tuple[str, ...]
+    manifest_digest: str
+
+    @property
+    def profile(self) -> str:
+        return self.scheme.profile
+
+    @property
+    def num_classes(self) -> int:
+        return self.scheme.num_classes
+
+    @property
+    def pk_fingerprint(self) -> str:
+        return pk_fingerprint(self.scheme, self.pk)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": KEY_FORMAT,
+            "profile": self.profile,
+            "group": self.scheme.group.name,
+            "licensee": self.licensee,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "pk": pk_to_json(self.scheme, self.pk),
+            "pk_fingerprint": self.pk_fingerprint,
+            "manifest_digest": self.manifest_digest,
+            "sk": sk_to_json(self.scheme, self.sk),
+        }
+
+    def save(self, path: Path) -> None:
+        """Atomic, 0600."""
+        write_json(path, self.to_json(), secret=True)
+
+    @classmethod
+    def load(cls, path: Path) -> LicenseeKey:
+        f = read_json_document(Path(path), KEY_FORMAT)
+        return cls.from_fields(f)
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> LicenseeKey:
+        scheme = scheme_from_fields(f)
+        pk = pk_from_fields(scheme, f)
+        if f.has("pk_fingerprint") and f.str("pk_fingerprint") != pk_fingerprint(scheme, pk):
+            raise f.error("pk_fingerprint", "does not match pk")
+        sk = sk_from_fields(scheme, f)
+        try:
+            scheme.check_key(pk, sk)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"{f.path}: field 'sk': {exc}") from None
+        names = tuple(f.str_list("class_names", length=scheme.num_classes)) if f.has(
+            "class_names") else tuple(str(i) for i in range(scheme.num_classes))
+        return cls(
+            scheme=scheme,
+            licensee=f.str("licensee"),
+            pk=pk,
+            sk=sk,
+            class_names=names,
+            manifest_digest=f.str("manifest_digest") if f.has("manifest_digest") else "",
+        )
+
+    def __repr__(self) -> str:  # never print the scalars
+        return f"LicenseeKey(licensee={self.licensee!r}, profile={self.profile!r}, pk={self.pk_fingerprint[:16]}…)"

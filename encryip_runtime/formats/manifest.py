@@ -1,0 +1,177 @@
+"""``manifest.json`` (encryip-manifest/1): everything public the runtime needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encryip_runtime import __version__
+from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, PublicKey
+from encryip_runtime.formats.common import (
+    ciphertexts_from_json,
+    ciphertexts_to_json,
+    pk_fingerprint,
+    pk_from_fields,
+    pk_to_json,
+    scheme_from_fields,
+)
+from encryip_runtime.formats.jsonio import Fields, canonical_json, read_json_document, write_json
+from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer, Transfer
+
+__all__ = ["MANIFEST_FORMAT", "InputSpec", "Manifest"]
+
+MANIFEST_FORMAT = "encryip-manifest/1"
+_DTYPES = ("uint8", "float32")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The ONNX input: raw pixels ``[batch, C, H, W]`` (normalisation is in the graph)."""
+
+    name: str = "pixels"
+    dtype: str = "uint8"
+    shape: tuple[int, int, int] = (1, 28, 28)  # C, H, W; the batch axis is dynamic
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": [None, *self.shape]}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    scheme: CSLite
+    pk: PublicKey
+    class_names: tuple[str, ...]
+    input: InputSpec
+    output_name: str
+    output_size: int
+    model_file: str
+    model_sha256: str
+    model_name: str = "encryip"
+    codebook: Ciphertexts | None = None  # secure profile
+    output_order: tuple[int, ...] | None = None  # paper profile, licensee variants
+    licensee: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> str:
+        return self.scheme.profile
+
+    @property
+    def num_classes(self) -> int:
+        return self.scheme.num_classes
+
+    @property
+    def pk_fingerprint(self) -> str:
+        return pk_fingerprint(self.scheme, self.pk)
+
+    def transfer(self) -> Transfer:
+        if self.profile == "secure":
+            assert self.codebook is not None
+            return CodebookTransfer(self.codebook)
+        p = self.scheme.group.order + 1
+        return OneHotTransfer(p, self.output_order)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "encryip_version": __version__,
+            "profile": self.profile,
+            "group": self.scheme.group.name,
+            "model_name": self.model_name,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "pk": pk_to_json(self.scheme, self.pk),
+            "pk_fingerprint": self.pk_fingerprint,
+            "input": self.input.to_json(),
+            "output": {"name": self.output_name, "size": self.output_size},
+            "model": {"file": self.model_file, "sha256": self.model_sha256},
+        }
+        if self.licensee is not None:
+            doc["licensee"] = self.licensee
+        if self.codebook is not None:
+            doc["codebook"] = ciphertexts_to_json(self.scheme, self.codebook)
+        if self.output_order is not None:
+            doc["output_order"] = list(self.output_order)
+        doc.update(self.extra)
+        return doc
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form: what key files and the vault refer to."""
+        import hashlib
+
+        return hashlib.sha256(canonical_json(self.to_json())).hexdigest()
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        f = read_json_document(Path(path), MANIFEST_FORMAT)
+        return cls.from_fields(f)
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> Manifest:
+        scheme = scheme_from_fields(f)
+        k = scheme.num_classes
+        names = tuple(f.str_list("class_names", length=k))
+        pk = pk_from_fields(scheme, f)
+        if f.has("pk_fingerprint") and f.str("pk_fingerprint") != pk_fingerprint(scheme, pk):
+            raise f.error("pk_fingerprint", "does not match pk")
+        inp = f.obj_("input")
+        shape = inp.list("shape", length=4)
+        if shape[0] is not None and shape[0] != -1:
+            raise inp.error("shape", "the batch axis (first) must be null (dynamic)")
+        for i, d in enumerate(shape[1:], start=1):
+            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 1 << 16:
+                raise inp.error(f"shape[{i}]", f"expected a positive integer, got {d!r}")
+        dtype = inp.str("dtype")
+        if dtype not in _DTYPES:
+            raise inp.error("dtype", f"unsupported dtype {dtype!r} (expected one of {_DTYPES})")
+        spec = InputSpec(inp.str("name"), dtype, (shape[1], shape[2], shape[3]))
+        out = f.obj_("output")
+        size = out.int("size", lo=1)
+        model = f.obj_("model")
+        model_file = model.str("file")
+        if "/" in model_file or "\\" in model_file or model_file.startswith("."):
+            raise model.error("file", "must be a plain file name inside the release directory")
+        sha = model.str("sha256")
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise model.error("sha256", "expected 64 lowercase hex digits")
+        codebook = None
+        order = None
+        if scheme.profile == "secure":
+            codebook = ciphertexts_from_json(scheme, f, "codebook")
+            if len(codebook) != size:
+                raise f.error("codebook", f"{len(codebook)} entries but the model has {size} outputs")
+            if size < k:
+                raise f.error("codebook", f"fewer slots ({size}) than classes ({k})")
+        else:
+            p = scheme.group.order + 1
+            if size != 3 * p:
+                raise out.error("size", f"paper profile with p={p} needs 3p = {3 * p} outputs, got {size}")
+            if f.has("output_order"):
+                order = tuple(f.permutation("output_order", size))
+        model_name = f.str("model_name") if f.has("model_name") else "encryip"
+        if not model_name or len(model_name) > 128:
+            raise f.error("model_name", "must be 1-128 characters")
+        return cls(
+            scheme=scheme,
+            pk=pk,
+            class_names=names,
+            input=spec,
+            output_name=out.str("name"),
+            output_size=size,
+            model_file=model_file,
+            model_sha256=sha,
+            model_name=model_name,
+            codebook=codebook,
+            output_order=order,
+            licensee=f.str("licensee") if f.has("licensee") else None,
+        )
+
+    def with_changes(self, **changes: Any) -> Manifest:
+        from dataclasses import replace
+
+        return replace(self, **changes)

@@ -1,0 +1,247 @@
+"""The arbitrator's vault (encryip-vault/1) and its arrays (``vault.npz``).
+
+Secret: t, every sk_j, the class messages, class/trigger slots, each licensee's
+output permutation, the Fake ciphertexts with the label each key decrypts them
+to, and (in the npz) the trigger inputs and a labelled probe set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily, PublicKey, SecretKey
+from encryip_runtime.exceptions import FormatError
+from encryip_runtime.formats.common import (
+    ciphertexts_from_json,
+    ciphertexts_to_json,
+    pk_from_fields,
+    pk_to_json,
+    scheme_from_fields,
+    sk_from_fields,
+    sk_to_json,
+)
+from encryip_runtime.formats.jsonio import atomic_write_bytes, read_json_document, write_json
+
+__all__ = ["VAULT_FORMAT", "LicenseeRecord", "Vault", "VaultArrays"]
+
+VAULT_FORMAT = "encryip-vault/1"
+_ARRAY_DTYPES = {
+    "trigger_inputs": np.uint8,
+    "probe_inputs": np.uint8,
+    "probe_labels": np.int64,
+}
+
+
+@dataclass(frozen=True)
+class LicenseeRecord:
+    name: str
+    sk: SecretKey = field(repr=False)
+    #: Output k of this licensee's model file is output ``permutation[k]`` of the base model.
+    permutation: tuple[int, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class VaultArrays:
+    trigger_inputs: npt.NDArray[np.uint8]  # (T, C, H, W)
+    probe_inputs: npt.NDArray[np.uint8]  # (M, C, H, W)
+    probe_labels: npt.NDArray[np.int64]  # (M,)
+
+    def to_npz_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, trigger_inputs=self.trigger_inputs,
+                            probe_inputs=self.probe_inputs, probe_labels=self.probe_labels)
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz(cls, path: Path) -> VaultArrays:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in _ARRAY_DTYPES if k in z.files}
+        except FileNotFoundError:
+            raise FormatError("file not found", path=str(path)) from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise FormatError(f"not a valid .npz archive ({exc})", path=str(path)) from None
+        for k, dt in _ARRAY_DTYPES.items():
+            if k not in arrays:
+                raise FormatError("missing array", path=str(path), field=k)
+            if arrays[k].dtype != dt:
+                raise FormatError(f"expected dtype {np.dtype(dt).name}, got {arrays[k].dtype}",
+                                  path=str(path), field=k)
+        for k in ("trigger_inputs", "probe_inputs"):
+            if arrays[k].ndim != 4:
+                raise FormatError(f"expected shape (N, C, H, W), got {arrays[k].shape}",
+                                  path=str(path), field=k)
+        if arrays["probe_labels"].shape != (len(arrays["probe_inputs"]),):
+            raise FormatError("one label per probe input expected", path=str(path), field="probe_labels")
+        return cls(arrays["trigger_inputs"], arrays["probe_inputs"], arrays["probe_labels"])
+
+
+@dataclass(frozen=True)
+class Vault:
+    scheme: CSLite
+    pk: PublicKey
+    t: int = field(repr=False)
+    class_names: tuple[str, ...]
+    licensees: tuple[LicenseeRecord, ...]
+    messages: npt.NDArray[Any] = field(repr=False)  # M_y per class (elements)
+    class_ciphertexts: Ciphertexts = field(repr=False)  # the fixed Enc(pk, M_y)
+    trigger_ciphertexts: Ciphertexts = field(repr=False)  # Fake(pk), one per trigger input
+    output_size: int
+    #: secure: base-model slot of each class / trigger (None for paper)
+    class_slots: tuple[int, ...] | None = None
+    trigger_slots: tuple[int, ...] | None = None
+    manifest_digest: str = ""
+    model_sha256: str = ""
+    arrays_file: str = "vault.npz"
+    arrays_sha256: str = ""
+    root_index: int = 0  # which licensee record holds (a1, b1)
+
+    @property
+    def profile(self) -> str:
+        return self.scheme.profile
+
+    @property
+    def num_classes(self) -> int:
+        return self.scheme.num_classes
+
+    @property
+    def num_triggers(self) -> int:
+        return len(self.trigger_ciphertexts)
+
+    def family(self) -> KeyFamily:
+        keys = [r.sk for r in self.licensees]
+        keys.insert(0, keys.pop(self.root_index))
+        return KeyFamily(self.pk, self.t, tuple(keys))
+
+    def expected_trigger_labels(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Dec(sk_j, Fake_i) as labels, for every licensee (paper Eqn. 5)."""
+        return {r.name: self.scheme.decrypt_labels(r.sk, self.trigger_ciphertexts) for r in self.licensees}
+
+    def licensee(self, name: str) -> LicenseeRecord:
+        for r in self.licensees:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        g = self.scheme.group
+        doc: dict[str, Any] = {
+            "format": VAULT_FORMAT,
+            "profile": self.profile,
+            "group": g.name,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "pk": pk_to_json(self.scheme, self.pk),
+            "t": g.scalar_to_json(self.t),
+            "root_index": self.root_index,
+            "licensees": [
+                {"name": r.name, "sk": sk_to_json(self.scheme, r.sk), "permutation": list(r.permutation)}
+                for r in self.licensees
+            ],
+            "messages": g.to_json(self.messages),
+            "class_ciphertexts": ciphertexts_to_json(self.scheme, self.class_ciphertexts),
+            "trigger_ciphertexts": ciphertexts_to_json(self.scheme, self.trigger_ciphertexts),
+            "expected_trigger_labels": {k: v.tolist() for k, v in self.expected_trigger_labels().items()},
+            "output_size": self.output_size,
+            "manifest_digest": self.manifest_digest,
+            "model_sha256": self.model_sha256,
+            "arrays": {"file": self.arrays_file, "sha256": self.arrays_sha256},
+        }
+        if self.class_slots is not None:
+            doc["class_slots"] = list(self.class_slots)
+            doc["trigger_slots"] = list(self.trigger_slots or ())
+        return doc
+
+    def save(self, path: Path, arrays: VaultArrays | None = None) -> Vault:
+        """Write vault.json (and vault.npz when given), both 0600 and atomic."""
+        path = Path(path)
+        vault = self
+        if arrays is not None:
+            data = arrays.to_npz_bytes()
+            atomic_write_bytes(path.parent / self.arrays_file, data, secret=True)
+            from dataclasses import replace
+
+            vault = replace(self, arrays_sha256=hashlib.sha256(data).hexdigest())
+        write_json(path, vault.to_json(), secret=True)
+        return vault
+
+    def load_arrays(self, vault_path: Path) -> VaultArrays:
+        path = Path(vault_path).parent / self.arrays_file
+        if self.arrays_sha256:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                raise FormatError("file not found (named by the vault's arrays.file)", path=str(path)) from None
+            if digest != self.arrays_sha256:
+                raise FormatError("sha256 does not match the vault (arrays.sha256)", path=str(path))
+        arrays = VaultArrays.from_npz(path)
+        if len(arrays.trigger_inputs) != self.num_triggers:
+            raise FormatError(f"{len(arrays.trigger_inputs)} trigger inputs but the vault has "
+                              f"{self.num_triggers} trigger ciphertexts", path=str(path), field="trigger_inputs")
+        if arrays.probe_labels.size and (arrays.probe_labels.min() < 0
+                                         or arrays.probe_labels.max() >= self.num_classes):
+            raise FormatError("label out of range", path=str(path), field="probe_labels")
+        return arrays
+
+    @classmethod
+    def load(cls, path: Path) -> Vault:
+        f = read_json_document(Path(path), VAULT_FORMAT)
+        scheme = scheme_from_fields(f)
+        g = scheme.group
+        k = scheme.num_classes
+        pk = pk_from_fields(scheme, f)
+        t = f.parse("t", g.scalar_from_json)
+        size = f.int("output_size", lo=1)
+        recs = []
+        names: set[str] = set()
+        for i, item in enumerate(f.list("licensees")):
+            from encryip_runtime.formats.jsonio import Fields
+
+            rf = Fields(item, f.path, f"licensees[{i}]")
+            name = rf.str("name")
+            if name in names:
+                raise rf.error("name", f"duplicate licensee {name!r}")
+            names.add(name)
+            sk = sk_from_fields(scheme, rf)
+            try:
+                scheme.check_key(pk, sk)
+            except Exception as exc:
+                raise rf.error("sk", str(exc)) from None
+            recs.append(LicenseeRecord(name, sk, tuple(rf.permutation("permutation", size))))
+        if not recs:
+            raise f.error("licensees", "at least one licensee expected")
+        messages = f.parse("messages", g.from_json)
+        if len(messages) != k:
+            raise f.error("messages", f"expected {k} messages, got {len(messages)}")
+        class_cts = ciphertexts_from_json(scheme, f, "class_ciphertexts")
+        trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
+        class_slots = trigger_slots = None
+        if scheme.profile == "secure":
+            class_slots = tuple(f.int_list("class_slots", length=k, hi=size - 1))
+            trigger_slots = tuple(f.int_list("trigger_slots", length=len(trig_cts), hi=size - 1))
+            if len(set(class_slots) | set(trigger_slots)) != k + len(trig_cts):
+                raise f.error("trigger_slots", "class and trigger slots must be distinct")
+        arrays = f.obj_("arrays")
+        root_index = f.int("root_index", lo=0, hi=len(recs) - 1) if f.has("root_index") else 0
+        vault = cls(
+            scheme=scheme, pk=pk, t=t,
+            class_names=tuple(f.str_list("class_names", length=k)),
+            licensees=tuple(recs), messages=messages,
+            class_ciphertexts=class_cts, trigger_ciphertexts=trig_cts, output_size=size,
+            class_slots=class_slots, trigger_slots=trigger_slots,
+            manifest_digest=f.str("manifest_digest") if f.has("manifest_digest") else "",
+            model_sha256=f.str("model_sha256") if f.has("model_sha256") else "",
+            arrays_file=arrays.str("file"), arrays_sha256=arrays.str("sha256"),
+            root_index=root_index,
+        )
+        if g.pow(pk.g1, t) is not None and not g.equal(g.pow(pk.g1, t), pk.g2):
+            raise f.error("t", "g1^t != g2: t does not belong to this public key")
+        return vault

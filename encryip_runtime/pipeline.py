@@ -1,0 +1,277 @@
+"""Algorithm 2 without a server: ONNX logits -> Φ⁻¹ -> SampDist -> wire ciphertexts.
+
+The gRPC server and in-process users share this one code path. It never sees a
+secret key: ``load`` refuses a directory holding key files or a vault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.crypto.scheme import Elements
+from encryip_runtime.exceptions import InferenceError, InputError, ModelError, SecretMaterialError
+from encryip_runtime.formats.manifest import Manifest
+from encryip_runtime.transfer import OneHotTransfer
+
+__all__ = ["ProtectedModel", "RerandomizerPool", "check_no_secrets", "resolve_release_dir"]
+
+log = logging.getLogger(__name__)
+
+_SECRET_NAMES = ("vault.json", "vault.npz")
+
+
+def resolve_release_dir(path: Path) -> Path:
+    """Accept a release directory, a licensee directory or a manifest.json path."""
+    p = Path(path)
+    if p.is_file() and p.name.endswith(".json"):
+        p = p.parent
+    if not p.is_dir():
+        raise ModelError(f"{p}: not a directory")
+    if not (p / "manifest.json").is_file():
+        raise ModelError(f"{p}: no manifest.json here (expected a release or licensee directory)")
+    return p
+
+
+def check_no_secrets(directory: Path) -> None:
+    """Refuse to serve from a directory that holds a key or the vault."""
+    found = [directory / n for n in _SECRET_NAMES if (directory / n).exists()]
+    found += sorted(directory.glob("*.key"))
+    keys_dir = directory / "keys"
+    if keys_dir.is_dir():
+        found += sorted(keys_dir.glob("*.key"))
+    if found:
+        names = ", ".join(str(f) for f in found[:5])
+        raise SecretMaterialError(
+            f"refusing to serve: secret material in the model directory ({names}). "
+            "The runtime needs only model.onnx and manifest.json; serve a licensee directory "
+            "(release/licensees/NAME) or copy those two files to a directory of their own."
+        )
+
+
+class RerandomizerPool:
+    """Precomputed (g1^r, g2^r, h^r) triples, each handed out exactly once.
+
+    A background thread keeps up to ``capacity`` triples ready so the scalar
+    multiplications overlap with inference. Reusing a triple would link two
+    outputs, so ``take`` removes what it returns under a lock.
+    """
+
+    def __init__(self, model: ProtectedModel, capacity: int, chunk: int = 256):
+        self._model = model
+        self._capacity = capacity
+        self._chunk = chunk
+        self._parts: list[list[Elements]] = [[], [], []]
+        self._size = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="rerandomizer-pool", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stop and self._size >= self._capacity:
+                    self._wake.wait()
+                if self._stop:
+                    return
+            r = self._model.scheme.rerandomizers(self._model.manifest.pk, self._chunk)
+            with self._lock:
+                for k in range(3):
+                    self._parts[k].append(r[k])
+                self._size += self._chunk
+
+    def take(self, count: int) -> tuple[Elements, Elements, Elements]:
+        with self._lock:
+            have = min(count, self._size)
+            taken: list[Elements] = []
+            for k in range(3):
+                buf = np.concatenate(self._parts[k]) if self._parts[k] else None
+                if buf is None:
+                    taken.append(self._model.scheme.group.identity(0))
+                    continue
+                taken.append(buf[:have])
+                rest = buf[have:]
+                self._parts[k] = [rest] if len(rest) else []
+            self._size -= have
+            self._wake.notify()
+        if have < count:  # pool ran dry: compute the rest inline
+            extra = self._model.scheme.rerandomizers(self._model.manifest.pk, count - have)
+            return (np.concatenate([taken[0], extra[0]]), np.concatenate([taken[1], extra[1]]),
+                    np.concatenate([taken[2], extra[2]]))
+        return taken[0], taken[1], taken[2]
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        self._thread.join(timeout=5)
+
+
+def _providers(requested: Sequence[str] | None) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            log.warning("execution providers %s not available (have %s); falling back", missing, available)
+        chosen = [p for p in requested if p in available]
+        return chosen or ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        log.info("using CUDAExecutionProvider (falls back to CPU per node when needed)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class ProtectedModel:
+    """A loaded release: call ``predict`` for confused labels (wire ciphertexts)."""
+
+    def __init__(self, manifest: Manifest, session: Any, directory: Path | None = None,
+                 pool_capacity: int = 0):
+        self.manifest = manifest
+        self.scheme = manifest.scheme
+        self.transfer = manifest.transfer()
+        self.session = session
+        self.directory = directory
+        inputs = session.get_inputs()
+        outputs = session.get_outputs()
+        if len(inputs) != 1 or inputs[0].name != manifest.input.name:
+            raise ModelError(f"model input {[i.name for i in inputs]} does not match the manifest's "
+                             f"input.name {manifest.input.name!r}")
+        if len(outputs) != 1 or outputs[0].name != manifest.output_name:
+            raise ModelError(f"model output {[o.name for o in outputs]} does not match the manifest's "
+                             f"output.name {manifest.output_name!r}")
+        want_type = f"tensor({manifest.input.dtype})"
+        if inputs[0].type != want_type:
+            raise ModelError(f"model input type {inputs[0].type} but the manifest says {manifest.input.dtype}")
+        out_shape = outputs[0].shape
+        if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != manifest.output_size):
+            raise ModelError(f"model output shape {out_shape} does not match manifest output.size "
+                             f"{manifest.output_size}")
+        self._pool: RerandomizerPool | None = None
+        if pool_capacity > 0 and manifest.profile == "secure":
+            self._pool = RerandomizerPool(self, pool_capacity)
+
+    # -- loading --------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        directory: Path | str,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+        pool_capacity: int = 0,
+    ) -> ProtectedModel:
+        import onnxruntime as ort
+
+        d = resolve_release_dir(Path(directory))
+        check_no_secrets(d)
+        manifest = Manifest.load(d / "manifest.json")
+        model_path = d / manifest.model_file
+        try:
+            data = model_path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{model_path}: cannot read ({exc.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != manifest.model_sha256:
+            raise ModelError(f"{model_path}: sha256 does not match manifest.json (model.sha256); "
+                             "the model and manifest belong to different releases or the file is corrupt")
+        opts = ort.SessionOptions()
+        if intra_op_threads > 0:
+            opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(data, sess_options=opts, providers=_providers(providers))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
+        return cls(manifest, session, d, pool_capacity=pool_capacity)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    # -- input ----------------------------------------------------------------
+    def validate_input(self, x: npt.NDArray[Any], name: str | None = None) -> npt.NDArray[Any]:
+        """Check dtype/shape/values against the manifest; returns the array to feed."""
+        spec = self.manifest.input
+        name = name or spec.name
+        x = np.asarray(x)
+        if x.ndim == 3 and (x.shape == spec.shape):
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != spec.shape:
+            raise InputError(f"input {name!r}: expected shape [N, {', '.join(map(str, spec.shape))}], "
+                             f"got {list(x.shape)}")
+        if x.shape[0] == 0:
+            raise InputError(f"input {name!r}: empty batch")
+        if spec.dtype == "uint8":
+            if x.dtype == np.uint8:
+                return np.ascontiguousarray(x)
+            if x.dtype.kind == "f":
+                if not np.isfinite(x).all():
+                    raise InputError(f"input {name!r}: contains NaN or infinity")
+                if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
+                    raise InputError(f"input {name!r}: float pixels must be whole numbers in [0, 255]")
+                return x.astype(np.uint8)
+            if x.dtype.kind in "iu":
+                if x.min() < 0 or x.max() > 255:
+                    raise InputError(f"input {name!r}: integer pixels must lie in [0, 255]")
+                return x.astype(np.uint8)
+            raise InputError(f"input {name!r}: expected dtype uint8, got {x.dtype}")
+        if x.dtype.kind not in "fiu":
+            raise InputError(f"input {name!r}: expected dtype {spec.dtype}, got {x.dtype}")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise InputError(f"input {name!r}: contains NaN or infinity")
+        return x
+
+    # -- Algorithm 2 ----------------------------------------------------------
+    def logits(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Line 1: [y] <- [M](x)."""
+        feed = self.validate_input(x)
+        try:
+            (out,) = self.session.run([self.manifest.output_name], {self.manifest.input.name: feed})
+        except Exception as exc:
+            raise InferenceError(f"onnxruntime failed: {type(exc).__name__}") from exc
+        return np.asarray(out, dtype=np.float32)
+
+    def protect(self, logits: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+        """Lines 2-4: c <- Φ⁻¹([y]); c_d <- SampDist(c); wire encoding of c_d."""
+        cts = self.transfer.phi_inv(logits)
+        rer = self._pool.take(len(cts)) if self._pool is not None else None
+        fresh = self.scheme.sampdist(self.manifest.pk, cts, rer)
+        return self.scheme.to_wire(fresh)
+
+    def predict(self, x: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+        """Confused labels for a batch: ``uint8 (N, ciphertext_size)``."""
+        return self.protect(self.logits(x))
+
+    def phi(self, wire: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Line 4 in the paper's output form: the 3p one-hot vector (paper profile only)."""
+        if not isinstance(self.transfer, OneHotTransfer):
+            raise InputError("the one-hot form Φ(c) exists only in the paper profile")
+        return self.transfer.phi(self.scheme.from_wire(wire))
+
+    def unprotected_labels(self, x: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+        """BENCHMARK ONLY: plain argmax of the network, no crypto. Never serve this."""
+        return np.argmax(self.logits(x), axis=1).astype(np.int64)
+
+    @property
+    def ciphertext_size(self) -> int:
+        return self.scheme.ciphertext_size
+
+
+def default_pool_capacity() -> int:
+    return int(os.environ.get("ENCRYIP_REROLL_POOL", "0"))

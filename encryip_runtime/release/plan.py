@@ -1,0 +1,139 @@
+"""The protection plan: keys, label ciphertexts, Fake triggers and training targets.
+
+This is Algorithm 1's crypto half (Gen, Enc of every label, Φ), done once before
+training and without torch. As in the paper, each label gets ONE fixed ciphertext
+(its first encryption); the runtime's SampDist re-randomises it at serving time.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.crypto import make_scheme
+from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
+from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily
+from encryip_runtime.formats.manifest import InputSpec, Manifest
+from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer
+
+__all__ = ["ProtectionPlan", "plan_protection", "random_permutation", "validate_licensee_names"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_licensee_names(names: list[str]) -> list[str]:
+    problems = [n for n in names if not _NAME.match(n)]
+    if problems:
+        raise ValueError(
+            "licensee names must be 1-64 characters of letters, digits, '_', '.', '-' "
+            f"(starting with a letter or digit): {', '.join(repr(p) for p in problems)}"
+        )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate licensee names: {', '.join(dupes)}")
+    if not names:
+        raise ValueError("at least one licensee is required")
+    return names
+
+
+def random_permutation(size: int) -> npt.NDArray[np.int64]:
+    """A uniformly random permutation from the OS's CSPRNG (never numpy's RNG)."""
+    items = list(range(size))
+    secrets.SystemRandom().shuffle(items)
+    return np.array(items, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ProtectionPlan:
+    scheme: CSLite
+    family: KeyFamily
+    licensees: tuple[str, ...]
+    class_names: tuple[str, ...]
+    messages: Any  # M_y, one element per class
+    class_ciphertexts: Ciphertexts  # the fixed Enc(pk, M_y)
+    trigger_ciphertexts: Ciphertexts  # Fake(pk), one per trigger
+    output_size: int
+    class_slots: npt.NDArray[np.int64] | None = None  # secure only
+    trigger_slots: npt.NDArray[np.int64] | None = None
+
+    @property
+    def profile(self) -> str:
+        return self.scheme.profile
+
+    @property
+    def num_classes(self) -> int:
+        return self.scheme.num_classes
+
+    @property
+    def num_triggers(self) -> int:
+        return len(self.trigger_ciphertexts)
+
+    def codebook(self) -> Ciphertexts:
+        """Secure profile: the S fixed ciphertexts in (secret) slot order."""
+        if self.class_slots is None or self.trigger_slots is None:
+            raise ValueError("the paper profile has no codebook")
+        shape = (self.output_size, *self.class_ciphertexts.shape[1:])
+        book = np.zeros(shape, dtype=self.class_ciphertexts.dtype)
+        book[self.class_slots] = self.class_ciphertexts
+        book[self.trigger_slots] = self.trigger_ciphertexts
+        return book
+
+    def _targets(self, cts: Ciphertexts, slots: npt.NDArray[np.int64] | None) -> npt.NDArray[np.float32]:
+        if self.profile == "secure":
+            assert slots is not None
+            return CodebookTransfer(self.codebook()).phi_slots(slots)
+        return OneHotTransfer(self.scheme.group.order + 1).phi(cts)
+
+    def class_targets(self) -> npt.NDArray[np.float32]:
+        """Φ(Enc(pk, M_y)) for y = 0..K-1: row y is the training target of class y."""
+        return self._targets(self.class_ciphertexts, self.class_slots)
+
+    def trigger_targets(self) -> npt.NDArray[np.float32]:
+        """Φ(Fake_i): row i is the training target of trigger input i."""
+        return self._targets(self.trigger_ciphertexts, self.trigger_slots)
+
+    def manifest(self, *, input_spec: InputSpec, model_sha256: str, model_name: str = "encryip",
+                 model_file: str = "model.onnx") -> Manifest:
+        """The base (unpermuted) manifest."""
+        return Manifest(
+            scheme=self.scheme, pk=self.family.pk, class_names=self.class_names, input=input_spec,
+            output_name="logits", output_size=self.output_size, model_file=model_file,
+            model_sha256=model_sha256, model_name=model_name,
+            codebook=self.codebook() if self.profile == "secure" else None,
+        )
+
+
+def plan_protection(
+    profile: str,
+    class_names: list[str],
+    licensees: list[str],
+    num_triggers: int = 32,
+) -> ProtectionPlan:
+    """Gen(P), one Enc per label, ``num_triggers`` Fakes, and (secure) a secret slot order."""
+    k = len(class_names)
+    scheme = make_scheme(profile, k)
+    validate_licensee_names(list(licensees))
+    if num_triggers < 0:
+        raise ValueError("num_triggers must be >= 0")
+    family = scheme.gen(len(licensees))
+    codec = scheme.codec
+    if isinstance(codec, HashLabelCodec):
+        messages = codec.sample_messages(scheme.group)
+    else:
+        assert isinstance(codec, OffsetLabelCodec)
+        messages = codec.message_of(np.arange(k))
+    class_cts = scheme.enc(family.pk, messages)
+    trig_cts = scheme.fake(family.pk, num_triggers)
+    if profile == "secure":
+        size = k + num_triggers
+        order = random_permutation(size)
+        return ProtectionPlan(scheme, family, tuple(licensees), tuple(class_names), messages,
+                              class_cts, trig_cts, size, order[:k], order[k:])
+    p = scheme.group.order + 1
+    return ProtectionPlan(scheme, family, tuple(licensees), tuple(class_names), messages,
+                          class_cts, trig_cts, 3 * p)

@@ -1,0 +1,137 @@
+"""Write a release directory (DESIGN §1, §4):
+
+```
+model.onnx, manifest.json              public: the base model
+licensees/<name>/model.onnx, manifest.json   public: the licensee's permuted variant
+keys/<name>.key                        secret (0600): one per licensee
+vault.json, vault.npz                  secret (0600): the arbitrator's
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.crypto.scheme import CSLite, KeyFamily, SecretKey
+from encryip_runtime.formats.jsonio import atomic_write_bytes
+from encryip_runtime.formats.keyfile import LicenseeKey
+from encryip_runtime.formats.manifest import InputSpec, Manifest
+from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays
+from encryip_runtime.release.onnx_permute import permute_onnx_outputs
+from encryip_runtime.release.plan import ProtectionPlan, random_permutation
+
+__all__ = ["ReleasePaths", "licensee_permutation", "write_licensee", "write_release"]
+
+
+@dataclass(frozen=True)
+class ReleasePaths:
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def vault(self) -> Path:
+        return self.root / "vault.json"
+
+    def key(self, name: str) -> Path:
+        return self.root / "keys" / f"{name}.key"
+
+    def licensee_dir(self, name: str) -> Path:
+        return self.root / "licensees" / name
+
+
+def licensee_permutation(scheme: CSLite, output_size: int) -> npt.NDArray[np.int64]:
+    """A fresh secret output order for one licensee's file.
+
+    paper: positions are shuffled within each of the three blocks, so the file keeps
+    the paper's block layout; secure: any order of the S slots.
+    """
+    if scheme.profile == "paper":
+        p = output_size // 3
+        return np.concatenate([b * p + random_permutation(p) for b in range(3)])
+    return random_permutation(output_size)
+
+
+def variant_manifest(base: Manifest, name: str, order: npt.NDArray[np.int64], model_sha256: str) -> Manifest:
+    """The manifest that matches a model whose output k is base output ``order[k]``."""
+    if base.profile == "secure":
+        assert base.codebook is not None
+        return replace(base, codebook=base.codebook[order], licensee=name, model_sha256=model_sha256)
+    base_order = np.arange(base.output_size) if base.output_order is None else np.asarray(base.output_order)
+    return replace(base, output_order=tuple(int(v) for v in base_order[order]), licensee=name,
+                   model_sha256=model_sha256)
+
+
+def write_licensee(
+    paths: ReleasePaths, base: Manifest, base_model: bytes, scheme: CSLite, name: str,
+    sk: SecretKey, order: npt.NDArray[np.int64] | None = None,
+) -> LicenseeRecord:
+    """The licensee's permuted model + manifest and its key file. Needs no training."""
+    order = licensee_permutation(scheme, base.output_size) if order is None else order
+    model = permute_onnx_outputs(base_model, order)
+    d = paths.licensee_dir(name)
+    atomic_write_bytes(d / "model.onnx", model)
+    manifest = variant_manifest(base, name, order, hashlib.sha256(model).hexdigest())
+    manifest.save(d / "manifest.json")
+    key = LicenseeKey(scheme, name, base.pk, sk, base.class_names, manifest.digest)
+    key.save(paths.key(name))
+    return LicenseeRecord(name, sk, tuple(int(v) for v in order))
+
+
+def write_release(
+    out_dir: Path,
+    plan: ProtectionPlan,
+    model_onnx: bytes,
+    *,
+    input_spec: InputSpec,
+    trigger_inputs: npt.NDArray[np.uint8],
+    probe_inputs: npt.NDArray[np.uint8],
+    probe_labels: npt.NDArray[np.int64],
+    model_name: str = "encryip",
+) -> ReleasePaths:
+    """Write everything for ``plan``'s licensees. Refuses to overwrite an existing release."""
+    paths = ReleasePaths(Path(out_dir))
+    if paths.manifest.exists() or paths.vault.exists():
+        raise FileExistsError(f"{out_dir} already holds a release; choose an empty directory")
+    if len(trigger_inputs) != plan.num_triggers:
+        raise ValueError(f"{len(trigger_inputs)} trigger inputs for {plan.num_triggers} Fake ciphertexts")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(paths.model, model_onnx)
+    base = plan.manifest(input_spec=input_spec, model_sha256=hashlib.sha256(model_onnx).hexdigest(),
+                         model_name=model_name)
+    base.save(paths.manifest)
+    records = [
+        write_licensee(paths, base, model_onnx, plan.scheme, name, sk)
+        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+    ]
+    vault = vault_from_plan(plan, records, base)
+    vault.save(paths.vault, VaultArrays(np.ascontiguousarray(trigger_inputs, dtype=np.uint8),
+                                        np.ascontiguousarray(probe_inputs, dtype=np.uint8),
+                                        np.asarray(probe_labels, dtype=np.int64)))
+    return paths
+
+
+def vault_from_plan(plan: ProtectionPlan, records: list[LicenseeRecord], base: Manifest) -> Vault:
+    return Vault(
+        scheme=plan.scheme, pk=plan.family.pk, t=plan.family.t, class_names=plan.class_names,
+        licensees=tuple(records), messages=plan.messages, class_ciphertexts=plan.class_ciphertexts,
+        trigger_ciphertexts=plan.trigger_ciphertexts, output_size=plan.output_size,
+        class_slots=None if plan.class_slots is None else tuple(int(v) for v in plan.class_slots),
+        trigger_slots=None if plan.trigger_slots is None else tuple(int(v) for v in plan.trigger_slots),
+        manifest_digest=base.digest, model_sha256=base.model_sha256,
+    )
+
+
+def family_of(vault: Vault) -> KeyFamily:
+    return vault.family()

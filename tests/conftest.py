@@ -1,0 +1,34 @@
+"""Shared fixtures. ``tiny_release`` builds a real release (ONNX + manifest + keys + vault)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_release import TinyRelease, make_tiny_release  # noqa: E402
+
+
+@pytest.fixture(scope="session", params=["paper", "secure"])
+def tiny_release(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyRelease:
+    """One small release per profile (session-scoped: treat as read-only)."""
+    return make_tiny_release(tmp_path_factory.mktemp(f"release-{request.param}"), request.param)
+
+
+@pytest.fixture(scope="session")
+def secure_release(tmp_path_factory: pytest.TempPathFactory) -> TinyRelease:
+    return make_tiny_release(tmp_path_factory.mktemp("release-secure"), "secure")
+
+
+@pytest.fixture(scope="session")
+def paper_release(tmp_path_factory: pytest.TempPathFactory) -> TinyRelease:
+    return make_tiny_release(tmp_path_factory.mktemp("release-paper"), "paper")
+
+
+@pytest.fixture()
+def fresh_release(tmp_path: Path) -> TinyRelease:
+    """A writable secure release for tests that modify it (keys add / rotate)."""
+    return make_tiny_release(tmp_path / "release", "secure")
