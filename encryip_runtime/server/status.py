@@ -7,10 +7,12 @@ through) an exception, and :func:`status_for` decides. Unknown exceptions become
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
+import time
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
@@ -28,7 +30,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnknownModelError",
     "abort",
-    "grpc_errors",
+    "grpc_method",
     "status_for",
 ]
 
@@ -74,6 +76,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, UnauthenticatedError):
         return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, concurrent.futures.CancelledError):
+        return grpc.StatusCode.CANCELLED, "request cancelled"
     if isinstance(exc, InferenceError):
         return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
@@ -93,14 +97,27 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def grpc_errors(method: F) -> F:
-    """Decorate a servicer method: any exception becomes the status of :func:`status_for`."""
+class _Observer(Protocol):
+    def observe(self, method: str, code: str, seconds: float) -> None: ...
 
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except Exception as exc:  # servicers raise; they never call context.abort themselves
-            abort(context, exc)
 
-    return wrapper  # type: ignore[return-value]
+def grpc_method(name: str) -> Callable[[F], F]:
+    """Decorate a unary servicer method: time it, map any exception through
+    :func:`status_for`, and report ``(name, status code, seconds)`` to ``self.observe``."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: _Observer, request: Any, context: grpc.ServicerContext) -> Any:
+            t0 = time.perf_counter()
+            try:
+                response = method(self, request, context)
+            except Exception as exc:  # servicers raise; they never call context.abort
+                code, _ = status_for(exc)
+                self.observe(name, code.name, time.perf_counter() - t0)
+                abort(context, exc)
+            self.observe(name, "OK", time.perf_counter() - t0)
+            return response
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

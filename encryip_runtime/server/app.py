@@ -1,0 +1,236 @@
+"""Assemble and run the server: ``create_server(cfg) -> (server, port)`` and ``serve(cfg)``.
+
+Lifecycle of one ``EncryIPServer``:
+
+1. ``create_server`` checks the release for secret material, starts the plaintext
+   health port (NOT_SERVING) and the metrics port, loads the model, and binds the main
+   port. Nothing answers predictions yet.
+2. ``start()`` starts the batcher and the main gRPC server, then health -> SERVING.
+3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
+   keeps the old one.
+4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main port refuses new RPCs,
+   accepted ones finish (up to ``grace`` seconds), the batcher drains, then the health
+   and metrics ports close.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from types import FrameType
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
+from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from encryip_runtime.server.batcher import MicroBatcher
+from encryip_runtime.server.config import ServerConfig
+from encryip_runtime.server.encryip_servicer import EncryIPServicer
+from encryip_runtime.server.health import HealthState
+from encryip_runtime.server.inference_servicer import InferenceServicer
+from encryip_runtime.server.metrics import ServerMetrics
+from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
+from encryip_runtime.server.predictor import Predictor
+from encryip_runtime.server.security import TokenAuthInterceptor, server_credentials
+
+__all__ = ["EncryIPServer", "create_server", "serve"]
+
+log = logging.getLogger(__name__)
+
+# Handler threads beyond the queue: metadata, health and info calls while the queue is full.
+_EXTRA_WORKERS = 16
+
+
+class EncryIPServer:
+    """One runtime instance. Build it with :func:`create_server`."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.metrics = ServerMetrics()
+        self.health = HealthState()
+        self.store = ModelStore(
+            cfg.release_dir,
+            model_name=cfg.model_name,
+            intra_op_threads=cfg.intra_op_threads,
+            metrics=self.metrics,
+        )
+        self.batcher = MicroBatcher(
+            max_batch=cfg.max_batch,
+            max_delay_s=cfg.max_queue_delay_s,
+            max_queue=cfg.max_queue,
+            metrics=self.metrics,
+        )
+        self.predictor = Predictor(self.store, self.batcher)
+        self.port = 0
+        self.health_port = 0
+        self.metrics_port = 0
+        self._options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        token = cfg.read_token()
+        interceptors = [TokenAuthInterceptor(token)] if token is not None else []
+        # Every queued request holds a handler thread while it waits for its batch, so the
+        # pool is as large as the queue: the batcher's bound, not the pool, limits load.
+        workers = cfg.max_queue + cfg.max_batch + _EXTRA_WORKERS
+        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
+        self._grpc = grpc.server(self._executor, interceptors=interceptors, options=self._options)
+        self._health_server: grpc.Server | None = None
+        self._health_executor: futures.ThreadPoolExecutor | None = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Health + metrics ports up (NOT_SERVING), model loaded, main port bound."""
+        cfg = self.cfg
+        refuse_secret_material(cfg.release_dir)
+        if cfg.health_port != 0:
+            self._health_executor = futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="health"
+            )
+            self._health_server = grpc.server(self._health_executor, options=self._options)
+            from grpc_health.v1 import health_pb2_grpc
+
+            health_pb2_grpc.add_HealthServicer_to_server(
+                self.health.new_servicer(), self._health_server
+            )
+            self.health_port = self._health_server.add_insecure_port(
+                f"{_host(cfg.host)}:{cfg.health_port}"
+            )
+            self._health_server.start()
+            log.info("health (plaintext, grpc.health.v1 only) on %s:%d", cfg.host, self.health_port)
+        if cfg.metrics_port != 0:
+            self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
+        try:
+            self.store.load()
+            self._build_main()
+        except BaseException:
+            self._close_side_ports()
+            raise
+
+    def _build_main(self) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        cfg = self.cfg
+        encryip_pb2_grpc.add_EncryIPServicer_to_server(
+            EncryIPServicer(self.predictor, self.metrics), self._grpc
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.predictor, self.metrics, self.health), self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.new_servicer(), self._grpc)
+        reflection.enable_server_reflection(
+            (
+                encryip_pb2.DESCRIPTOR.services_by_name["EncryIP"].full_name,
+                grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._grpc,
+        )
+        address = f"{_host(cfg.host)}:{cfg.port}"
+        creds = server_credentials(cfg)
+        if creds is not None:
+            self.port = self._grpc.add_secure_port(address, creds)
+        else:
+            self.port = self._grpc.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind {address}")
+
+    def start(self) -> None:
+        """Start answering on the main port; health goes SERVING."""
+        if self._started:
+            return
+        self._started = True
+        self.batcher.start()
+        self._grpc.start()
+        self.store.start_polling(self.cfg.reload_poll_seconds)
+        self.health.set_serving(True)
+        mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        log.info(
+            "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
+            self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
+            self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
+        )  # fmt: skip
+
+    def reload(self) -> bool:
+        """Load the release again; True if the new model serves now (else the old one does)."""
+        return self.store.reload()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING, refuse new RPCs, finish accepted ones, close ports."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            grace = self.cfg.drain_seconds if grace is None else grace
+            log.info("draining (up to %.1f s)", grace)
+            self.health.set_serving(False)
+            self.store.stop_polling()
+            done = self._grpc.stop(grace)
+            done.wait()  # accepted RPCs have all finished (or were cancelled at the deadline)
+            self.batcher.close(timeout_s=max(grace, 1.0))
+            self.health.shutdown()
+            self._close_side_ports()
+            self.store.close()
+            self._executor.shutdown(wait=False)
+            self._stopped.set()
+            log.info("stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until ``stop`` has finished; True if it has."""
+        return self._stopped.wait(timeout)
+
+    def _close_side_ports(self) -> None:
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()
+            self._health_server = None
+        if self._health_executor is not None:
+            self._health_executor.shutdown(wait=False)
+        self.metrics.stop_http()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
+    """Load the model and bind every port; call ``server.start()`` to begin serving.
+
+    Raises ``SecretMaterialError`` for a directory with keys or the vault, and the
+    loader's errors (``FormatError``, ``ModelError``) for a bad release.
+    """
+    server = EncryIPServer(cfg)
+    server._open()
+    return server, server.port
+
+
+def serve(cfg: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT (drain, exit 0). SIGHUP reloads the model."""
+    server, _port = create_server(cfg)
+    stop_requested = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop_requested.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading")
+        threading.Thread(target=server.reload, name="encryip-reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hup)
+    server.start()
+    while not stop_requested.wait(0.5):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C kills
+    server.stop(cfg.drain_seconds)
+    return 0

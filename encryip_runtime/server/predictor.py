@@ -1,0 +1,82 @@
+"""The request path shared by both gRPC services, in domain terms (no protobuf here).
+
+resolve the model name -> check the input against the model -> queue it in the
+micro-batcher -> wait (bounded by the request's deadline) for its ciphertexts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.exceptions import InputError
+from encryip_runtime.server.batcher import MicroBatcher
+from encryip_runtime.server.model_store import LoadedModel, ModelStore
+from encryip_runtime.server.status import DeadlineExpiredError, NotReadyError, UnknownModelError
+from encryip_runtime.server.tensors import check_input
+
+__all__ = ["Prediction", "Predictor"]
+
+# Extra wait beyond the client's deadline before giving up on a queued request.
+_DEADLINE_SLACK_S = 0.05
+
+
+@dataclass(frozen=True)
+class Prediction:
+    wire: npt.NDArray[np.uint8]
+    onehot: npt.NDArray[np.float32] | None
+    model: LoadedModel
+
+
+class Predictor:
+    def __init__(self, store: ModelStore, batcher: MicroBatcher) -> None:
+        self.store = store
+        self.batcher = batcher
+
+    def resolve(self, model_name: str) -> LoadedModel:
+        """The current model if ``model_name`` is empty or its name."""
+        loaded = self.store.current
+        if loaded is None:
+            raise NotReadyError("model not loaded yet")
+        if model_name and model_name != loaded.name:
+            raise UnknownModelError(
+                f"unknown model {model_name[:128]!r}: this server serves {loaded.name!r}"
+            )
+        return loaded
+
+    def predict(
+        self,
+        loaded: LoadedModel,
+        x: npt.NDArray[Any],
+        *,
+        onehot: bool = False,
+        timeout_s: float | None = None,
+        on_done: Callable[[Callable[[], Any]], Any] | None = None,
+    ) -> Prediction:
+        """Ciphertexts of ``x``'s rows. ``on_done`` registers a callback run when the RPC ends
+        (so a client that goes away cancels its queued request)."""
+        check_input(x, loaded.spec)
+        if onehot and loaded.profile != "paper":
+            raise InputError(
+                "the one-hot form Phi(c) exists only in the paper profile; "
+                f"model {loaded.name!r} uses {loaded.profile!r}"
+            )
+        if timeout_s is not None and timeout_s <= 0:
+            raise DeadlineExpiredError("deadline passed before the request was queued")
+        future = self.batcher.submit(
+            loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
+        )
+        if on_done is not None:
+            on_done(future.cancel)
+        wait = None if timeout_s is None else timeout_s + _DEADLINE_SLACK_S
+        try:
+            result = future.result(wait)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise DeadlineExpiredError("deadline passed while waiting for the batch") from None
+        return Prediction(result.wire, result.onehot, result.tag)
