@@ -1,0 +1,304 @@
+"""Algorithm 1: train the protected model once.
+
+Read top to bottom: config -> Gen + targets (the protection plan) -> one training
+loop (used for the EncryIP model and, with ``--baseline``, for the plain model
+with the same architecture, seed, data order and epochs) -> per-epoch metrics.
+Export and the release live in ``exporter.export_onnx`` / ``exporter.pipeline``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encryip_runtime.crypto.scheme import SecretKey
+from encryip_runtime.release.plan import ProtectionPlan, plan_protection
+
+__all__ = [
+    "DataArrays",
+    "EpochMetrics",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_protected",
+    "plain_targets",
+    "train_model",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    profile: str = "secure"  # "secure" (ristretto255, codebook) or "paper" (Z_p^*, 3 one-hot blocks)
+    arch: str = "cnn"  # cnn | resnet18 | googlenet | alexnet
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3  # AdamW
+    weight_decay: float = 1e-4
+    num_triggers: int = 32  # T Fake ciphertexts, one trigger image each
+    triggers_per_batch: int = 4  # trigger rows appended to every batch (see train_model)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
+    licensees: tuple[str, ...] = ("acme", "globex", "initech")
+    checkpoint: str | None = None  # path to save after every epoch (and resume from)
+
+
+@dataclass(frozen=True)
+class DataArrays:
+    """A dataset as raw uint8 pixels ``[N, C, H, W]`` and int64 labels."""
+
+    x_train: npt.NDArray[np.uint8]
+    y_train: npt.NDArray[np.int64]
+    x_test: npt.NDArray[np.uint8]
+    y_test: npt.NDArray[np.int64]
+    class_names: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    test_accuracy: float  # decrypted with a licensee key (EncryIP) or plain argmax (baseline)
+    trigger_accuracy: float  # triggers whose output is exactly their Fake ciphertext
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[EpochMetrics] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def make_plan(cfg: TrainConfig, class_names: tuple[str, ...]) -> ProtectionPlan:
+    """Algorithm 1, lines 1-5: Gen(P), c_y = Enc(pk, y) once per label, Φ; plus Fake triggers."""
+    return plan_protection(cfg.profile, list(class_names), list(cfg.licensees), cfg.num_triggers)
+
+
+def plain_targets(num_classes: int) -> npt.NDArray[np.float32]:
+    """The baseline's targets: ordinary one-hot labels."""
+    return np.eye(num_classes, dtype=np.float32)
+
+
+def block_width(plan: ProtectionPlan | None) -> int | None:
+    """paper profile: the loss is a softmax cross-entropy per one-hot block of width p."""
+    if plan is None or plan.profile != "paper":
+        return None
+    return plan.output_size // 3
+
+
+def soft_label_loss(logits: torch.Tensor, targets: torch.Tensor, block: int | None) -> torch.Tensor:
+    """Cross-entropy against probability targets (the paper's 'soft-label loss').
+
+    With three one-hot blocks (paper profile) each block is its own softmax: the
+    network predicts u1, u2 and u3 independently.
+    """
+    if block is None:
+        return F.cross_entropy(logits, targets)
+    n = logits.shape[0]
+    lg = logits.reshape(n * 3, block)
+    tg = targets.reshape(n * 3, block)
+    return F.cross_entropy(lg, tg) * 3
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: npt.NDArray[np.uint8], device: torch.device,
+                   batch_size: int = 512) -> npt.NDArray[np.float32]:
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
+        outs.append(model(xb).float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def decrypted_labels(plan: ProtectionPlan, logits: npt.NDArray[np.float32], sk: SecretKey) -> npt.NDArray[np.int64]:
+    """Φ⁻¹ then Dec with ``sk``: what a licensee reads (SampDist does not change it)."""
+    if plan.profile == "secure":
+        # Decrypt each codebook slot once, then index by argmax: same result as
+        # decrypting every re-randomised row, far cheaper.
+        slot_labels = plan.scheme.decrypt_labels(sk, plan.codebook())
+        return slot_labels[np.argmax(logits, axis=1)]
+    from encryip_runtime.transfer import OneHotTransfer
+
+    cts = OneHotTransfer(plan.output_size // 3).phi_inv(logits)
+    return plan.scheme.decrypt_labels(sk, cts)
+
+
+def trigger_hits(plan: ProtectionPlan, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Per trigger: did the network output exactly its Fake ciphertext?"""
+    if plan.profile == "secure":
+        assert plan.trigger_slots is not None
+        return np.argmax(logits, axis=1) == plan.trigger_slots
+    from encryip_runtime.transfer import OneHotTransfer
+
+    cts = OneHotTransfer(plan.output_size // 3).phi_inv(logits)
+    return np.all(cts == plan.trigger_ciphertexts, axis=1)
+
+
+def random_wrong_key(plan: ProtectionPlan) -> SecretKey:
+    """A key outside the family (g1^a g2^b != h): the paper's EncryIP_Incorrect."""
+    g = plan.scheme.group
+    while True:
+        sk = SecretKey(g.random_scalar(), g.random_scalar())
+        try:
+            plan.scheme.check_key(plan.family.pk, sk)
+        except Exception:
+            return sk
+
+
+def evaluate_protected(plan: ProtectionPlan, model: nn.Module, data: DataArrays,
+                       trigger_x: npt.NDArray[np.uint8], device: torch.device) -> dict[str, Any]:
+    """Accuracy with every licensee key and with a wrong key; trigger recovery."""
+    logits = predict_logits(model, data.x_test, device)
+    per_key = {
+        name: float((decrypted_labels(plan, logits, sk) == data.y_test).mean())
+        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+    }
+    wrong = float((decrypted_labels(plan, logits, random_wrong_key(plan)) == data.y_test).mean())
+    trig = trigger_hits(plan, predict_logits(model, trigger_x, device))
+    return {
+        "accuracy_per_licensee": per_key,
+        "accuracy": float(np.mean(list(per_key.values()))),
+        "accuracy_incorrect_key": wrong,
+        "trigger_accuracy": float(trig.mean()) if len(trig) else 1.0,
+    }
+
+
+def _is_dist() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def train_model(
+    model: nn.Module,
+    data: DataArrays,
+    targets: npt.NDArray[np.float32],
+    cfg: TrainConfig,
+    *,
+    block: int | None = None,
+    trigger_x: npt.NDArray[np.uint8] | None = None,
+    trigger_targets: npt.NDArray[np.float32] | None = None,
+    evaluate: Callable[[nn.Module], tuple[float, float]] | None = None,
+    progress: bool | None = None,
+    tag: str = "encryip",
+) -> TrainResult:
+    """The one training loop. ``targets[y]`` is the soft target of class y.
+
+    Under torchrun, each rank takes a disjoint slice of every epoch's permutation
+    and DistributedDataParallel averages gradients.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0 and device.type == "cpu":
+        torch.set_num_threads(cfg.num_threads)
+    rank = torch.distributed.get_rank() if _is_dist() else 0
+    world = torch.distributed.get_world_size() if _is_dist() else 1
+    model = model.to(device)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / (cfg.batch_size * world))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch))
+    x_all = torch.from_numpy(data.x_train)
+    t_all = torch.from_numpy(targets[data.y_train])
+    has_trig = trigger_x is not None and trigger_targets is not None and len(trigger_x) > 0
+    if has_trig:
+        assert trigger_x is not None and trigger_targets is not None
+        tx_all = torch.from_numpy(trigger_x)
+        tt_all = torch.from_numpy(trigger_targets)
+    result = TrainResult(model)
+    start_epoch = 0
+    if cfg.checkpoint and Path(cfg.checkpoint + f".{tag}").exists():
+        ck = torch.load(cfg.checkpoint + f".{tag}", map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch = ck["epoch"]
+        result.history = [EpochMetrics(**h) for h in ck["history"]]
+        result.train_seconds = ck["train_seconds"]
+        log.info("%s: resumed from %s at epoch %d", tag, cfg.checkpoint, start_epoch)
+    show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        net.train()
+        # Same data order for EncryIP and the baseline: the permutation depends
+        # only on (seed, epoch), never on the model.
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(n, generator=g)[rank::world]
+        tg = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
+        total, count = 0.0, 0
+        batches = range(0, len(order), cfg.batch_size)
+        bar = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), desc=f"{tag} epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, leave=False)
+        for i in batches:
+            idx = order[i : i + cfg.batch_size]
+            xb, tb = x_all[idx], t_all[idx]
+            if has_trig:
+                # Triggers are T images among tens of thousands: appended to every
+                # batch (a few at a time, cycling) they are seen ~(steps x k / T) times
+                # per epoch, enough to be memorised exactly without hurting accuracy.
+                j = torch.randint(0, len(tx_all), (cfg.triggers_per_batch,), generator=tg)
+                xb = torch.cat([xb, tx_all[j]])
+                tb = torch.cat([tb, tt_all[j]])
+            xb, tb = xb.to(device, non_blocking=True), tb.to(device, non_blocking=True)
+            loss = soft_label_loss(net(xb), tb, block)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)  # .detach() + float: one sync per step
+            count += len(idx)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        result.train_seconds += seconds
+        acc, trig = evaluate(model) if evaluate is not None and rank == 0 else (float("nan"), float("nan"))
+        m = EpochMetrics(epoch + 1, total / max(count, 1), acc, trig, seconds)
+        result.history.append(m)
+        if rank == 0:
+            log.info("%s epoch %d/%d: loss %.4f, test acc %.4f, trigger acc %.3f, %.1fs",
+                     tag, m.epoch, cfg.epochs, m.train_loss, acc, trig, seconds)
+        if cfg.checkpoint and rank == 0:
+            path = cfg.checkpoint + f".{tag}"
+            tmp = path + ".tmp"
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "config": asdict(cfg),
+                        "history": [asdict(h) for h in result.history],
+                        "train_seconds": result.train_seconds}, tmp)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+    return result
