@@ -1,0 +1,47 @@
+"""``encryip serve RELEASE_DIR``: run the gRPC runtime (flags or ENCRYIP_* environment)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from encryip_runtime.cli.errors import CommandError, UsageError
+
+NAME = "serve"
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    from encryip_runtime.server.config import ServerConfig
+
+    p = subparsers.add_parser(
+        NAME,
+        parents=parents,
+        help="serve a release or licensee directory over gRPC",
+        description="Serve confused labels (encryip.v1 + Open Inference Protocol v2 + "
+        "grpc.health.v1). Every flag can also be set as ENCRYIP_<FLAG_UPPER_SNAKE>; "
+        "flags win. SIGTERM drains, SIGHUP reloads the model.",
+    )
+    ServerConfig.add_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from encryip_runtime.exceptions import FormatError, ModelError
+    from encryip_runtime.server.app import serve
+    from encryip_runtime.server.config import ConfigError, ServerConfig
+
+    try:
+        cfg = ServerConfig.from_namespace(args)
+    except ConfigError as exc:
+        raise UsageError(exc.problems) from None
+    level = "DEBUG" if args.debug else cfg.log_level
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        return serve(cfg)
+    except (FormatError, ModelError) as exc:
+        raise CommandError(f"cannot load the model: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"cannot start: {exc}") from None
