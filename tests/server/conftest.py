@@ -1,0 +1,126 @@
+"""Helpers for tests against a real server on 127.0.0.1 (port 0, real onnxruntime)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from encryip_runtime.server.app import EncryIPServer, create_server
+from encryip_runtime.server.config import ServerConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(release_dir: Path, **overrides: Any) -> ServerConfig:
+    settings: dict[str, Any] = {
+        "release_dir": release_dir,
+        "host": "127.0.0.1",
+        "port": 0,
+        "health_port": 0,
+        "metrics_port": 0,
+        "drain_seconds": 5.0,
+        "max_queue_delay_ms": 1.0,
+    }
+    settings.update(overrides)
+    return ServerConfig(**settings)
+
+
+@contextlib.contextmanager
+def running_server(release_dir: Path, **overrides: Any) -> Iterator[EncryIPServer]:
+    server, _ = create_server(make_config(release_dir, **overrides))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(2.0)
+
+
+def runtime_copy(release_dir: Path, dest: Path) -> Path:
+    """A writable copy of a licensee/runtime directory (model + manifest only)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "manifest.json"):
+        shutil.copy(release_dir / name, dest / name)
+    return dest
+
+
+def sample_inputs(n: int, seed: int = 0) -> npt.NDArray[np.uint8]:
+    return np.random.default_rng(seed).integers(0, 256, (n, 1, 8, 8), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+    other_client_cert: Path
+    other_client_key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_ca(d: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
+        cwd=d,
+    )  # fmt: skip
+
+
+def _make_leaf(d: Path, name: str, ca: str, san: str | None) -> None:
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d,
+    )  # fmt: skip
+    ext = d / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext.name, cwd=d,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to generate test certificates")
+    d = tmp_path_factory.mktemp("certs")
+    _make_ca(d, "ca")
+    _make_ca(d, "other-ca")
+    _make_leaf(d, "server", "ca", "IP:127.0.0.1,DNS:localhost")
+    _make_leaf(d, "client", "ca", None)
+    _make_leaf(d, "intruder", "other-ca", None)
+    return Certs(
+        ca=d / "ca.pem",
+        server_cert=d / "server.pem",
+        server_key=d / "server.key",
+        client_cert=d / "client.pem",
+        client_key=d / "client.key",
+        other_ca=d / "other-ca.pem",
+        other_client_cert=d / "intruder.pem",
+        other_client_key=d / "intruder.key",
+    )
+
+
+def rpc_code(exc: BaseException) -> grpc.StatusCode:
+    assert isinstance(exc, grpc.RpcError), exc
+    return exc.code()  # type: ignore[attr-defined, no-any-return]
