@@ -106,8 +106,11 @@ class RerandomizerPool:
             self._wake.notify()
         if have < count:  # pool ran dry: compute the rest inline
             extra = self._model.scheme.rerandomizers(self._model.manifest.pk, count - have)
-            return (np.concatenate([taken[0], extra[0]]), np.concatenate([taken[1], extra[1]]),
-                    np.concatenate([taken[2], extra[2]]))
+            return (
+                np.concatenate([taken[0], extra[0]]),
+                np.concatenate([taken[1], extra[1]]),
+                np.concatenate([taken[2], extra[2]]),
+            )
         return taken[0], taken[1], taken[2]
 
     @property
@@ -128,7 +131,9 @@ def _providers(requested: Sequence[str] | None) -> list[str]:
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            log.warning("execution providers %s not available (have %s); falling back", missing, available)
+            log.warning(
+                "execution providers %s not available (have %s); falling back", missing, available
+            )
         chosen = [p for p in requested if p in available]
         return chosen or ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in available:
@@ -140,8 +145,13 @@ def _providers(requested: Sequence[str] | None) -> list[str]:
 class ProtectedModel:
     """A loaded release: call ``predict`` for confused labels (wire ciphertexts)."""
 
-    def __init__(self, manifest: Manifest, session: Any, directory: Path | None = None,
-                 pool_capacity: int = 0):
+    def __init__(
+        self,
+        manifest: Manifest,
+        session: Any,
+        directory: Path | None = None,
+        pool_capacity: int = 0,
+    ):
         self.manifest = manifest
         self.scheme = manifest.scheme
         self.transfer = manifest.transfer()
@@ -150,18 +160,28 @@ class ProtectedModel:
         inputs = session.get_inputs()
         outputs = session.get_outputs()
         if len(inputs) != 1 or inputs[0].name != manifest.input.name:
-            raise ModelError(f"model input {[i.name for i in inputs]} does not match the manifest's "
-                             f"input.name {manifest.input.name!r}")
+            raise ModelError(
+                f"model input {[i.name for i in inputs]} does not match the manifest's "
+                f"input.name {manifest.input.name!r}"
+            )
         if len(outputs) != 1 or outputs[0].name != manifest.output_name:
-            raise ModelError(f"model output {[o.name for o in outputs]} does not match the manifest's "
-                             f"output.name {manifest.output_name!r}")
+            raise ModelError(
+                f"model output {[o.name for o in outputs]} does not match the manifest's "
+                f"output.name {manifest.output_name!r}"
+            )
         want_type = f"tensor({manifest.input.dtype})"
         if inputs[0].type != want_type:
-            raise ModelError(f"model input type {inputs[0].type} but the manifest says {manifest.input.dtype}")
+            raise ModelError(
+                f"model input type {inputs[0].type} but the manifest says {manifest.input.dtype}"
+            )
         out_shape = outputs[0].shape
-        if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != manifest.output_size):
-            raise ModelError(f"model output shape {out_shape} does not match manifest output.size "
-                             f"{manifest.output_size}")
+        if len(out_shape) != 2 or (
+            isinstance(out_shape[1], int) and out_shape[1] != manifest.output_size
+        ):
+            raise ModelError(
+                f"model output shape {out_shape} does not match manifest output.size "
+                f"{manifest.output_size}"
+            )
         self._pool: RerandomizerPool | None = None
         if pool_capacity > 0 and manifest.profile == "secure":
             self._pool = RerandomizerPool(self, pool_capacity)
@@ -187,8 +207,10 @@ class ProtectedModel:
         except OSError as exc:
             raise ModelError(f"{model_path}: cannot read ({exc.strerror})") from None
         if hashlib.sha256(data).hexdigest() != manifest.model_sha256:
-            raise ModelError(f"{model_path}: sha256 does not match manifest.json (model.sha256); "
-                             "the model and manifest belong to different releases or the file is corrupt")
+            raise ModelError(
+                f"{model_path}: sha256 does not match manifest.json (model.sha256); "
+                "the model and manifest belong to different releases or the file is corrupt"
+            )
         opts = ort.SessionOptions()
         if intra_op_threads > 0:
             opts.intra_op_num_threads = intra_op_threads
@@ -212,8 +234,10 @@ class ProtectedModel:
         if x.ndim == 3 and (x.shape == spec.shape):
             x = x[None]
         if x.ndim != 4 or tuple(x.shape[1:]) != spec.shape:
-            raise InputError(f"input {name!r}: expected shape [N, {', '.join(map(str, spec.shape))}], "
-                             f"got {list(x.shape)}")
+            raise InputError(
+                f"input {name!r}: expected shape [N, {', '.join(map(str, spec.shape))}], "
+                f"got {list(x.shape)}"
+            )
         if x.shape[0] == 0:
             raise InputError(f"input {name!r}: empty batch")
         if spec.dtype == "uint8":
@@ -223,7 +247,9 @@ class ProtectedModel:
                 if not np.isfinite(x).all():
                     raise InputError(f"input {name!r}: contains NaN or infinity")
                 if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
-                    raise InputError(f"input {name!r}: float pixels must be whole numbers in [0, 255]")
+                    raise InputError(
+                        f"input {name!r}: float pixels must be whole numbers in [0, 255]"
+                    )
                 return x.astype(np.uint8)
             if x.dtype.kind in "iu":
                 if x.min() < 0 or x.max() > 255:

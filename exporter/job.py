@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -19,10 +18,13 @@ from encryip_runtime.formats.jsonio import atomic_write_bytes
 from encryip_runtime.formats.manifest import InputSpec
 from encryip_runtime.release.plan import ProtectionPlan
 from encryip_runtime.release.writer import ReleasePaths, write_release
+from exporter.data import DataSplits, stratified_indices
 from exporter.report import write_report
 from exporter.train import (
     DataArrays,
     TrainConfig,
+    block_width,
+    decrypted_labels,
     evaluate_protected,
     make_plan,
     plain_targets,
@@ -30,12 +32,10 @@ from exporter.train import (
     resolve_device,
     train_model,
     trigger_hits,
-    block_width,
-    decrypted_labels,
 )
 from exporter.triggers import make_trigger_inputs
 
-__all__ = ["JobConfig", "run_train_job", "stratified_subset"]
+__all__ = ["JobConfig", "arrays_from_splits", "run_train_job"]
 
 log = logging.getLogger(__name__)
 
@@ -50,46 +50,42 @@ class JobConfig:
     out: str = "release"
 
 
-def stratified_subset(y: npt.NDArray[np.int64], size: int, seed: int) -> npt.NDArray[np.int64]:
-    """Indices of a class-balanced random subset (deterministic in ``seed``)."""
-    if size >= len(y):
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    classes = np.unique(y)
-    per = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
-    out: list[int] = []
-    i = 0
-    while len(out) < size:
-        for p in per:
-            if i < len(p) and len(out) < size:
-                out.append(int(p[i]))
-        i += 1
-    return np.sort(np.array(out, dtype=np.int64))
+def arrays_from_splits(splits: DataSplits) -> DataArrays:
+    """The numpy view the training loop works on."""
+    return DataArrays(
+        x_train=splits.train.images.numpy(),
+        y_train=splits.train.labels.numpy(),
+        x_test=splits.test.images.numpy(),
+        y_test=splits.test.labels.numpy(),
+        class_names=tuple(splits.class_names),
+    )
 
 
-def _plan_for(job: JobConfig, data: DataArrays) -> ProtectionPlan:
+def _plan_for(job: JobConfig, data: DataArrays) -> tuple[ProtectionPlan, int]:
     """Rank 0 makes the plan (it holds the keys); other ranks receive it. Resume reuses it."""
     cfg = job.train
     plan_path = Path(cfg.checkpoint + ".plan") if cfg.checkpoint else None
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    plan: ProtectionPlan | None = None
+    state: tuple[ProtectionPlan, int] | None = None
     if not dist or torch.distributed.get_rank() == 0:
         if plan_path is not None and plan_path.exists():
-            plan = pickle.loads(plan_path.read_bytes())  # our own 0600 file, written below
+            state = pickle.loads(plan_path.read_bytes())  # our own 0600 file, written below
             log.info("resuming with the protection plan in %s", plan_path)
         else:
-            plan = make_plan(cfg, data.class_names)
+            state = (make_plan(cfg, data.class_names), secrets.randbits(64))
             if plan_path is not None:
-                atomic_write_bytes(plan_path, pickle.dumps(plan), secret=True)
+                atomic_write_bytes(plan_path, pickle.dumps(state), secret=True)
     if dist:
-        box = [plan]
+        box = [state]
         torch.distributed.broadcast_object_list(box, src=0)
-        plan = box[0]
-    assert plan is not None
-    return plan
+        state = box[0]
+    assert state is not None
+    return state
 
 
-def run_train_job(job: JobConfig, data: DataArrays, *, progress: bool | None = None) -> dict[str, Any]:
+def run_train_job(
+    job: JobConfig, data: DataArrays, *, progress: bool | None = None
+) -> dict[str, Any]:
     """Train, export and write the release. Returns the metrics written to report/metrics.json."""
     from exporter.export_onnx import export_onnx
     from exporter.models import build_model
@@ -97,16 +93,13 @@ def run_train_job(job: JobConfig, data: DataArrays, *, progress: bool | None = N
     cfg = job.train
     device = resolve_device(cfg.device)
     c, h, w = data.input_shape
-    plan = _plan_for(job, data)
-    trigger_seed = secrets.randbits(64)
+    plan, trigger_seed = _plan_for(job, data)
     trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), trigger_seed)
     block = block_width(plan)
-    is_main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
-        torch.distributed.get_rank() == 0
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        box = [trigger_x]
-        torch.distributed.broadcast_object_list(box, src=0)
-        trigger_x = box[0]
+    is_main = (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
     def eval_encryip(model: nn.Module) -> tuple[float, float]:
         logits = predict_logits(model, data.x_test, device)
@@ -121,15 +114,31 @@ def run_train_job(job: JobConfig, data: DataArrays, *, progress: bool | None = N
     # Same initial weights for both runs where shapes allow: seed before building.
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, c, plan.output_size, h)
-    enc = train_model(model, data, plan.class_targets(), cfg, block=block, trigger_x=trigger_x,
-                      trigger_targets=plan.trigger_targets(), evaluate=eval_encryip,
-                      progress=progress, tag="encryip")
+    enc = train_model(
+        model,
+        data,
+        plan.class_targets(),
+        cfg,
+        block=block,
+        trigger_x=trigger_x,
+        trigger_targets=plan.trigger_targets(),
+        evaluate=eval_encryip,
+        progress=progress,
+        tag="encryip",
+    )
     base = None
     if job.baseline:
         torch.manual_seed(cfg.seed)
         plain = build_model(cfg.arch, c, len(data.class_names), h)
-        base = train_model(plain, data, plain_targets(len(data.class_names)), cfg,
-                           evaluate=eval_plain, progress=progress, tag="original")
+        base = train_model(
+            plain,
+            data,
+            plain_targets(len(data.class_names)),
+            cfg,
+            evaluate=eval_plain,
+            progress=progress,
+            tag="original",
+        )
     if not is_main:
         return {}
 
@@ -141,9 +150,13 @@ def run_train_job(job: JobConfig, data: DataArrays, *, progress: bool | None = N
     export_onnx(enc.model.cpu(), torch.from_numpy(data.x_test[:8]), onnx_path)
     model_bytes = onnx_path.read_bytes()
     onnx_path.unlink()
-    probe_idx = stratified_subset(data.y_test, job.probe_size, cfg.seed + 7)
+    probe_idx = stratified_indices(
+        data.y_test, min(job.probe_size, len(data.y_test)), seed=cfg.seed + 7
+    )
     paths = write_release(
-        out, plan, model_bytes,
+        out,
+        plan,
+        model_bytes,
         input_spec=InputSpec("pixels", "uint8", (c, h, w)),
         trigger_inputs=trigger_x,
         probe_inputs=data.x_test[probe_idx],
@@ -151,19 +164,31 @@ def run_train_job(job: JobConfig, data: DataArrays, *, progress: bool | None = N
         model_name=job.model_name,
     )
     metrics: dict[str, Any] = {
-        "config": {**asdict(cfg), "dataset": job.dataset, "baseline": job.baseline,
-                   "train_size": int(len(data.x_train)), "test_size": int(len(data.x_test))},
+        "config": {
+            **asdict(cfg),
+            "dataset": job.dataset,
+            "baseline": job.baseline,
+            "train_size": len(data.x_train),
+            "test_size": len(data.x_test),
+        },
         "accuracy": {
             "original": None if base is None else base.history[-1].test_accuracy,
             "encryip": final["accuracy"],
             "incorrect_key": final["accuracy_incorrect_key"],
         },
         "accuracy_per_licensee": final["accuracy_per_licensee"],
-        "verification": {"trigger_accuracy": final["trigger_accuracy"], "num_triggers": plan.num_triggers},
-        "train_seconds": {"encryip": enc.train_seconds,
-                          "original": None if base is None else base.train_seconds},
-        "history": {"EncryIP": [asdict(m) for m in enc.history],
-                    **({"original": [asdict(m) for m in base.history]} if base is not None else {})},
+        "verification": {
+            "trigger_accuracy": final["trigger_accuracy"],
+            "num_triggers": plan.num_triggers,
+        },
+        "train_seconds": {
+            "encryip": enc.train_seconds,
+            "original": None if base is None else base.train_seconds,
+        },
+        "history": {
+            "EncryIP": [asdict(m) for m in enc.history],
+            **({"original": [asdict(m) for m in base.history]} if base is not None else {}),
+        },
         "release": str(paths.root),
     }
     if base is not None:

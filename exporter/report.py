@@ -20,7 +20,8 @@ def table1_markdown(metrics: dict[str, Any]) -> str:
     acc = metrics["accuracy"]
     cfg = metrics.get("config", {})
     lines = [
-        f"# EncryIP summary: {cfg.get('dataset', '?')} / {cfg.get('arch', '?')} / profile {cfg.get('profile', '?')}",
+        f"# EncryIP summary: {cfg.get('dataset', '?')} / {cfg.get('arch', '?')} / "
+        f"profile {cfg.get('profile', '?')}",
         "",
         "| method | accuracy | Δ vs original | verification (trigger recovery) |",
         "|---|---|---|---|",
@@ -29,17 +30,25 @@ def table1_markdown(metrics: dict[str, Any]) -> str:
     if orig is not None:
         lines.append(f"| original | {orig:.4f} | — | — |")
     delta = "—" if orig is None else f"{100 * (acc['encryip'] - orig):+.2f} pp"
-    lines.append(f"| EncryIP (licensee key) | {acc['encryip']:.4f} | {delta} | "
-                 f"{metrics['verification']['trigger_accuracy']:.3f} |")
+    lines.append(
+        f"| EncryIP (licensee key) | {acc['encryip']:.4f} | {delta} | "
+        f"{metrics['verification']['trigger_accuracy']:.3f} |"
+    )
     lines.append(f"| EncryIP_Incorrect (wrong key) | {acc['incorrect_key']:.4f} | — | — |")
     per = metrics.get("accuracy_per_licensee", {})
     if per:
-        lines += ["", "Per licensee (decrypted with its own key): "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in per.items())]
+        lines += [
+            "",
+            "Per licensee (decrypted with its own key): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in per.items()),
+        ]
     ts = metrics.get("train_seconds", {})
     if ts.get("original"):
-        lines += ["", f"Training time: original {ts['original']:.1f}s, EncryIP {ts['encryip']:.1f}s "
-                      f"(ratio {ts['encryip'] / ts['original']:.3f})."]
+        lines += [
+            "",
+            f"Training time: original {ts['original']:.1f}s, EncryIP {ts['encryip']:.1f}s "
+            f"(ratio {ts['encryip'] / ts['original']:.3f}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -55,7 +64,12 @@ def write_curves(path: Path, history: dict[str, list[dict[str, Any]]]) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, rows in history.items():
         if rows:
-            ax.plot([r["epoch"] for r in rows], [r["test_accuracy"] for r in rows], marker="o", label=name)
+            ax.plot(
+                [r["epoch"] for r in rows],
+                [r["test_accuracy"] for r in rows],
+                marker="o",
+                label=name,
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.set_title("Convergence: original vs EncryIP")

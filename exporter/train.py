@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    profile: str = "secure"  # "secure" (ristretto255, codebook) or "paper" (Z_p^*, 3 one-hot blocks)
+    profile: str = (
+        "secure"  # "secure" (ristretto255, codebook) or "paper" (Z_p^*, 3 one-hot blocks)
+    )
     arch: str = "cnn"  # cnn | resnet18 | googlenet | alexnet
     epochs: int = 2
     batch_size: int = 128
@@ -129,8 +131,9 @@ def soft_label_loss(logits: torch.Tensor, targets: torch.Tensor, block: int | No
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: npt.NDArray[np.uint8], device: torch.device,
-                   batch_size: int = 512) -> npt.NDArray[np.float32]:
+def predict_logits(
+    model: nn.Module, x: npt.NDArray[np.uint8], device: torch.device, batch_size: int = 512
+) -> npt.NDArray[np.float32]:
     model.eval()
     outs = []
     for i in range(0, len(x), batch_size):
@@ -139,7 +142,9 @@ def predict_logits(model: nn.Module, x: npt.NDArray[np.uint8], device: torch.dev
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
-def decrypted_labels(plan: ProtectionPlan, logits: npt.NDArray[np.float32], sk: SecretKey) -> npt.NDArray[np.int64]:
+def decrypted_labels(
+    plan: ProtectionPlan, logits: npt.NDArray[np.float32], sk: SecretKey
+) -> npt.NDArray[np.int64]:
     """Φ⁻¹ then Dec with ``sk``: what a licensee reads (SampDist does not change it)."""
     if plan.profile == "secure":
         # Decrypt each codebook slot once, then index by argmax: same result as
@@ -174,8 +179,13 @@ def random_wrong_key(plan: ProtectionPlan) -> SecretKey:
             return sk
 
 
-def evaluate_protected(plan: ProtectionPlan, model: nn.Module, data: DataArrays,
-                       trigger_x: npt.NDArray[np.uint8], device: torch.device) -> dict[str, Any]:
+def evaluate_protected(
+    plan: ProtectionPlan,
+    model: nn.Module,
+    data: DataArrays,
+    trigger_x: npt.NDArray[np.uint8],
+    device: torch.device,
+) -> dict[str, Any]:
     """Accuracy with every licensee key and with a wrong key; trigger recovery."""
     logits = predict_logits(model, data.x_test, device)
     per_key = {
@@ -222,11 +232,15 @@ def train_model(
     model = model.to(device)
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / (cfg.batch_size * world))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch)
+    )
     x_all = torch.from_numpy(data.x_train)
     t_all = torch.from_numpy(targets[data.y_train])
     has_trig = trigger_x is not None and trigger_targets is not None and len(trigger_x) > 0
@@ -260,7 +274,12 @@ def train_model(
         if show:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(batches), desc=f"{tag} epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, leave=False)
+            bar = tqdm(
+                total=len(batches),
+                desc=f"{tag} epoch {epoch + 1}/{cfg.epochs}",
+                file=sys.stderr,
+                leave=False,
+            )
         for i in batches:
             idx = order[i : i + cfg.batch_size]
             xb, tb = x_all[idx], t_all[idx]
@@ -286,19 +305,37 @@ def train_model(
             bar.close()
         seconds = time.perf_counter() - t0
         result.train_seconds += seconds
-        acc, trig = evaluate(model) if evaluate is not None and rank == 0 else (float("nan"), float("nan"))
+        acc, trig = (
+            evaluate(model) if evaluate is not None and rank == 0 else (float("nan"), float("nan"))
+        )
         m = EpochMetrics(epoch + 1, total / max(count, 1), acc, trig, seconds)
         result.history.append(m)
         if rank == 0:
-            log.info("%s epoch %d/%d: loss %.4f, test acc %.4f, trigger acc %.3f, %.1fs",
-                     tag, m.epoch, cfg.epochs, m.train_loss, acc, trig, seconds)
+            log.info(
+                "%s epoch %d/%d: loss %.4f, test acc %.4f, trigger acc %.3f, %.1fs",
+                tag,
+                m.epoch,
+                cfg.epochs,
+                m.train_loss,
+                acc,
+                trig,
+                seconds,
+            )
         if cfg.checkpoint and rank == 0:
             path = cfg.checkpoint + f".{tag}"
             tmp = path + ".tmp"
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "config": asdict(cfg),
-                        "history": [asdict(h) for h in result.history],
-                        "train_seconds": result.train_seconds}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1,
+                    "config": asdict(cfg),
+                    "history": [asdict(h) for h in result.history],
+                    "train_seconds": result.train_seconds,
+                },
+                tmp,
+            )
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
     return result

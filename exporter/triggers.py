@@ -21,7 +21,9 @@ def new_trigger_seed() -> int:
     return secrets.randbits(128)
 
 
-def make_trigger_inputs(count: int, shape: tuple[int, int, int], seed: int) -> npt.NDArray[np.uint8]:
+def make_trigger_inputs(
+    count: int, shape: tuple[int, int, int], seed: int
+) -> npt.NDArray[np.uint8]:
     """``count`` uint8 images of ``shape`` (C, H, W), deterministic in ``seed``."""
     c, h, w = shape
     rng = np.random.default_rng(seed)

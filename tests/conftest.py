@@ -9,11 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_release import TinyRelease, make_tiny_release  # noqa: E402
+from tiny_release import TinyRelease, make_tiny_release
 
 
 @pytest.fixture(scope="session", params=["paper", "secure"])
-def tiny_release(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyRelease:
+def tiny_release(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> TinyRelease:
     """One small release per profile (session-scoped: treat as read-only)."""
     return make_tiny_release(tmp_path_factory.mktemp(f"release-{request.param}"), request.param)
 

@@ -38,8 +38,10 @@ def tiny_mlp_onnx(num_outputs: int, seed: int = 0, shape: tuple[int, int, int] =
         "tiny",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", *shape])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_outputs])],
-        [numpy_helper.from_array(a, n) for a, n in
-         ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (scale, "scale"))],
+        [
+            numpy_helper.from_array(a, n)
+            for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (scale, "scale"))
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -87,7 +89,9 @@ def make_tiny_release(
     model = tiny_mlp_onnx(plan.output_size, seed=seed)
     rng = np.random.default_rng(seed + 1)
     write_release(
-        out, plan, model,
+        out,
+        plan,
+        model,
         input_spec=InputSpec("pixels", "uint8", SHAPE),
         trigger_inputs=rng.integers(0, 256, (num_triggers, *SHAPE), dtype=np.uint8),
         probe_inputs=rng.integers(0, 256, (20, *SHAPE), dtype=np.uint8),

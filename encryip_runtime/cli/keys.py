@@ -14,15 +14,21 @@ NAME = "keys"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(NAME, parents=parents,
-                              help="add a licensee or rotate every key of a release (no training)")
+    p = subparsers.add_parser(
+        NAME, parents=parents, help="add a licensee or rotate every key of a release (no training)"
+    )
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    add = sub.add_parser("add", parents=parents, help="issue a key and a permuted model to a new licensee")
+    add = sub.add_parser(
+        "add", parents=parents, help="issue a key and a permuted model to a new licensee"
+    )
     add.add_argument("release", type=Path, help="release directory (holds vault.json)")
     add.add_argument("name", help="the new licensee's name (letters, digits, '_', '.', '-')")
     add.add_argument("--json", action="store_true", help="machine-readable output")
-    rot = sub.add_parser("rotate", parents=parents,
-                         help="secure profile: new key family and codebook; every old key stops working")
+    rot = sub.add_parser(
+        "rotate",
+        parents=parents,
+        help="secure profile: new key family and codebook; every old key stops working",
+    )
     rot.add_argument("release", type=Path, help="release directory (holds vault.json)")
     rot.add_argument("--json", action="store_true", help="machine-readable output")
     ls = sub.add_parser("list", parents=parents, help="list the licensees of a release")
@@ -56,14 +62,22 @@ def run(args: argparse.Namespace) -> int:
                 key = add_licensee(release, args.name)
             except ValueError as exc:
                 raise UsageError(f"name: {exc}") from None
-            out = {"added": args.name, "key": str(key), "model_dir": str(release / "licensees" / args.name)}
-            text = (f"added licensee {args.name}: key {key} (0600, hand it over privately), "
-                    f"model {release / 'licensees' / args.name}")
+            out = {
+                "added": args.name,
+                "key": str(key),
+                "model_dir": str(release / "licensees" / args.name),
+            }
+            text = (
+                f"added licensee {args.name}: key {key} (0600, hand it over privately), "
+                f"model {release / 'licensees' / args.name}"
+            )
         elif args.keys_command == "rotate":
             keys = rotate_keys(release)
             out = {"rotated": [str(k) for k in keys], "manifest": str(release / "manifest.json")}
-            text = (f"rotated {len(keys)} keys; every old key stops working once servers load the new "
-                    f"manifests (rolling restart or SIGHUP). New keys: {', '.join(map(str, keys))}")
+            text = (
+                f"rotated {len(keys)} keys; every old key stops working once servers load the new "
+                f"manifests (rolling restart or SIGHUP). New keys: {', '.join(map(str, keys))}"
+            )
         else:
             vault = Vault.load(release / "vault.json")
             out = {"licensees": [r.name for r in vault.licensees], "profile": vault.profile}

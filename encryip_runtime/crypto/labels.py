@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from encryip_runtime.crypto.group import Elements, Group
 
-__all__ = ["HashLabelCodec", "LabelCodec", "OffsetLabelCodec", "SECURE_LABEL_DOMAIN"]
+__all__ = ["SECURE_LABEL_DOMAIN", "HashLabelCodec", "LabelCodec", "OffsetLabelCodec"]
 
 SECURE_LABEL_DOMAIN = b"encryip/v1/label"
 

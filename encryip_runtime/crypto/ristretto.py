@@ -73,7 +73,8 @@ _rand_scalar.argtypes = [ctypes.c_void_p]
 _rand_scalar.restype = None
 
 _BASE = np.frombuffer(
-    bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"), dtype=np.uint8
+    bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"),
+    dtype=np.uint8,
 ).reshape(1, _BYTES)
 
 

@@ -188,7 +188,9 @@ class CSLite:
         if rerandomizers is None and fast is not None:
             out: Ciphertexts = fast(pk.g1, pk.g2, pk.h, cts)
             return out
-        r1, r2, r3 = rerandomizers if rerandomizers is not None else self.rerandomizers(pk, len(cts))
+        r1, r2, r3 = (
+            rerandomizers if rerandomizers is not None else self.rerandomizers(pk, len(cts))
+        )
         if len(r1) != len(cts):
             raise ValueError(f"{len(r1)} re-randomisers for {len(cts)} ciphertexts")
         return self._stack(g.mul(r1, cts[:, 0]), g.mul(r2, cts[:, 1]), g.mul(r3, cts[:, 2]))
@@ -216,23 +218,31 @@ class CSLite:
         w = self.ciphertext_size
         if isinstance(data, (bytes, bytearray)):
             if len(data) % w:
-                raise EncodingError(f"ciphertext bytes: length {len(data)} is not a multiple of {w}")
+                raise EncodingError(
+                    f"ciphertext bytes: length {len(data)} is not a multiple of {w}"
+                )
             arr = np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, w)
         elif isinstance(data, list):
             for i, item in enumerate(data):
                 if not isinstance(item, (bytes, bytearray)) or len(item) != w:
-                    size = len(item) if isinstance(item, (bytes, bytearray)) else type(item).__name__
+                    size = (
+                        len(item) if isinstance(item, (bytes, bytearray)) else type(item).__name__
+                    )
                     raise EncodingError(f"ciphertext {i}: expected {w} bytes, got {size}")
             arr = np.frombuffer(b"".join(data), dtype=np.uint8).reshape(-1, w)
         else:
             arr = np.asarray(data)
             if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != w:
-                raise EncodingError(f"expected uint8 (N, {w}) ciphertexts, got {arr.dtype} {arr.shape}")
+                raise EncodingError(
+                    f"expected uint8 (N, {w}) ciphertexts, got {arr.dtype} {arr.shape}"
+                )
         es = self.group.element_size
         comps = []
         for k in range(3):
             try:
-                comps.append(self.group.from_bytes(np.ascontiguousarray(arr[:, k * es : (k + 1) * es])))
+                comps.append(
+                    self.group.from_bytes(np.ascontiguousarray(arr[:, k * es : (k + 1) * es]))
+                )
             except EncodingError as exc:
                 raise EncodingError(f"ciphertext component u{k + 1}: {exc}") from None
         return self._stack(*comps)

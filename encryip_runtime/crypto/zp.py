@@ -40,7 +40,9 @@ def paper_prime(num_classes: int) -> int:
     while not is_prime(p):
         p += 1
     if p > _MAX_P:
-        raise ValueError(f"num_classes {num_classes} too large for the paper profile (p > {_MAX_P})")
+        raise ValueError(
+            f"num_classes {num_classes} too large for the paper profile (p > {_MAX_P})"
+        )
     return p
 
 
@@ -112,7 +114,9 @@ class ZpGroup(Group):
         return self.mul(x, inv)
 
     def pow(self, x: Elements, k: int) -> Elements:
-        return self.exp_table[(self.log_table[np.asarray(x, dtype=np.int64)] * (k % self.order)) % self.order]
+        return self.exp_table[
+            (self.log_table[np.asarray(x, dtype=np.int64)] * (k % self.order)) % self.order
+        ]
 
     def pow_fixed(self, base: Elements, ks: Scalars) -> Elements:
         lb = int(self.log_table[int(np.asarray(base).reshape(-1)[0])])
@@ -156,7 +160,9 @@ class ZpGroup(Group):
         bad = np.flatnonzero((x < 1) | (x >= self.p))
         if bad.size:
             i = int(bad[0])
-            raise EncodingError(f"{what} {i}: {int(x[i])} is not an element of Z_{self.p}^* (1..{self.p - 1})")
+            raise EncodingError(
+                f"{what} {i}: {int(x[i])} is not an element of Z_{self.p}^* (1..{self.p - 1})"
+            )
 
     def to_bytes(self, x: Elements) -> npt.NDArray[np.uint8]:
         return np.asarray(x, dtype=">u2").view(np.uint8).reshape(-1, 2)
@@ -164,7 +170,9 @@ class ZpGroup(Group):
     def from_bytes(self, data: npt.NDArray[np.uint8]) -> Elements:
         data = np.asarray(data)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 2:
-            raise EncodingError(f"expected uint8 (N, 2) element encodings, got {data.dtype} {data.shape}")
+            raise EncodingError(
+                f"expected uint8 (N, 2) element encodings, got {data.dtype} {data.shape}"
+            )
         x = np.ascontiguousarray(data).view(">u2").reshape(-1).astype(np.int64)
         self._check(x, "element")
         return x

@@ -32,8 +32,11 @@ def scheme_from_fields(f: Fields) -> CSLite:
     k = f.int("num_classes", lo=2, hi=65_000)
     scheme = make_scheme(profile, k)
     if f.has("group") and f.str("group") != scheme.group.name:
-        raise f.error("group", f"{f.str('group')!r} does not match profile {profile} with "
-                               f"{k} classes (expected {scheme.group.name!r})")
+        raise f.error(
+            "group",
+            f"{f.str('group')!r} does not match profile {profile} with "
+            f"{k} classes (expected {scheme.group.name!r})",
+        )
     return scheme
 
 
@@ -65,8 +68,9 @@ def sk_to_json(scheme: CSLite, sk: SecretKey) -> dict[str, Any]:
 
 def sk_from_fields(scheme: CSLite, f: Fields, key: str = "sk") -> SecretKey:
     sf = f.obj_(key)
-    return SecretKey(sf.parse("a", scheme.group.scalar_from_json),
-                     sf.parse("b", scheme.group.scalar_from_json))
+    return SecretKey(
+        sf.parse("a", scheme.group.scalar_from_json), sf.parse("b", scheme.group.scalar_from_json)
+    )
 
 
 def ciphertexts_to_json(scheme: CSLite, cts: Ciphertexts) -> list[list[Any]]:

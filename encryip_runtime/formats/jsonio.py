@@ -68,7 +68,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, secret: bool = False) -> None
 
 
 def write_json(path: Path, doc: Any, *, secret: bool = False) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(), secret=secret)
+    atomic_write_bytes(
+        path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(), secret=secret
+    )
 
 
 def read_json_document(path: Path, expected_format: str) -> Fields:
@@ -88,13 +90,17 @@ def read_json_document(path: Path, expected_format: str) -> Fields:
     except UnicodeDecodeError:
         raise FormatError("not UTF-8 text", path=str(path)) from None
     except json.JSONDecodeError as exc:
-        raise FormatError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)) from None
+        raise FormatError(
+            f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)
+        ) from None
     except OSError as exc:
         raise FormatError(f"cannot read: {exc.strerror}", path=str(path)) from None
     fields = Fields(doc, str(path), "")
     fmt = fields.str("format")
     if fmt != expected_format:
-        raise FormatError(f"expected {expected_format!r}, got {fmt!r}", path=str(path), field="format")
+        raise FormatError(
+            f"expected {expected_format!r}, got {fmt!r}", path=str(path), field="format"
+        )
     return fields
 
 
@@ -103,8 +109,9 @@ class Fields:
 
     def __init__(self, obj: Any, path: str, prefix: str):
         if not isinstance(obj, dict):
-            raise FormatError(f"expected a JSON object, got {type(obj).__name__}", path=path,
-                              field=prefix or None)
+            raise FormatError(
+                f"expected a JSON object, got {type(obj).__name__}", path=path, field=prefix or None
+            )
         self.obj = obj
         self.path = path
         self.prefix = prefix
@@ -148,7 +155,9 @@ class Fields:
     def obj_(self, key: str) -> Fields:
         return Fields(self.raw(key), self.path, self._name(key))
 
-    def int_list(self, key: str, *, length: int | None = None, lo: int = 0, hi: int | None = None) -> list[int]:
+    def int_list(
+        self, key: str, *, length: int | None = None, lo: int = 0, hi: int | None = None
+    ) -> list[int]:
         items = self.list(key, length=length)
         for i, v in enumerate(items):
             if isinstance(v, bool) or not isinstance(v, int):

@@ -82,8 +82,11 @@ class LicenseeKey:
             scheme.check_key(pk, sk)
         except InvalidKeyError as exc:
             raise InvalidKeyError(f"{f.path}: field 'sk': {exc}") from None
-        names = tuple(f.str_list("class_names", length=scheme.num_classes)) if f.has(
-            "class_names") else tuple(str(i) for i in range(scheme.num_classes))
+        names = (
+            tuple(f.str_list("class_names", length=scheme.num_classes))
+            if f.has("class_names")
+            else tuple(str(i) for i in range(scheme.num_classes))
+        )
         return cls(
             scheme=scheme,
             licensee=f.str("licensee"),
@@ -94,4 +97,5 @@ class LicenseeKey:
         )
 
     def __repr__(self) -> str:  # never print the scalars
-        return f"LicenseeKey(licensee={self.licensee!r}, profile={self.profile!r}, pk={self.pk_fingerprint[:16]}…)"
+        fp = self.pk_fingerprint[:16]
+        return f"LicenseeKey(licensee={self.licensee!r}, profile={self.profile!r}, pk={fp}…)"

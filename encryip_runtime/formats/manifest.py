@@ -144,13 +144,17 @@ class Manifest:
         if scheme.profile == "secure":
             codebook = ciphertexts_from_json(scheme, f, "codebook")
             if len(codebook) != size:
-                raise f.error("codebook", f"{len(codebook)} entries but the model has {size} outputs")
+                raise f.error(
+                    "codebook", f"{len(codebook)} entries but the model has {size} outputs"
+                )
             if size < k:
                 raise f.error("codebook", f"fewer slots ({size}) than classes ({k})")
         else:
             p = scheme.group.order + 1
             if size != 3 * p:
-                raise out.error("size", f"paper profile with p={p} needs 3p = {3 * p} outputs, got {size}")
+                raise out.error(
+                    "size", f"paper profile with p={p} needs 3p = {3 * p} outputs, got {size}"
+                )
             if f.has("output_order"):
                 order = tuple(f.permutation("output_order", size))
         model_name = f.str("model_name") if f.has("model_name") else "encryip"

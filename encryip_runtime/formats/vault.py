@@ -56,8 +56,12 @@ class VaultArrays:
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, trigger_inputs=self.trigger_inputs,
-                            probe_inputs=self.probe_inputs, probe_labels=self.probe_labels)
+        np.savez_compressed(
+            buf,
+            trigger_inputs=self.trigger_inputs,
+            probe_inputs=self.probe_inputs,
+            probe_labels=self.probe_labels,
+        )
         return buf.getvalue()
 
     @classmethod
@@ -73,14 +77,20 @@ class VaultArrays:
             if k not in arrays:
                 raise FormatError("missing array", path=str(path), field=k)
             if arrays[k].dtype != dt:
-                raise FormatError(f"expected dtype {np.dtype(dt).name}, got {arrays[k].dtype}",
-                                  path=str(path), field=k)
+                raise FormatError(
+                    f"expected dtype {np.dtype(dt).name}, got {arrays[k].dtype}",
+                    path=str(path),
+                    field=k,
+                )
         for k in ("trigger_inputs", "probe_inputs"):
             if arrays[k].ndim != 4:
-                raise FormatError(f"expected shape (N, C, H, W), got {arrays[k].shape}",
-                                  path=str(path), field=k)
+                raise FormatError(
+                    f"expected shape (N, C, H, W), got {arrays[k].shape}", path=str(path), field=k
+                )
         if arrays["probe_labels"].shape != (len(arrays["probe_inputs"]),):
-            raise FormatError("one label per probe input expected", path=str(path), field="probe_labels")
+            raise FormatError(
+                "one label per probe input expected", path=str(path), field="probe_labels"
+            )
         return cls(arrays["trigger_inputs"], arrays["probe_inputs"], arrays["probe_labels"])
 
 
@@ -123,7 +133,10 @@ class Vault:
 
     def expected_trigger_labels(self) -> dict[str, npt.NDArray[np.int64]]:
         """Dec(sk_j, Fake_i) as labels, for every licensee (paper Eqn. 5)."""
-        return {r.name: self.scheme.decrypt_labels(r.sk, self.trigger_ciphertexts) for r in self.licensees}
+        return {
+            r.name: self.scheme.decrypt_labels(r.sk, self.trigger_ciphertexts)
+            for r in self.licensees
+        }
 
     def licensee(self, name: str) -> LicenseeRecord:
         for r in self.licensees:
@@ -143,13 +156,19 @@ class Vault:
             "t": g.scalar_to_json(self.t),
             "root_index": self.root_index,
             "licensees": [
-                {"name": r.name, "sk": sk_to_json(self.scheme, r.sk), "permutation": list(r.permutation)}
+                {
+                    "name": r.name,
+                    "sk": sk_to_json(self.scheme, r.sk),
+                    "permutation": list(r.permutation),
+                }
                 for r in self.licensees
             ],
             "messages": g.to_json(self.messages),
             "class_ciphertexts": ciphertexts_to_json(self.scheme, self.class_ciphertexts),
             "trigger_ciphertexts": ciphertexts_to_json(self.scheme, self.trigger_ciphertexts),
-            "expected_trigger_labels": {k: v.tolist() for k, v in self.expected_trigger_labels().items()},
+            "expected_trigger_labels": {
+                k: v.tolist() for k, v in self.expected_trigger_labels().items()
+            },
             "output_size": self.output_size,
             "manifest_digest": self.manifest_digest,
             "model_sha256": self.model_sha256,
@@ -179,15 +198,22 @@ class Vault:
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except FileNotFoundError:
-                raise FormatError("file not found (named by the vault's arrays.file)", path=str(path)) from None
+                raise FormatError(
+                    "file not found (named by the vault's arrays.file)", path=str(path)
+                ) from None
             if digest != self.arrays_sha256:
                 raise FormatError("sha256 does not match the vault (arrays.sha256)", path=str(path))
         arrays = VaultArrays.from_npz(path)
         if len(arrays.trigger_inputs) != self.num_triggers:
-            raise FormatError(f"{len(arrays.trigger_inputs)} trigger inputs but the vault has "
-                              f"{self.num_triggers} trigger ciphertexts", path=str(path), field="trigger_inputs")
-        if arrays.probe_labels.size and (arrays.probe_labels.min() < 0
-                                         or arrays.probe_labels.max() >= self.num_classes):
+            raise FormatError(
+                f"{len(arrays.trigger_inputs)} trigger inputs but the vault has "
+                f"{self.num_triggers} trigger ciphertexts",
+                path=str(path),
+                field="trigger_inputs",
+            )
+        if arrays.probe_labels.size and (
+            arrays.probe_labels.min() < 0 or arrays.probe_labels.max() >= self.num_classes
+        ):
             raise FormatError("label out of range", path=str(path), field="probe_labels")
         return arrays
 
@@ -232,14 +258,21 @@ class Vault:
         arrays = f.obj_("arrays")
         root_index = f.int("root_index", lo=0, hi=len(recs) - 1) if f.has("root_index") else 0
         vault = cls(
-            scheme=scheme, pk=pk, t=t,
+            scheme=scheme,
+            pk=pk,
+            t=t,
             class_names=tuple(f.str_list("class_names", length=k)),
-            licensees=tuple(recs), messages=messages,
-            class_ciphertexts=class_cts, trigger_ciphertexts=trig_cts, output_size=size,
-            class_slots=class_slots, trigger_slots=trigger_slots,
+            licensees=tuple(recs),
+            messages=messages,
+            class_ciphertexts=class_cts,
+            trigger_ciphertexts=trig_cts,
+            output_size=size,
+            class_slots=class_slots,
+            trigger_slots=trigger_slots,
             manifest_digest=f.str("manifest_digest") if f.has("manifest_digest") else "",
             model_sha256=f.str("model_sha256") if f.has("model_sha256") else "",
-            arrays_file=arrays.str("file"), arrays_sha256=arrays.str("sha256"),
+            arrays_file=arrays.str("file"),
+            arrays_sha256=arrays.str("sha256"),
             root_index=root_index,
         )
         if g.pow(pk.g1, t) is not None and not g.equal(g.pow(pk.g1, t), pk.g2):

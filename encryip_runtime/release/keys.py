@@ -73,10 +73,27 @@ def rotate_keys(release_dir: Path) -> list[Path]:
     new_manifest.save(paths.manifest)
     records = []
     for rec, sk in zip(vault.licensees, family.keys, strict=True):
-        records.append(write_licensee(paths, new_manifest, model, scheme, rec.name, sk,
-                                      np.asarray(rec.permutation, dtype=np.int64)))
-    replace(vault, pk=family.pk, t=family.t, licensees=tuple(records), messages=messages,
-            class_ciphertexts=class_cts, trigger_ciphertexts=trig_cts,
-            manifest_digest=new_manifest.digest, root_index=0).save(paths.vault)
+        records.append(
+            write_licensee(
+                paths,
+                new_manifest,
+                model,
+                scheme,
+                rec.name,
+                sk,
+                np.asarray(rec.permutation, dtype=np.int64),
+            )
+        )
+    replace(
+        vault,
+        pk=family.pk,
+        t=family.t,
+        licensees=tuple(records),
+        messages=messages,
+        class_ciphertexts=class_cts,
+        trigger_ciphertexts=trig_cts,
+        manifest_digest=new_manifest.digest,
+        root_index=0,
+    ).save(paths.vault)
     log.info("rotated keys for %d licensees", len(records))
     return [paths.key(r.name) for r in records]

@@ -80,7 +80,12 @@ def permute_onnx_outputs(model_bytes: bytes, order: npt.ArrayLike) -> bytes:
             bias = arr(node.input[bias_idx])
             if mm is not None and mm.op_type == "MatMul" and bias is not None:
                 w = arr(mm.input[1])
-                if w is not None and w.ndim == 2 and w.shape[1] == len(perm) and bias.shape[-1] == len(perm):
+                if (
+                    w is not None
+                    and w.ndim == 2
+                    and w.shape[1] == len(perm)
+                    and bias.shape[-1] == len(perm)
+                ):
                     put(mm.input[1], w[:, perm])
                     put(node.input[bias_idx], bias[..., perm])
                     done = True

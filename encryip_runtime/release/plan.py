@@ -83,7 +83,9 @@ class ProtectionPlan:
         book[self.trigger_slots] = self.trigger_ciphertexts
         return book
 
-    def _targets(self, cts: Ciphertexts, slots: npt.NDArray[np.int64] | None) -> npt.NDArray[np.float32]:
+    def _targets(
+        self, cts: Ciphertexts, slots: npt.NDArray[np.int64] | None
+    ) -> npt.NDArray[np.float32]:
         if self.profile == "secure":
             assert slots is not None
             return CodebookTransfer(self.codebook()).phi_slots(slots)
@@ -97,13 +99,25 @@ class ProtectionPlan:
         """Φ(Fake_i): row i is the training target of trigger input i."""
         return self._targets(self.trigger_ciphertexts, self.trigger_slots)
 
-    def manifest(self, *, input_spec: InputSpec, model_sha256: str, model_name: str = "encryip",
-                 model_file: str = "model.onnx") -> Manifest:
+    def manifest(
+        self,
+        *,
+        input_spec: InputSpec,
+        model_sha256: str,
+        model_name: str = "encryip",
+        model_file: str = "model.onnx",
+    ) -> Manifest:
         """The base (unpermuted) manifest."""
         return Manifest(
-            scheme=self.scheme, pk=self.family.pk, class_names=self.class_names, input=input_spec,
-            output_name="logits", output_size=self.output_size, model_file=model_file,
-            model_sha256=model_sha256, model_name=model_name,
+            scheme=self.scheme,
+            pk=self.family.pk,
+            class_names=self.class_names,
+            input=input_spec,
+            output_name="logits",
+            output_size=self.output_size,
+            model_file=model_file,
+            model_sha256=model_sha256,
+            model_name=model_name,
             codebook=self.codebook() if self.profile == "secure" else None,
         )
 
@@ -132,8 +146,19 @@ def plan_protection(
     if profile == "secure":
         size = k + num_triggers
         order = random_permutation(size)
-        return ProtectionPlan(scheme, family, tuple(licensees), tuple(class_names), messages,
-                              class_cts, trig_cts, size, order[:k], order[k:])
+        return ProtectionPlan(
+            scheme,
+            family,
+            tuple(licensees),
+            tuple(class_names),
+            messages,
+            class_cts,
+            trig_cts,
+            size,
+            order[:k],
+            order[k:],
+        )
     p = scheme.group.order + 1
-    return ProtectionPlan(scheme, family, tuple(licensees), tuple(class_names), messages,
-                          class_cts, trig_cts, 3 * p)
+    return ProtectionPlan(
+        scheme, family, tuple(licensees), tuple(class_names), messages, class_cts, trig_cts, 3 * p
+    )

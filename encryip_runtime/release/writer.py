@@ -63,19 +63,34 @@ def licensee_permutation(scheme: CSLite, output_size: int) -> npt.NDArray[np.int
     return random_permutation(output_size)
 
 
-def variant_manifest(base: Manifest, name: str, order: npt.NDArray[np.int64], model_sha256: str) -> Manifest:
+def variant_manifest(
+    base: Manifest, name: str, order: npt.NDArray[np.int64], model_sha256: str
+) -> Manifest:
     """The manifest that matches a model whose output k is base output ``order[k]``."""
     if base.profile == "secure":
         assert base.codebook is not None
-        return replace(base, codebook=base.codebook[order], licensee=name, model_sha256=model_sha256)
-    base_order = np.arange(base.output_size) if base.output_order is None else np.asarray(base.output_order)
-    return replace(base, output_order=tuple(int(v) for v in base_order[order]), licensee=name,
-                   model_sha256=model_sha256)
+        return replace(
+            base, codebook=base.codebook[order], licensee=name, model_sha256=model_sha256
+        )
+    base_order = (
+        np.arange(base.output_size) if base.output_order is None else np.asarray(base.output_order)
+    )
+    return replace(
+        base,
+        output_order=tuple(int(v) for v in base_order[order]),
+        licensee=name,
+        model_sha256=model_sha256,
+    )
 
 
 def write_licensee(
-    paths: ReleasePaths, base: Manifest, base_model: bytes, scheme: CSLite, name: str,
-    sk: SecretKey, order: npt.NDArray[np.int64] | None = None,
+    paths: ReleasePaths,
+    base: Manifest,
+    base_model: bytes,
+    scheme: CSLite,
+    name: str,
+    sk: SecretKey,
+    order: npt.NDArray[np.int64] | None = None,
 ) -> LicenseeRecord:
     """The licensee's permuted model + manifest and its key file. Needs no training."""
     order = licensee_permutation(scheme, base.output_size) if order is None else order
@@ -105,31 +120,50 @@ def write_release(
     if paths.manifest.exists() or paths.vault.exists():
         raise FileExistsError(f"{out_dir} already holds a release; choose an empty directory")
     if len(trigger_inputs) != plan.num_triggers:
-        raise ValueError(f"{len(trigger_inputs)} trigger inputs for {plan.num_triggers} Fake ciphertexts")
+        raise ValueError(
+            f"{len(trigger_inputs)} trigger inputs for {plan.num_triggers} Fake ciphertexts"
+        )
     paths.root.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(paths.model, model_onnx)
-    base = plan.manifest(input_spec=input_spec, model_sha256=hashlib.sha256(model_onnx).hexdigest(),
-                         model_name=model_name)
+    base = plan.manifest(
+        input_spec=input_spec,
+        model_sha256=hashlib.sha256(model_onnx).hexdigest(),
+        model_name=model_name,
+    )
     base.save(paths.manifest)
     records = [
         write_licensee(paths, base, model_onnx, plan.scheme, name, sk)
         for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
     ]
     vault = vault_from_plan(plan, records, base)
-    vault.save(paths.vault, VaultArrays(np.ascontiguousarray(trigger_inputs, dtype=np.uint8),
-                                        np.ascontiguousarray(probe_inputs, dtype=np.uint8),
-                                        np.asarray(probe_labels, dtype=np.int64)))
+    vault.save(
+        paths.vault,
+        VaultArrays(
+            np.ascontiguousarray(trigger_inputs, dtype=np.uint8),
+            np.ascontiguousarray(probe_inputs, dtype=np.uint8),
+            np.asarray(probe_labels, dtype=np.int64),
+        ),
+    )
     return paths
 
 
 def vault_from_plan(plan: ProtectionPlan, records: list[LicenseeRecord], base: Manifest) -> Vault:
     return Vault(
-        scheme=plan.scheme, pk=plan.family.pk, t=plan.family.t, class_names=plan.class_names,
-        licensees=tuple(records), messages=plan.messages, class_ciphertexts=plan.class_ciphertexts,
-        trigger_ciphertexts=plan.trigger_ciphertexts, output_size=plan.output_size,
+        scheme=plan.scheme,
+        pk=plan.family.pk,
+        t=plan.family.t,
+        class_names=plan.class_names,
+        licensees=tuple(records),
+        messages=plan.messages,
+        class_ciphertexts=plan.class_ciphertexts,
+        trigger_ciphertexts=plan.trigger_ciphertexts,
+        output_size=plan.output_size,
         class_slots=None if plan.class_slots is None else tuple(int(v) for v in plan.class_slots),
-        trigger_slots=None if plan.trigger_slots is None else tuple(int(v) for v in plan.trigger_slots),
-        manifest_digest=base.digest, model_sha256=base.model_sha256,
+        trigger_slots=None
+        if plan.trigger_slots is None
+        else tuple(int(v) for v in plan.trigger_slots),
+        manifest_digest=base.digest,
+        model_sha256=base.model_sha256,
     )
 
 
