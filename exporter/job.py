@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import pickle
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,11 @@ def _plan_for(job: JobConfig, data: DataArrays) -> tuple[ProtectionPlan, int]:
 
 
 def run_train_job(
-    job: JobConfig, data: DataArrays, *, progress: bool | None = None
+    job: JobConfig,
+    data: DataArrays,
+    *,
+    progress: bool | None = None,
+    init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Train, export and write the release. Returns the metrics written to report/metrics.json."""
     from exporter.export_onnx import export_onnx
@@ -114,6 +119,8 @@ def run_train_job(
     # Same initial weights for both runs where shapes allow: seed before building.
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, c, plan.output_size, h)
+    if init_model is not None:  # `protect`: start from a trained plain model instead
+        model = init_model(model, plan)
     enc = train_model(
         model,
         data,

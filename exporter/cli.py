@@ -1,0 +1,270 @@
+"""``encryip-export``: train a protected model once and write a release for many licensees.
+
+Examples::
+
+    encryip-export train --dataset mnist --arch cnn --licensees acme,globex,initech \\
+        --epochs 2 --baseline --out release/
+    encryip-export protect --model plain.pt --arch cnn --dataset mnist --out release/
+    torchrun --nproc_per_node 2 -m exporter.cli train --dataset mnist ...   # data-parallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+PROG = "encryip-export"
+ARCHS = ("cnn", "resnet18", "googlenet", "alexnet")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--dataset",
+        default="mnist",
+        help="mnist | fashion-mnist | synthetic | PATH.npz | IMAGEFOLDER_DIR (default: mnist)",
+    )
+    d.add_argument("--data-root", type=Path, default=None, help="where to look for dataset files")
+    d.add_argument(
+        "--download", action="store_true", help="allow torchvision to download MNIST/Fashion-MNIST"
+    )
+    d.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stratified subset of N training images",
+    )
+    d.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stratified subset of N test images",
+    )
+    d.add_argument(
+        "--image-size", type=int, default=None, help="resize ImageFolder images to this size"
+    )
+    r = p.add_argument_group("release")
+    r.add_argument("--out", type=Path, required=True, help="empty directory for the release")
+    r.add_argument(
+        "--licensees",
+        default="acme,globex,initech",
+        help="comma-separated licensee names, one key each (default: acme,globex,initech)",
+    )
+    r.add_argument(
+        "--profile",
+        choices=("secure", "paper"),
+        default="secure",
+        help="secure (ristretto255, default) or paper (the paper's Z_p^*: NOT secure)",
+    )
+    r.add_argument(
+        "--triggers", type=int, default=32, help="number of trigger inputs / Fake ciphertexts"
+    )
+    r.add_argument(
+        "--probe-size", type=int, default=500, help="labelled test images kept in the vault"
+    )
+    r.add_argument("--model-name", default="encryip", help="name the server serves the model under")
+    t = p.add_argument_group("training")
+    t.add_argument(
+        "--arch", choices=ARCHS, default="cnn", help="network architecture (default: cnn)"
+    )
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    t.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint path prefix: saved every epoch, resumed if present",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser(
+        "train",
+        help="train a protected model from scratch (Algorithm 1)",
+        description="Train once; write model.onnx, manifest, keys, per-licensee "
+        "variants, the vault and a report into --out.",
+    )
+    _common(train)
+    train.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also train the original model (same arch, seed, data order, epochs) to compare",
+    )
+    protect = sub.add_parser(
+        "protect",
+        help="protect an already trained plain classifier (brief fine-tune)",
+        description="Turn a trained classifier's head into EncryIP's slot order "
+        "(secure profile) and fine-tune briefly so the triggers are learned.",
+    )
+    _common(protect)
+    protect.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="trained plain model: a torch.save'd nn.Module, or a state_dict for --arch",
+    )
+    protect.set_defaults(epochs=1, lr=3e-4)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> list[str]:
+    problems = []
+    names = [n.strip() for n in args.licensees.split(",") if n.strip()]
+    if not names:
+        problems.append("--licensees: at least one name is required")
+    else:
+        from encryip_runtime.release.plan import validate_licensee_names
+
+        try:
+            validate_licensee_names(names)
+        except ValueError as exc:
+            problems.append(f"--licensees: {exc}")
+    for flag in ("epochs", "batch_size", "triggers", "probe_size"):
+        v = getattr(args, flag)
+        if v is None or v < (0 if flag in ("triggers",) else 1):
+            problems.append(f"--{flag.replace('_', '-')}: must be positive, got {v}")
+    if args.lr <= 0:
+        problems.append(f"--lr: must be positive, got {args.lr}")
+    if args.out.exists() and any(args.out.iterdir()):
+        problems.append(f"--out: '{args.out}' is not empty (a release is never overwritten)")
+    if args.command == "protect":
+        if args.profile != "secure":
+            problems.append(
+                "--profile: protect needs the secure profile (the paper profile's head is 3p wide)"
+            )
+        if not args.model.is_file():
+            problems.append(f"--model: '{args.model}' does not exist")
+    return problems
+
+
+def _setup_distributed() -> None:
+    """Under torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group(backend)
+
+
+def run(args: argparse.Namespace) -> int:
+    from exporter.data import load_dataset
+    from exporter.job import JobConfig, arrays_from_splits, run_train_job
+    from exporter.train import TrainConfig
+
+    device = args.device
+    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    splits = load_dataset(
+        args.dataset,
+        root=args.data_root,
+        download=args.download,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        seed=args.seed,
+        image_size=args.image_size,
+    )
+    cfg = TrainConfig(
+        profile=args.profile,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_triggers=args.triggers,
+        seed=args.seed,
+        device=device,
+        num_threads=args.threads,
+        licensees=tuple(n.strip() for n in args.licensees.split(",") if n.strip()),
+        checkpoint=args.checkpoint,
+    )
+    job = JobConfig(
+        train=cfg,
+        dataset=str(args.dataset),
+        baseline=getattr(args, "baseline", False),
+        probe_size=args.probe_size,
+        model_name=args.model_name,
+        out=str(args.out),
+    )
+    data = arrays_from_splits(splits)
+    progress = False if args.no_progress else None
+    if args.command == "protect":
+        from exporter.protect import run_protect_job
+
+        metrics = run_protect_job(job, data, args.model, progress=progress)
+    else:
+        metrics = run_train_job(job, data, progress=progress)
+    if metrics:
+        from exporter.report import table1_markdown
+
+        sys.stdout.write(table1_markdown(metrics))
+        sys.stdout.write(
+            f"\nRelease written to {args.out}/ (keys: {args.out}/keys/, "
+            f"vault: {args.out}/vault.json)\n"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    problems = _validate(args)
+    if problems:
+        for p in problems:
+            print(f"{PROG} {args.command}: error: {p}", file=sys.stderr)
+        return 2
+    try:
+        _setup_distributed()
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        from encryip_runtime.exceptions import EncryIPError
+
+        kind = (
+            "error"
+            if isinstance(exc, (EncryIPError, ValueError, FileExistsError))
+            else f"unexpected {type(exc).__name__}"
+        )
+        print(
+            f"{PROG} {args.command}: {kind}: {exc} (run with --debug for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
