@@ -59,9 +59,9 @@ def test_runtime_image_is_multi_stage_and_final_stage_is_lean(name: str) -> None
     final = df.final
     # The final stage copies the finished venv; it installs no Python package and
     # no compiler, and nothing in it mentions torch.
-    assert any(
-        "--from=builder" in a and "/opt/venv" in a for a in final.args("COPY")
-    ), "final stage must COPY --from=builder /opt/venv"
+    assert any("--from=builder" in a and "/opt/venv" in a for a in final.args("COPY")), (
+        "final stage must COPY --from=builder /opt/venv"
+    )
     for run in final.args("RUN"):
         assert "pip install" not in run, f"pip install in the final stage: {run}"
     assert not final_stage_installs_compiler(df), "compiler or headers in the final stage"

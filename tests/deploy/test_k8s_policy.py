@@ -231,9 +231,9 @@ def test_servicemonitor_scrapes_the_metrics_port(rendered: Docs) -> None:
     base = rendered["overlays/cpu"]
     service = one(base, "Service", "encryip")
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
-        "labels"
-    ].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
@@ -313,7 +313,10 @@ def test_release_is_read_only_and_public_only(rendered: Docs, target: str) -> No
         # Init container copies exactly the two public files from the release image.
         (init,) = pod["initContainers"]
         assert init["command"] == [
-            "cp", "/release/model.onnx", "/release/manifest.json", "/models/release/"
+            "cp",
+            "/release/model.onnx",
+            "/release/manifest.json",
+            "/models/release/",
         ]
         assert "emptyDir" in volume
 
@@ -329,7 +332,8 @@ def test_training_job_is_isolated_from_the_runtime(rendered: Docs) -> None:
     nproc = next(a for a in c["args"] if a.startswith("--nproc_per_node="))
     assert nproc.split("=")[1] == c["resources"]["limits"]["nvidia.com/gpu"]
     assert c["args"][c["args"].index("-m") + 1 : c["args"].index("-m") + 3] == [
-        "exporter.cli", "train"
+        "exporter.cli",
+        "train",
     ]
     assert not any("secret" in v for v in pod["volumes"])
     shm = next(m for m in c["volumeMounts"] if m["mountPath"] == "/dev/shm")
