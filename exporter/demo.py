@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(args.out)
     t_start = time.perf_counter()
     _say(
-        f"== 1. Train once: {args.dataset}, {args.arch}, profile {args.profile}, {args.epochs} epochs "
+        f"== 1. Train once: {args.dataset}, {args.arch}, profile {args.profile}, "
+        f"{args.epochs} epochs "
         "(EncryIP and the original model, same seed and data order)"
     )
     splits = load_dataset(args.dataset, train_subset=args.train_subset, seed=args.seed)
@@ -160,26 +161,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(table1_markdown(metrics))
 
     _say(
-        f"== 2. Release in {args.out}/: model.onnx, manifest.json, keys/, licensees/, vault.json, report/"
+        f"== 2. Release in {args.out}/: model.onnx, manifest.json, keys/, licensees/, "
+        "vault.json, report/"
     )
     for path in sorted(args.out.rglob("*")):
         if path.is_file():
             _say(f"   {path.relative_to(args.out)}  ({path.stat().st_mode & 0o777:o})")
 
     _say(
-        f"\n== 3. Serve each licensee's variant on 127.0.0.1; {args.eval_images} held-out images each"
+        f"\n== 3. Serve each licensee's variant on 127.0.0.1; "
+        f"{args.eval_images} held-out images each"
     )
     idx = np.random.default_rng(args.seed + 5).choice(
         len(data.x_test), args.eval_images, replace=False
     )
     served = _serve_and_decrypt(args.out, names, data.x_test[idx], data.y_test[idx])
     _say(
-        "| licensee | accuracy (own key) | accuracy (wrong key) | example confused label | decrypted |"
+        "| licensee | accuracy (own key) | accuracy (wrong key) "
+        "| example confused label | decrypted |"
     )
     _say("|---|---|---|---|---|")
     for name, r in served.items():
         _say(
-            f"| {name} | {r['accuracy']:.4f} | {r['accuracy_wrong_key']:.4f} | {r['example_ciphertext']} | "
+            f"| {name} | {r['accuracy']:.4f} | {r['accuracy_wrong_key']:.4f} "
+            f"| {r['example_ciphertext']} | "
             f"{r['example_label']} |"
         )
 
@@ -187,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     leaked = args.out / "licensees" / "globex" / "model.onnx"
     verdict = verify_onnx(leaked, args.out / "vault.json")
     _say(
-        f"   verify-onnx {leaked}: owned={verdict.owned}, licensee={verdict.licensee}, p={verdict.p_value:.3g}"
+        f"   verify-onnx {leaked}: owned={verdict.owned}, licensee={verdict.licensee}, "
+        f"p={verdict.p_value:.3g}"
     )
     other = _independent_model(
         data,
@@ -199,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     v2 = verify_onnx(other, args.out / "vault.json")
     _say(
-        f"   verify-onnx on an independently trained model: owned={v2.owned}, licensee={v2.licensee}, "
+        f"   verify-onnx on an independently trained model: owned={v2.owned}, "
+        f"licensee={v2.licensee}, "
         f"p={v2.p_value:.3g}"
     )
     other.unlink(missing_ok=True)
@@ -211,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         and all(r["accuracy"] > 0.9 for r in served.values())
     )
     _say(
-        f"\nDone in {time.perf_counter() - t_start:.0f}s: {'all checks passed' if ok else 'SOMETHING IS WRONG'}"
+        f"\nDone in {time.perf_counter() - t_start:.0f}s: "
+        f"{'all checks passed' if ok else 'SOMETHING IS WRONG'}"
     )
     return 0 if ok else 1
 
