@@ -340,3 +340,15 @@ def test_training_job_is_isolated_from_the_runtime(rendered: Docs) -> None:
     assert next(v for v in pod["volumes"] if v["name"] == shm["name"])["emptyDir"]["medium"] == (
         "Memory"
     )
+
+
+def test_training_job_arguments_parse_with_the_exporter_cli(rendered: Docs) -> None:
+    from exporter.cli import build_parser  # argparse only: no torch import
+
+    (c,) = one(rendered["exporter"], "Job")["spec"]["template"]["spec"]["containers"]
+    args = c["args"][c["args"].index("exporter.cli") + 1 :]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "train"
+    mounts = [m["mountPath"] for m in c["volumeMounts"]]
+    for path in (parsed.out, parsed.data_root, parsed.checkpoint):
+        assert any(str(path).startswith(m + "/") for m in mounts if m != "/tmp"), path
