@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 from types import FrameType
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Handler threads beyond the queue: metadata, health and info calls while the queue is full.
 _EXTRA_WORKERS = 16
+# Longest time the port keeps refusing new predictions (UNAVAILABLE) before it closes.
+_DRAIN_SETTLE_S = 1.0
 
 
 class EncryIPServer:
@@ -171,9 +174,19 @@ class EncryIPServer:
                 return
             grace = self.cfg.drain_seconds if grace is None else grace
             log.info("draining (up to %.1f s)", grace)
+            end = time.monotonic() + grace
             self.health.set_serving(False)
             self.store.stop_polling()
-            done = self._grpc.stop(grace)
+            # Phase 1: the port stays open but new predictions get UNAVAILABLE (clean, and
+            # retriable elsewhere) while accepted ones finish. Phase 2: close the port; only
+            # calls still in grpc's own accept queue at that instant are cut (CANCELLED).
+            self.predictor.begin_drain()
+            self.predictor.wait_idle(grace)
+            # Keep answering UNAVAILABLE a moment so clients mid-send see a clean refusal.
+            settle = min(grace / 4, _DRAIN_SETTLE_S) - (time.monotonic() - (end - grace))
+            if settle > 0:
+                time.sleep(settle)
+            done = self._grpc.stop(max(0.0, end - time.monotonic()))
             done.wait()  # accepted RPCs have all finished (or were cancelled at the deadline)
             self.batcher.close(timeout_s=max(grace, 1.0))
             self.health.shutdown()

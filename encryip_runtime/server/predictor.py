@@ -7,6 +7,8 @@ micro-batcher -> wait (bounded by the request's deadline) for its ciphertexts.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +39,30 @@ class Predictor:
     def __init__(self, store: ModelStore, batcher: MicroBatcher) -> None:
         self.store = store
         self.batcher = batcher
+        self._draining = False
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def begin_drain(self) -> None:
+        """Refuse new predictions (``UNAVAILABLE``); accepted ones carry on."""
+        with self._idle:
+            self._draining = True
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no accepted prediction is in flight (True) or the timeout passes."""
+        end = time.monotonic() + timeout_s
+        with self._idle:
+            while self._inflight:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
 
     def resolve(self, model_name: str) -> LoadedModel:
         """The current model if ``model_name`` is empty or its name."""
+        if self._draining:
+            raise NotReadyError("server is draining; retry on another replica")
         loaded = self.store.current
         if loaded is None:
             raise NotReadyError("model not loaded yet")
@@ -68,6 +91,26 @@ class Predictor:
             )
         if timeout_s is not None and timeout_s <= 0:
             raise DeadlineExpiredError("deadline passed before the request was queued")
+        with self._idle:
+            if self._draining:
+                raise NotReadyError("server is draining; retry on another replica")
+            self._inflight += 1
+        try:
+            return self._predict(loaded, x, onehot, timeout_s, on_done)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._idle.notify_all()
+
+    def _predict(
+        self,
+        loaded: LoadedModel,
+        x: npt.NDArray[Any],
+        onehot: bool,
+        timeout_s: float | None,
+        on_done: Callable[[Callable[[], Any]], Any] | None,
+    ) -> Prediction:
         future = self.batcher.submit(
             loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
         )

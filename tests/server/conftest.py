@@ -47,7 +47,7 @@ def running_server(release_dir: Path, **overrides: Any) -> Iterator[EncryIPServe
     try:
         yield server
     finally:
-        server.stop(2.0)
+        server.stop(0.4)
 
 
 def runtime_copy(release_dir: Path, dest: Path) -> Path:
