@@ -26,6 +26,8 @@ __all__ = ["Prediction", "Predictor"]
 
 # Extra wait beyond the client's deadline before giving up on a queued request.
 _DEADLINE_SLACK_S = 0.05
+# gRPC reports "no deadline" as a huge time_remaining(); anything longer means none.
+_NO_DEADLINE_S = 86400.0 * 365
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Predictor:
                 "the one-hot form Phi(c) exists only in the paper profile; "
                 f"model {loaded.name!r} uses {loaded.profile!r}"
             )
+        if timeout_s is not None and timeout_s > _NO_DEADLINE_S:
+            timeout_s = None
         if timeout_s is not None and timeout_s <= 0:
             raise DeadlineExpiredError("deadline passed before the request was queued")
         with self._idle:

@@ -210,3 +210,9 @@ def test_metrics_exposed_without_secrets(served: tuple[EncryIPServer, Any]) -> N
     assert 'encryip_requests_total{code="OK",method="encryip.v1.EncryIP/Predict"}' in text
     assert 'code="INVALID_ARGUMENT"' in text
     assert pred[0].hex() not in text
+
+
+def test_no_deadline(stub: Any) -> None:
+    """A call without a deadline (tritonclient's default) waits as long as it takes."""
+    resp = stub.Predict(encryip_pb2.PredictRequest(input=tensor(X)))
+    assert len(resp.ciphertexts) == 2

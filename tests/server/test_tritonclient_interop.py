@@ -1,0 +1,88 @@
+"""tritonclient.grpc (in its own venv and process) calls ModelInfer; the licensee decrypts.
+
+tritonclient ships its own copy of the ``inference`` protos, which clash with ours in one
+process (duplicate symbols) and pins protobuf 6, so it runs in a subprocess from a venv
+created once and cached under pytest's cache dir.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from encryip_runtime.client import decrypt_batch
+from encryip_runtime.formats.keyfile import LicenseeKey
+
+from .conftest import running_server, sample_inputs
+from .test_encryip_service import plain_labels
+
+TRITON_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tritonclient.grpc as tc
+
+url, npy = sys.argv[1], sys.argv[2]
+x = np.load(npy)
+client = tc.InferenceServerClient(url=url)
+assert client.is_server_live() and client.is_server_ready()
+assert client.is_model_ready("encryip")
+meta = client.get_model_metadata("encryip", as_json=True)
+inp = tc.InferInput("pixels", list(x.shape), "UINT8")
+inp.set_data_from_numpy(x)
+out = tc.InferRequestedOutput("ciphertext")
+result = client.infer("encryip", [inp], outputs=[out])
+cts = result.as_numpy("ciphertext")
+print(json.dumps({"meta": meta, "cts": [bytes(c).hex() for c in cts.reshape(-1)]}))
+"""
+
+
+@pytest.fixture(scope="session")
+def triton_python(request: pytest.FixtureRequest) -> Path:
+    cache = Path(request.config.cache.mkdir("encryip-tritonclient-venv"))  # type: ignore[union-attr]
+    python = cache / "bin" / "python"
+    probe = [str(python), "-c", "import tritonclient.grpc"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(cache)
+        pip = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "tritonclient[grpc]"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot create a venv with tritonclient: {exc}")
+    if pip.returncode != 0 or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip(f"pip could not install tritonclient[grpc]: {pip.stderr[-500:]}")
+    return python
+
+
+def test_tritonclient_infer_and_decrypt(
+    tiny_release: Any, triton_python: Path, tmp_path: Path
+) -> None:
+    x = sample_inputs(5, seed=7)
+    npy = tmp_path / "x.npy"
+    np.save(npy, x)
+    with running_server(tiny_release.licensee_dir("acme")) as server:
+        proc = subprocess.run(
+            [str(triton_python), "-c", TRITON_SCRIPT, f"127.0.0.1:{server.port}", str(npy)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["meta"]["name"] == "encryip"
+    assert out["meta"]["outputs"][0]["datatype"] == "BYTES"
+    key = LicenseeKey.load(tiny_release.key("acme"))
+    labels = decrypt_batch([bytes.fromhex(h) for h in out["cts"]], key)
+    np.testing.assert_array_equal(labels, plain_labels(tiny_release, "acme", x))
+    assert sys.executable != str(triton_python)
