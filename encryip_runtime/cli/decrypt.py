@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
             texts.extend(line.strip() for line in sys.stdin if line.strip())
         else:
             texts.append(item.strip())
-    blobs: list[bytes] = []
+    blobs: list[tuple[int, bytes]] = []
     for i, text in enumerate(texts):
         try:
-            blobs.append(bytes.fromhex(text))
+            blobs.append((i, bytes.fromhex(text)))
         except ValueError:
             problems.append(f"--ciphertext #{i + 1}: not hex: {text[:40]!r}")
     key = None
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"--key: {exc}")
     if key is not None:
         w = key.scheme.ciphertext_size
-        for i, blob in enumerate(blobs):
+        for i, blob in blobs:
             if len(blob) != w:
                 problems.append(
                     f"--ciphertext #{i + 1}: {len(blob)} bytes, a {key.profile} ciphertext has {w}"
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if problems or key is None:
         raise UsageError(problems)
     try:
-        labels = decrypt_batch(blobs, key)
+        labels = decrypt_batch([b for _, b in blobs], key)
     except EncodingError as exc:
         raise CommandError(f"--ciphertext: {exc}") from None
     rows = [
