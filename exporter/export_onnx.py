@@ -375,7 +375,7 @@ def export_onnx(
             os.replace(tmp, path)
         except ExportError as e:
             tmp.unlink(missing_ok=True)
-            errors.append(str(e))
+            errors.append(f"{name}: {e}")
             log.warning("ONNX export with the %s exporter failed: %s", name, e)
             continue
         log.info(
