@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     problems = _validate(args)
     if problems:
         for p in problems:
