@@ -13,6 +13,7 @@ from encryip_runtime.exceptions import EncodingError
 from encryip_runtime.formats.jsonio import Fields
 
 __all__ = [
+    "SchemeBound",
     "ciphertexts_from_json",
     "ciphertexts_to_json",
     "pk_fingerprint",
@@ -22,6 +23,20 @@ __all__ = [
     "sk_from_fields",
     "sk_to_json",
 ]
+
+
+class SchemeBound:
+    """Mixin for release objects that carry their scheme: the profile and K come from it."""
+
+    scheme: CSLite
+
+    @property
+    def profile(self) -> str:
+        return self.scheme.profile
+
+    @property
+    def num_classes(self) -> int:
+        return self.scheme.num_classes
 
 
 def scheme_from_fields(f: Fields) -> CSLite:

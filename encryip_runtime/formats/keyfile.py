@@ -13,6 +13,7 @@ from typing import Any
 from encryip_runtime.crypto.scheme import CSLite, PublicKey, SecretKey
 from encryip_runtime.exceptions import InvalidKeyError
 from encryip_runtime.formats.common import (
+    SchemeBound,
     pk_fingerprint,
     pk_from_fields,
     pk_to_json,
@@ -28,21 +29,13 @@ KEY_FORMAT = "encryip-key/1"
 
 
 @dataclass(frozen=True)
-class LicenseeKey:
+class LicenseeKey(SchemeBound):
     scheme: CSLite
     licensee: str
     pk: PublicKey
     sk: SecretKey
     class_names: tuple[str, ...]
     manifest_digest: str
-
-    @property
-    def profile(self) -> str:
-        return self.scheme.profile
-
-    @property
-    def num_classes(self) -> int:
-        return self.scheme.num_classes
 
     @property
     def pk_fingerprint(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from encryip_runtime import __version__
 from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, PublicKey
 from encryip_runtime.formats.common import (
+    SchemeBound,
     ciphertexts_from_json,
     ciphertexts_to_json,
     pk_fingerprint,
@@ -38,7 +39,7 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(SchemeBound):
     scheme: CSLite
     pk: PublicKey
     class_names: tuple[str, ...]
@@ -52,14 +53,6 @@ class Manifest:
     output_order: tuple[int, ...] | None = None  # paper profile, licensee variants
     licensee: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def profile(self) -> str:
-        return self.scheme.profile
-
-    @property
-    def num_classes(self) -> int:
-        return self.scheme.num_classes
 
     @property
     def pk_fingerprint(self) -> str:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily, PublicKey, SecretKey
 from encryip_runtime.exceptions import FormatError
 from encryip_runtime.formats.common import (
+    SchemeBound,
     ciphertexts_from_json,
     ciphertexts_to_json,
     pk_from_fields,
@@ -95,7 +96,7 @@ class VaultArrays:
 
 
 @dataclass(frozen=True)
-class Vault:
+class Vault(SchemeBound):
     scheme: CSLite
     pk: PublicKey
     t: int = field(repr=False)
@@ -113,14 +114,6 @@ class Vault:
     arrays_file: str = "vault.npz"
     arrays_sha256: str = ""
     root_index: int = 0  # which licensee record holds (a1, b1)
-
-    @property
-    def profile(self) -> str:
-        return self.scheme.profile
-
-    @property
-    def num_classes(self) -> int:
-        return self.scheme.num_classes
 
     @property
     def num_triggers(self) -> int:

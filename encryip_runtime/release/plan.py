@@ -18,6 +18,7 @@ import numpy.typing as npt
 from encryip_runtime.crypto import make_scheme
 from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
 from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily
+from encryip_runtime.formats.common import SchemeBound
 from encryip_runtime.formats.manifest import InputSpec, Manifest
 from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer
 
@@ -49,7 +50,7 @@ def random_permutation(size: int) -> npt.NDArray[np.int64]:
 
 
 @dataclass(frozen=True)
-class ProtectionPlan:
+class ProtectionPlan(SchemeBound):
     scheme: CSLite
     family: KeyFamily
     licensees: tuple[str, ...]
@@ -60,14 +61,6 @@ class ProtectionPlan:
     output_size: int
     class_slots: npt.NDArray[np.int64] | None = None  # secure only
     trigger_slots: npt.NDArray[np.int64] | None = None
-
-    @property
-    def profile(self) -> str:
-        return self.scheme.profile
-
-    @property
-    def num_classes(self) -> int:
-        return self.scheme.num_classes
 
     @property
     def num_triggers(self) -> int:
