@@ -232,6 +232,14 @@ class Ristretto255(Group):
                 f"got {a.dtype} {a.shape}"
             )
         a = np.ascontiguousarray(a)
+        # RFC 9496 §4.3.1: the 32 bytes as a little-endian integer must be < p, so the
+        # top bit is always clear. libsodium 1.0.18's is_valid_point ignores that bit,
+        # which would give every element a second encoding; reject it here.
+        high = np.flatnonzero(a[:, _BYTES - 1] & 0x80)
+        if high.size:
+            raise EncodingError(
+                f"element {int(high[0])}: not a canonical ristretto255 encoding (top bit set)"
+            )
         base = _ptr(a)
         for i in range(len(a)):
             if _valid(base + i * _BYTES) != 1 and a[i].any():
