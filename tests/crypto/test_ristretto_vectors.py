@@ -12,9 +12,9 @@ from encryip_runtime.crypto.ristretto import L, Ristretto255
 from encryip_runtime.exceptions import EncodingError
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
-MULTIPLES: list[str] = json.loads(
-    (VECTORS / "ristretto255_generator_multiples.json").read_text()
-)["multiples"]
+MULTIPLES: list[str] = json.loads((VECTORS / "ristretto255_generator_multiples.json").read_text())[
+    "multiples"
+]
 INVALID: list[tuple[str, str]] = [
     (kind, enc)
     for kind, encs in json.loads((VECTORS / "ristretto255_invalid_encodings.json").read_text())[
