@@ -1,0 +1,151 @@
+"""Paper Table 1 (effectiveness) and Fig. 4 (convergence).
+
+For every (arch, dataset, profile, seed): the original model, EncryIP decrypted
+with each licensee's key, EncryIP with an incorrect key, Δ in percentage points,
+and verification: the triggers' exact Fake recovery and the paper's Eqn.-5
+attribution (which licensee is behind a black-box service returning plain labels).
+Each per-epoch history is kept, so Fig. 4 is drawn from the same runs.
+
+    python -m benchmarks.paper_table1 --quick      # CPU budget (the default)
+    python -m benchmarks.paper_table1 --full       # the paper's scale (use a GPU)
+    python -m benchmarks.paper_table1 --tiny       # seconds: the smoke test
+
+Budgets are per architecture; --archs/--datasets/--profiles/--seeds narrow a run.
+Progress on stderr; the last stdout line is the JSON result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.common import Budget, emit, env_info, load_arrays, mean_std, run_cell, setup_logging
+
+log = logging.getLogger("benchmarks.paper_table1")
+
+ARCHS = ("cnn", "resnet18", "googlenet", "alexnet")
+DATASETS = ("mnist", "fashion-mnist")
+PROFILES = ("secure", "paper")
+
+# (budget, seeds) per arch. The quick plan fits a 2-core CPU in about half an hour:
+# measured there, the small CNN trains ~1000 images/s, ResNet18 (small-input stem)
+# ~400/s, GoogLeNet ~65/s and AlexNet (stride-1 stem, 4096-wide head) ~45/s.
+PLANS: dict[str, dict[str, tuple[Budget, int]]] = {
+    "tiny": {
+        a: (Budget(epochs=1, train_subset=256, test_subset=128, batch_size=64), 1) for a in ARCHS
+    },
+    "quick": {
+        "cnn": (Budget(epochs=3, train_subset=10_000, test_subset=5_000), 3),
+        "resnet18": (Budget(epochs=2, train_subset=4_000, test_subset=1_000, batch_size=64), 2),
+        "googlenet": (Budget(epochs=2, train_subset=3_000, test_subset=1_000, batch_size=64), 1),
+        "alexnet": (Budget(epochs=2, train_subset=3_000, test_subset=1_000, batch_size=64), 1),
+    },
+    "full": {a: (Budget(epochs=20), 5) for a in ARCHS},
+}
+# What the quick plan runs by default (the slow archs on one profile only).
+QUICK_PROFILES: dict[str, tuple[str, ...]] = {
+    "cnn": PROFILES,
+    "resnet18": PROFILES,
+    "googlenet": ("secure",),
+    "alexnet": ("secure",),
+}
+
+# The paper's Table 1, MNIST column (it has no Fashion-MNIST column):
+# (original, EncryIP, Δ in %, verification, EncryIP_Incorrect).
+PAPER_MNIST: dict[str, tuple[float, float, float, float, float]] = {
+    "resnet18": (0.9936, 0.9930, 0.06, 1.0, 0.0006),
+    "googlenet": (0.9905, 0.9879, 0.84, 1.0, 0.0216),
+    "alexnet": (0.9914, 0.9923, 0.09, 1.0, 0.0006),
+}
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds for every (arch, dataset, profile)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["arch"], r["dataset"], r["profile"]), []).append(r)
+    out = []
+    for (arch, ds, prof), rs in groups.items():
+        out.append(
+            {
+                "arch": arch,
+                "dataset": ds,
+                "profile": prof,
+                "seeds": [r["seed"] for r in rs],
+                "budget": rs[0]["budget"],
+                "train_size": rs[0]["train_size"],
+                "test_size": rs[0]["test_size"],
+                **{
+                    k: mean_std([r[k] for r in rs])
+                    for k in (
+                        "original",
+                        "encryip",
+                        "incorrect_key",
+                        "delta_pp",
+                        "trigger_accuracy",
+                        "attribution",
+                    )
+                },
+                "train_seconds_encryip": mean_std([r["train_seconds"]["encryip"] for r in rs]),
+                "train_seconds_original": mean_std([r["train_seconds"]["original"] for r in rs]),
+            }
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="scale", action="store_const", const="quick")
+    scale.add_argument("--full", dest="scale", action="store_const", const="full")
+    scale.add_argument("--tiny", dest="scale", action="store_const", const="tiny")
+    p.add_argument("--archs", nargs="+", choices=ARCHS)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    p.add_argument("--profiles", nargs="+", choices=PROFILES)
+    p.add_argument("--seeds", type=int, help="seeds per cell (overrides the plan)")
+    p.add_argument("--epochs", type=int, help="epochs (overrides the plan)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    args = p.parse_args(argv)
+    scale = args.scale or "quick"
+    setup_logging(threads=args.threads)
+    plan = PLANS[scale]
+    archs = args.archs or (("cnn",) if scale == "tiny" else ARCHS)
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for ds in args.datasets:
+        data_cache: dict[Budget, Any] = {}
+        for arch in archs:
+            budget, seeds = plan[arch]
+            if args.epochs:
+                budget = Budget(**{**budget.__dict__, "epochs": args.epochs})
+            if args.seeds:
+                seeds = args.seeds
+            profiles = args.profiles or (QUICK_PROFILES[arch] if scale == "quick" else PROFILES)
+            if budget not in data_cache:
+                data_cache[budget] = load_arrays(ds, budget, seed=0)
+            for prof in profiles:
+                for seed in range(seeds):
+                    log.info(
+                        "cell %s / %s / %s / seed %d (%s)", ds, arch, prof, seed, budget.describe()
+                    )
+                    cell = run_cell(ds, arch, prof, seed, budget, data=data_cache[budget])
+                    rows.append(cell.row())
+    emit(
+        {
+            "benchmark": "paper_table1",
+            "scale": scale,
+            "env": env_info(),
+            "rows": rows,
+            "summary": summarise(rows),
+            "paper_mnist": PAPER_MNIST,
+            "wall_seconds": time.perf_counter() - t_start,
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
