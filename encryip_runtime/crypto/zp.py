@@ -186,6 +186,10 @@ class ZpGroup(Group):
         for i, v in enumerate(values):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise EncodingError(f"element {i}: expected an integer, got {v!r}")
+            if not 1 <= v < self.p:  # before numpy: a huge int would overflow int64
+                raise EncodingError(
+                    f"element {i}: {v} is not an element of Z_{self.p}^* (1..{self.p - 1})"
+                )
         x = np.array(values, dtype=np.int64)
         self._check(x, "element")
         return x
