@@ -57,13 +57,16 @@ def test_round_trip_matches_plain_network(served: tuple[EncryIPServer, Any]) -> 
         np.testing.assert_array_equal(labels, plain_labels(release, "acme", x))
         assert decrypt(pred[0], key) == labels[0]
         # Fresh ciphertexts every time: same input, no shared component.
-        again = client.predict(x[:1])
-        assert again[0] != pred[0]
-        w = key.scheme.ciphertext_size // 3
-        for k in range(3):
-            assert again[0][k * w : (k + 1) * w] != pred[0][k * w : (k + 1) * w] or (
-                release.profile == "paper"  # the tiny group repeats components by chance
-            )
+        if release.profile == "secure":
+            again = client.predict(x[:1])
+            w = key.scheme.ciphertext_size // 3
+            for k in range(3):
+                assert again[0][k * w : (k + 1) * w] != pred[0][k * w : (k + 1) * w]
+        else:
+            # Z_11^*: a re-randomiser r = 0 (probability 1/10) returns the input unchanged,
+            # so only many draws show freshness.
+            draws = {client.predict(x[:1])[0] for _ in range(20)}
+            assert len(draws) > 3
         # One image without the batch axis works in the SDK.
         assert len(client.predict(x[0])) == 1
 
