@@ -1,0 +1,188 @@
+"""Algorithm 1 end to end on a tiny synthetic set: train once, release, decrypt per licensee;
+fixed seeds, checkpoint + resume, and DDP with two CPU processes (torchrun, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from exporter.data import make_synthetic
+from exporter.job import JobConfig, arrays_from_splits, run_train_job
+from exporter.models import build_model
+from exporter.train import DataArrays, TrainConfig, plain_targets, train_model
+
+REPO = Path(__file__).resolve().parents[2]
+LICENSEES = ("acme", "globex", "initech")
+
+
+def _data(n: int = 1000, test: int = 200) -> DataArrays:
+    return arrays_from_splits(make_synthetic(n, test, seed=0))
+
+
+def _cfg(**kw: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(
+        epochs=3, batch_size=32, lr=3e-3, num_triggers=8, num_threads=1, licensees=LICENSEES
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module", params=["secure", "paper"])
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp(f"train-{request.param}") / "release"
+    job = JobConfig(
+        train=_cfg(profile=request.param), dataset="synthetic", probe_size=50, out=str(out)
+    )
+    data = _data()
+    metrics = run_train_job(job, data, progress=False)
+    return request.param, out, metrics, data
+
+
+def test_metrics_and_targets(trained) -> None:  # type: ignore[no-untyped-def]
+    _, out, metrics, _ = trained
+    on_disk = json.loads((out / "report" / "metrics.json").read_text())
+    for section, key in [
+        ("accuracy", "original"),
+        ("accuracy", "encryip"),
+        ("accuracy", "incorrect_key"),
+        ("verification", "trigger_accuracy"),
+        ("train_seconds", "original"),
+        ("train_seconds", "encryip"),
+    ]:
+        assert isinstance(on_disk[section][key], float), (section, key)
+    acc = metrics["accuracy"]
+    assert acc["encryip"] >= 0.95
+    assert abs(acc["encryip"] - acc["original"]) <= 0.05
+    assert acc["incorrect_key"] < 0.4  # about chance (0.1) for 10 classes
+    assert metrics["verification"]["trigger_accuracy"] == 1.0
+    hist = on_disk["history"]
+    assert len(hist["EncryIP"]) == len(hist["original"]) == 3
+    assert (out / "report" / "curves.png").stat().st_size > 1000
+    assert "EncryIP" in (out / "report" / "table1.md").read_text()
+
+
+def test_release_layout_and_secret_modes(trained) -> None:  # type: ignore[no-untyped-def]
+    _, out, _, _ = trained
+    for name in ("model.onnx", "manifest.json", "vault.json"):
+        assert (out / name).is_file(), name
+    for who in LICENSEES:
+        assert (out / "licensees" / who / "model.onnx").is_file()
+        assert stat.S_IMODE((out / "keys" / f"{who}.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "vault.json").stat().st_mode) == 0o600
+
+
+def test_every_licensee_decrypts_the_same_prediction(trained) -> None:  # type: ignore[no-untyped-def]
+    from encryip_runtime.client import decrypt_batch, load_key
+    from encryip_runtime.pipeline import ProtectedModel
+
+    _, out, _, data = trained
+    x, y = data.x_test[:100], data.y_test[:100]
+    public = out.parent / "public"  # the runtime refuses a directory holding secrets
+    public.mkdir(exist_ok=True)
+    for name in ("model.onnx", "manifest.json"):
+        shutil.copy(out / name, public / name)
+    decrypted = []
+    for model_dir in [public] + [out / "licensees" / w for w in LICENSEES]:
+        pm = ProtectedModel.load(model_dir)
+        wire = pm.predict(x)
+        wire2 = pm.predict(x)
+        assert not np.array_equal(wire, wire2)  # fresh SampDist per call
+        for who in LICENSEES:
+            key = load_key(out / "keys" / f"{who}.key")
+            labels = decrypt_batch([r.tobytes() for r in wire], key)
+            assert np.array_equal(labels, decrypt_batch([r.tobytes() for r in wire2], key))
+            decrypted.append(labels)
+    for labels in decrypted[1:]:
+        assert np.array_equal(labels, decrypted[0])
+    assert (decrypted[0] == y).mean() >= 0.95
+
+
+def test_variants_differ_but_serve_the_same_function(trained) -> None:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    _, out, _, data = trained
+    x = data.x_test[:16]
+    logits = {
+        w: ort.InferenceSession(str(out / "licensees" / w / "model.onnx")).run(None, {"pixels": x})[
+            0
+        ]
+        for w in LICENSEES
+    }
+    base = ort.InferenceSession(str(out / "model.onnx")).run(None, {"pixels": x})[0]
+    for w in LICENSEES:
+        # the same multiset of logits per row, in another order
+        np.testing.assert_allclose(np.sort(logits[w], 1), np.sort(base, 1), rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(logits["acme"], logits["globex"])
+
+
+def _train_plain(cfg: TrainConfig, data: DataArrays, **kw: Any) -> torch.nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = build_model("cnn", 1, 10, 16)
+    return train_model(model, data, plain_targets(10), cfg, progress=False, **kw).model
+
+
+def test_fixed_seed_is_deterministic() -> None:
+    data = _data(300, 50)
+    cfg = _cfg(epochs=1)
+    a, b = _train_plain(cfg, data), _train_plain(cfg, data)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    c = _train_plain(_cfg(epochs=1, seed=1), data)
+    assert not torch.equal(next(iter(a.parameters())), next(iter(c.parameters())))
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    data = _data(300, 50)
+    full = _train_plain(_cfg(epochs=2), data)
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_epoch_2(model: torch.nn.Module, calls: list[int] = []) -> tuple[float, float]:  # noqa: B006
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash
+        return 0.0, 0.0
+
+    cfg = _cfg(epochs=2, checkpoint=str(tmp_path / "ck"))
+    with pytest.raises(Crash):
+        _train_plain(cfg, data, evaluate=crash_in_epoch_2)
+    ck = torch.load(tmp_path / "ck.encryip", weights_only=False)
+    assert ck["epoch"] == 1 and ck["config"] == asdict(cfg)
+    assert stat.S_IMODE((tmp_path / "ck.encryip").stat().st_mode) == 0o600
+    resumed = _train_plain(cfg, data)
+    for (name, pa), pb in zip(
+        full.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    """torchrun --nproc_per_node 2 (gloo): one release written, by rank 0, and it works."""
+    out = tmp_path / "release"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "exporter.cli", "train", "--dataset", "synthetic", "--train-subset", "1024",
+        "--test-subset", "200", "--epochs", "3", "--batch-size", "32", "--lr", "3e-3",
+        "--triggers", "8", "--probe-size", "50", "--threads", "1", "--device", "cpu",
+        "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["accuracy"]["encryip"] >= 0.9
+    assert metrics["verification"]["trigger_accuracy"] == 1.0
+    assert r.stdout.count("EncryIP") >= 1  # the summary table, printed once (rank 0)
