@@ -16,6 +16,7 @@ __all__ = [
     "SchemeBound",
     "ciphertexts_from_json",
     "ciphertexts_to_json",
+    "optional_digest",
     "pk_fingerprint",
     "pk_from_fields",
     "pk_to_json",
@@ -37,6 +38,16 @@ class SchemeBound:
     @property
     def num_classes(self) -> int:
         return self.scheme.num_classes
+
+
+def optional_digest(f: Fields, key: str) -> str:
+    """A SHA-256 hex digest field: 64 lowercase hex digits, or absent / empty (unknown)."""
+    if not f.has(key):
+        return ""
+    v = f.str(key)
+    if v and (len(v) != 64 or any(c not in "0123456789abcdef" for c in v)):
+        raise f.error(key, "expected 64 lowercase hex digits (a SHA-256 digest)")
+    return v
 
 
 def scheme_from_fields(f: Fields) -> CSLite:

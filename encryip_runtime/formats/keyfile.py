@@ -14,6 +14,7 @@ from encryip_runtime.crypto.scheme import CSLite, PublicKey, SecretKey
 from encryip_runtime.exceptions import InvalidKeyError
 from encryip_runtime.formats.common import (
     SchemeBound,
+    optional_digest,
     pk_fingerprint,
     pk_from_fields,
     pk_to_json,
@@ -86,7 +87,7 @@ class LicenseeKey(SchemeBound):
             pk=pk,
             sk=sk,
             class_names=names,
-            manifest_digest=f.str("manifest_digest") if f.has("manifest_digest") else "",
+            manifest_digest=optional_digest(f, "manifest_digest"),
         )
 
     def __repr__(self) -> str:  # never print the scalars

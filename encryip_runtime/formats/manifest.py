@@ -108,6 +108,8 @@ class Manifest(SchemeBound):
     def from_fields(cls, f: Fields) -> Manifest:
         scheme = scheme_from_fields(f)
         k = scheme.num_classes
+        if f.has("encryip_version"):
+            f.str("encryip_version")
         names = tuple(f.str_list("class_names", length=k))
         pk = pk_from_fields(scheme, f)
         if f.has("pk_fingerprint") and f.str("pk_fingerprint") != pk_fingerprint(scheme, pk):

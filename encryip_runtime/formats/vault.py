@@ -23,6 +23,7 @@ from encryip_runtime.formats.common import (
     SchemeBound,
     ciphertexts_from_json,
     ciphertexts_to_json,
+    optional_digest,
     pk_from_fields,
     pk_to_json,
     scheme_from_fields,
@@ -240,8 +241,26 @@ class Vault(SchemeBound):
         messages = f.parse("messages", g.from_json)
         if len(messages) != k:
             raise f.error("messages", f"expected {k} messages, got {len(messages)}")
+        wrong = np.flatnonzero(scheme.codec.labels_of(messages) != np.arange(k))
+        if wrong.size:
+            raise f.error("messages", f"message {int(wrong[0])} does not decode to its class")
         class_cts = ciphertexts_from_json(scheme, f, "class_ciphertexts")
+        if len(class_cts) != k:
+            raise f.error("class_ciphertexts", f"expected {k} ciphertexts, got {len(class_cts)}")
+        if not g.equal(scheme.dec(recs[0].sk, class_cts), messages):
+            raise f.error("class_ciphertexts", "do not decrypt to the vault's messages")
         trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
+        want_size = (
+            k + len(trig_cts) if scheme.profile == "secure" else 3 * (scheme.group.order + 1)
+        )
+        if size != want_size:
+            raise f.error("output_size", f"expected {want_size} for this profile, got {size}")
+        if f.has("expected_trigger_labels"):
+            ef = f.obj_("expected_trigger_labels")
+            for rec in recs:
+                got = ef.int_list(rec.name, length=len(trig_cts), hi=k - 1)
+                if got != scheme.decrypt_labels(rec.sk, trig_cts).tolist():
+                    raise ef.error(rec.name, "does not match Dec(sk, trigger_ciphertexts)")
         class_slots = trigger_slots = None
         if scheme.profile == "secure":
             class_slots = tuple(f.int_list("class_slots", length=k, hi=size - 1))
@@ -249,6 +268,9 @@ class Vault(SchemeBound):
             if len(set(class_slots) | set(trigger_slots)) != k + len(trig_cts):
                 raise f.error("trigger_slots", "class and trigger slots must be distinct")
         arrays = f.obj_("arrays")
+        arrays_file = arrays.str("file")
+        if not arrays_file or "/" in arrays_file or "\\" in arrays_file or arrays_file[0] == ".":
+            raise arrays.error("file", "must be a plain file name beside the vault")
         root_index = f.int("root_index", lo=0, hi=len(recs) - 1) if f.has("root_index") else 0
         vault = cls(
             scheme=scheme,
@@ -262,10 +284,10 @@ class Vault(SchemeBound):
             output_size=size,
             class_slots=class_slots,
             trigger_slots=trigger_slots,
-            manifest_digest=f.str("manifest_digest") if f.has("manifest_digest") else "",
-            model_sha256=f.str("model_sha256") if f.has("model_sha256") else "",
-            arrays_file=arrays.str("file"),
-            arrays_sha256=arrays.str("sha256"),
+            manifest_digest=optional_digest(f, "manifest_digest"),
+            model_sha256=optional_digest(f, "model_sha256"),
+            arrays_file=arrays_file,
+            arrays_sha256=optional_digest(arrays, "sha256"),
             root_index=root_index,
         )
         if g.pow(pk.g1, t) is not None and not g.equal(g.pow(pk.g1, t), pk.g2):
