@@ -58,7 +58,7 @@ def _serve_and_decrypt(
             with EncryIPClient(f"127.0.0.1:{port}") as client:
                 key = client.load_key(release / "keys" / f"{name}.key")
                 t0 = time.perf_counter()
-                preds = []
+                preds: list[bytes] = []
                 for i in range(0, len(x), 100):
                     preds.extend(client.predict(x[i : i + 100]))
                 seconds = time.perf_counter() - t0

@@ -118,7 +118,7 @@ def run_train_job(
 
     # Same initial weights for both runs where shapes allow: seed before building.
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, c, plan.output_size, h)
+    model: nn.Module = build_model(cfg.arch, c, plan.output_size, h)
     if init_model is not None:  # `protect`: start from a trained plain model instead
         model = init_model(model, plan)
     enc = train_model(

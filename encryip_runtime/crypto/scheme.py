@@ -153,7 +153,8 @@ class CSLite:
     def fake(self, pk: PublicKey, count: int) -> Ciphertexts:
         """Fake(pk): (g1^r1, g2^r2, random u3) with r2 - r1 invertible mod the exponent order."""
         g, n = self.group, self.group.order
-        r1s, r2s = [], []
+        r1s: list[int] = []
+        r2s: list[int] = []
         while len(r1s) < count:
             r1, r2 = g.random_scalar(), g.random_scalar()
             if math.gcd((r2 - r1) % n, n) == 1:

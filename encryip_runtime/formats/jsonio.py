@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -107,7 +108,7 @@ def read_json_document(path: Path, expected_format: str) -> Fields:
 class Fields:
     """A typed view of one JSON object; every accessor names file and field on error."""
 
-    def __init__(self, obj: Any, path: str, prefix: str):
+    def __init__(self, obj: Any, path: builtins.str, prefix: builtins.str):
         if not isinstance(obj, dict):
             raise FormatError(
                 f"expected a JSON object, got {type(obj).__name__}", path=path, field=prefix or None
@@ -116,27 +117,29 @@ class Fields:
         self.path = path
         self.prefix = prefix
 
-    def _name(self, key: str) -> str:
+    def _name(self, key: builtins.str) -> builtins.str:
         return f"{self.prefix}.{key}" if self.prefix else key
 
-    def error(self, key: str, message: str) -> FormatError:
+    def error(self, key: builtins.str, message: builtins.str) -> FormatError:
         return FormatError(message, path=self.path, field=self._name(key))
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> bool:
         return key in self.obj and self.obj[key] is not None
 
-    def raw(self, key: str) -> Any:
+    def raw(self, key: builtins.str) -> Any:
         if key not in self.obj:
             raise self.error(key, "missing")
         return self.obj[key]
 
-    def str(self, key: str) -> str:
+    def str(self, key: builtins.str) -> builtins.str:
         v = self.raw(key)
         if not isinstance(v, str):
             raise self.error(key, f"expected a string, got {type(v).__name__}")
         return v
 
-    def int(self, key: str, *, lo: int | None = None, hi: int | None = None) -> int:
+    def int(
+        self, key: builtins.str, *, lo: builtins.int | None = None, hi: builtins.int | None = None
+    ) -> builtins.int:
         v = self.raw(key)
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.error(key, f"expected an integer, got {type(v).__name__}")
@@ -144,7 +147,7 @@ class Fields:
             raise self.error(key, f"value {v} out of range [{lo}, {hi}]")
         return v
 
-    def list(self, key: str, *, length: int | None = None) -> list[Any]:
+    def list(self, key: builtins.str, *, length: builtins.int | None = None) -> builtins.list[Any]:
         v = self.raw(key)
         if not isinstance(v, list):
             raise self.error(key, f"expected a list, got {type(v).__name__}")
@@ -152,12 +155,17 @@ class Fields:
             raise self.error(key, f"expected {length} items, got {len(v)}")
         return v
 
-    def obj_(self, key: str) -> Fields:
+    def obj_(self, key: builtins.str) -> Fields:
         return Fields(self.raw(key), self.path, self._name(key))
 
     def int_list(
-        self, key: str, *, length: int | None = None, lo: int = 0, hi: int | None = None
-    ) -> list[int]:
+        self,
+        key: builtins.str,
+        *,
+        length: builtins.int | None = None,
+        lo: builtins.int = 0,
+        hi: builtins.int | None = None,
+    ) -> builtins.list[builtins.int]:
         items = self.list(key, length=length)
         for i, v in enumerate(items):
             if isinstance(v, bool) or not isinstance(v, int):
@@ -166,20 +174,22 @@ class Fields:
                 raise self.error(f"{key}[{i}]", f"value {v} out of range [{lo}, {hi}]")
         return items
 
-    def str_list(self, key: str, *, length: int | None = None) -> list[str]:
+    def str_list(
+        self, key: builtins.str, *, length: builtins.int | None = None
+    ) -> builtins.list[builtins.str]:
         items = self.list(key, length=length)
         for i, v in enumerate(items):
             if not isinstance(v, str):
                 raise self.error(f"{key}[{i}]", f"expected a string, got {type(v).__name__}")
         return items
 
-    def permutation(self, key: str, size: int) -> list[int]:
+    def permutation(self, key: builtins.str, size: builtins.int) -> builtins.list[builtins.int]:
         items = self.int_list(key, length=size, hi=size - 1)
         if len(set(items)) != size:
             raise self.error(key, f"not a permutation of 0..{size - 1}")
         return items
 
-    def parse(self, key: str, parser: Callable[[Any], T]) -> T:
+    def parse(self, key: builtins.str, parser: Callable[[Any], T]) -> T:
         """Run a decoder (e.g. an element or scalar parser) and name the field if it fails."""
         try:
             return parser(self.raw(key))

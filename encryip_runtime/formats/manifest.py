@@ -110,7 +110,7 @@ class Manifest(SchemeBound):
         k = scheme.num_classes
         if f.has("encryip_version"):
             f.str("encryip_version")
-        names = tuple(f.str_list("class_names", length=k))
+        names: tuple[str, ...] = tuple(f.str_list("class_names", length=k))
         pk = pk_from_fields(scheme, f)
         if f.has("pk_fingerprint") and f.str("pk_fingerprint") != pk_fingerprint(scheme, pk):
             raise f.error("pk_fingerprint", "does not match pk")
@@ -135,7 +135,7 @@ class Manifest(SchemeBound):
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise model.error("sha256", "expected 64 lowercase hex digits")
         codebook = None
-        order = None
+        order: tuple[int, ...] | None = None
         if scheme.profile == "secure":
             codebook = ciphertexts_from_json(scheme, f, "codebook")
             if len(codebook) != size:

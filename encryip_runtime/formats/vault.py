@@ -261,7 +261,8 @@ class Vault(SchemeBound):
                 got = ef.int_list(rec.name, length=len(trig_cts), hi=k - 1)
                 if got != scheme.decrypt_labels(rec.sk, trig_cts).tolist():
                     raise ef.error(rec.name, "does not match Dec(sk, trigger_ciphertexts)")
-        class_slots = trigger_slots = None
+        class_slots: tuple[int, ...] | None = None
+        trigger_slots: tuple[int, ...] | None = None
         if scheme.profile == "secure":
             class_slots = tuple(f.int_list("class_slots", length=k, hi=size - 1))
             trigger_slots = tuple(f.int_list("trigger_slots", length=len(trig_cts), hi=size - 1))
