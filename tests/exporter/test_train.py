@@ -168,21 +168,37 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path: Path) -> None:
         torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6, msg=name)
 
 
+def _torchrun_train(tmp_path: Path, n: int, epochs: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "exporter.cli", "train", "--dataset", "synthetic", "--train-subset", str(n),
+        "--test-subset", "200", "--epochs", str(epochs), "--batch-size", "32", "--lr", "3e-3",
+        "--triggers", "8", "--probe-size", "50", "--threads", "1", "--device", "cpu",
+        "--no-progress", "--out", str(tmp_path / "release"),
+    ]  # fmt: skip
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     """torchrun --nproc_per_node 2 (gloo): one release written, by rank 0, and it works."""
     out = tmp_path / "release"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "exporter.cli", "train", "--dataset", "synthetic", "--train-subset", "1024",
-        "--test-subset", "200", "--epochs", "3", "--batch-size", "32", "--lr", "3e-3",
-        "--triggers", "8", "--probe-size", "50", "--threads", "1", "--device", "cpu",
-        "--no-progress", "--out", str(out),
-    ]  # fmt: skip
-    r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = _torchrun_train(tmp_path, 1024, 3)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["accuracy"]["encryip"] >= 0.9
     assert metrics["verification"]["trigger_accuracy"] == 1.0
     assert r.stdout.count("EncryIP") >= 1  # the summary table, printed once (rank 0)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="train_model gives ranks order[rank::world]; with N = 1025, batch 32, rank 0 has "
+    "17 batches and rank 1 has 16, so DDP's all-reduce loses its peer. Fix: drop (or pad) "
+    "the remainder so every rank runs the same number of steps, then remove this marker.",
+)
+def test_ddp_uneven_split(tmp_path: Path) -> None:
+    r = _torchrun_train(tmp_path, 1025, 1)
+    assert r.returncode == 0, r.stderr[-3000:]
