@@ -220,6 +220,12 @@ class Vault(SchemeBound):
         pk = pk_from_fields(scheme, f)
         t = f.parse("t", g.scalar_from_json)
         size = f.int("output_size", lo=1)
+        trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
+        want_size = (
+            k + len(trig_cts) if scheme.profile == "secure" else 3 * (scheme.group.order + 1)
+        )
+        if size != want_size:
+            raise f.error("output_size", f"expected {want_size} for this profile, got {size}")
         recs = []
         names: set[str] = set()
         for i, item in enumerate(f.list("licensees")):
@@ -249,12 +255,6 @@ class Vault(SchemeBound):
             raise f.error("class_ciphertexts", f"expected {k} ciphertexts, got {len(class_cts)}")
         if not g.equal(scheme.dec(recs[0].sk, class_cts), messages):
             raise f.error("class_ciphertexts", "do not decrypt to the vault's messages")
-        trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
-        want_size = (
-            k + len(trig_cts) if scheme.profile == "secure" else 3 * (scheme.group.order + 1)
-        )
-        if size != want_size:
-            raise f.error("output_size", f"expected {want_size} for this profile, got {size}")
         if f.has("expected_trigger_labels"):
             ef = f.obj_("expected_trigger_labels")
             for rec in recs:
