@@ -35,6 +35,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -181,7 +182,7 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------- IDX
 
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -506,13 +507,13 @@ def _read_folder(
             )
         files += [(p, y) for p in found]
     images: list[np.ndarray] = []
-    for p, _ in files:
+    for p, _label in files:
         try:
-            with Image.open(p) as im:
-                im.load()
+            with Image.open(p) as src:
+                src.load()
                 if mode is None:  # the first image decides: grey stays grey
-                    mode = "L" if im.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
-                im = im.convert(mode)
+                    mode = "L" if src.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
+                im = src.convert(mode)
                 if resize and size is not None and im.size != size:
                     im = im.resize(size, Image.Resampling.BILINEAR)
         except (OSError, UnidentifiedImageError) as e:
@@ -527,9 +528,9 @@ def _read_folder(
         images.append(np.asarray(im))
     x = np.stack(images)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    y = np.array([lab for _, lab in files], dtype=np.int64)
+    labels = np.array([lab for _, lab in files], dtype=np.int64)
     assert mode is not None and size is not None
-    return np.ascontiguousarray(x), y, mode, size
+    return np.ascontiguousarray(x), labels, mode, size
 
 
 def load_image_folder(
@@ -599,9 +600,10 @@ def make_synthetic(
     rng = np.random.default_rng(seed)
     grid = 4
     block = -(-image_size // grid)
-    protos = rng.random((num_classes, channels, grid, grid)) < 0.5
-    protos[:, :, 0, 0] |= ~protos.reshape(num_classes, -1).any(axis=1)[:, None]
-    protos = np.kron(protos, np.ones((1, 1, block, block)))[:, :, :image_size, :image_size]
+    on: np.ndarray = np.asarray(rng.random((num_classes, channels, grid, grid)) < 0.5)
+    dark = ~np.asarray(on.reshape(num_classes, -1).any(axis=1))
+    on[:, :, 0, 0] |= dark[:, None]  # no all-dark prototype
+    protos = np.kron(on, np.ones((1, 1, block, block)))[:, :, :image_size, :image_size]
 
     def draw(n: int, r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         y = np.arange(n) % num_classes

@@ -96,7 +96,8 @@ class ExportResult:
 def _attr(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
     for a in node.attribute:
         if a.name == name:
-            return helper.get_attribute_value(a)  # type: ignore[no-any-return]
+            value: float | int = helper.get_attribute_value(a)
+            return value
     return default
 
 

@@ -67,6 +67,9 @@ class Normalize(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * s))
         self.register_buffer("shift", -m / s)
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(torch.float32) * self.scale + self.shift
         return self.net(x)
