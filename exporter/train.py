@@ -248,7 +248,7 @@ def train_model(
         )
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(data.x_train)
-    steps_per_epoch = math.ceil(n / (cfg.batch_size * world))
+    steps_per_epoch = math.ceil((n // world) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch)
     )
@@ -282,7 +282,9 @@ def train_model(
         # Same data order for EncryIP and the baseline: the permutation depends
         # only on (seed, epoch), never on the model.
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(n, generator=g)[rank::world]
+        # Every rank must run the same number of steps or DDP's all-reduce waits for
+        # a peer that has finished: drop the remainder of n / world (under one batch).
+        order = torch.randperm(n, generator=g)[: (n // world) * world][rank::world]
         tg = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
         total, count = 0.0, 0
         batches = range(0, len(order), cfg.batch_size)

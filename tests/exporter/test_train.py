@@ -193,12 +193,6 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="train_model gives ranks order[rank::world]; with N = 1025, batch 32, rank 0 has "
-    "17 batches and rank 1 has 16, so DDP's all-reduce loses its peer. Fix: drop (or pad) "
-    "the remainder so every rank runs the same number of steps, then remove this marker.",
-)
 def test_ddp_uneven_split(tmp_path: Path) -> None:
     r = _torchrun_train(tmp_path, 1025, 1)
     assert r.returncode == 0, r.stderr[-3000:]
