@@ -1,0 +1,495 @@
+"""Attacks: the paper's removal attacks (Fig. 6-7) and the ones it does not discuss
+(DESIGN §7), each a reproducible experiment with a number.
+
+Sections (``--only`` picks some):
+
+removal     fine-tuning on five consecutive parts of held-out data (the paper's
+            protocol, Algorithm-1 targets, no triggers) and global magnitude pruning
+            10-50%: accuracy, trigger recovery and Eqn.-5 attribution after each step.
+forgery     paper profile: time to brute-force a working key from n observed
+            (confused label, label) pairs, and from the public key alone; the same
+            code on ``secure`` finds nothing (``encryip_runtime.attacks.forge``).
+legendre    paper profile: Fake detection by quadratic characters, on the crypto
+            level and on what the trained model actually serves
+            (``encryip_runtime.attacks.legendre``); advantage 0 on ``secure``.
+relabel     a thief holding the weights and n labelled examples maps each raw output
+            (slot, or the paper's (u1, u2, u3)) to the majority label: accuracy vs n.
+distill     a licensee labels its own unlabelled data with decrypted predictions and
+            trains a plain model: its accuracy, and whether the triggers survive.
+collusion   two (or all) licensees decrypt the same served outputs: their keys disagree
+            only on Fake ciphertexts, so they spot trigger queries. Recall vs false alarms.
+
+    python -m benchmarks.attacks [--quick|--full|--tiny] [--only relabel distill ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.common import (
+    Budget,
+    Cell,
+    attribution,
+    emit,
+    env_info,
+    mean_std,
+    run_cell,
+    setup_logging,
+    train_config,
+)
+
+log = logging.getLogger("benchmarks.attacks")
+
+SECTIONS = ("removal", "forgery", "legendre", "relabel", "distill", "collusion")
+
+# (train budget, held-out pool size, datasets for removal)
+BOTH = ("mnist", "fashion-mnist")
+PLANS: dict[str, tuple[Budget, int, tuple[str, ...]]] = {
+    "tiny": (
+        Budget(epochs=1, train_subset=384, test_subset=128, batch_size=64),
+        256,
+        ("synthetic",),
+    ),
+    "quick": (Budget(epochs=3, train_subset=10_000, test_subset=5_000), 10_000, BOTH),
+    "full": (Budget(epochs=20), 20_000, BOTH),
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def split_data(dataset: str, budget: Budget, pool: int, seed: int = 0) -> tuple[Any, Any]:
+    """(training data, held-out pool): the pool is disjoint training images the
+    attacker owns (fine-tuning parts, a licensee's unlabelled data, a thief's labels)."""
+    from exporter.data import load_dataset
+    from exporter.job import arrays_from_splits
+    from exporter.train import DataArrays
+
+    want = None if budget.train_subset is None else budget.train_subset + pool
+    splits = load_dataset(dataset, train_subset=want, test_subset=budget.test_subset, seed=seed)
+    a = arrays_from_splits(splits)
+    order = np.random.default_rng(seed).permutation(len(a.x_train))
+    n_pool = min(pool, len(order) // 2)
+    tr, po = order[n_pool:], order[:n_pool]
+    train = DataArrays(a.x_train[tr], a.y_train[tr], a.x_test, a.y_test, a.class_names)
+    held = DataArrays(a.x_train[po], a.y_train[po], a.x_test, a.y_test, a.class_names)
+    return train, held
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def protected_metrics(cell: Cell, model: Any) -> dict[str, float]:
+    """Accuracy with licensee 0's key, exact trigger recovery, Eqn.-5 attribution."""
+    import torch
+
+    from exporter.train import decrypted_labels, predict_logits, trigger_hits
+
+    dev = torch.device("cpu")
+    plan, data = cell.plan, cell.data
+    lg = predict_logits(model, data.x_test, dev)
+    tl = predict_logits(model, cell.trigger_x, dev)
+    return {
+        "accuracy": float((decrypted_labels(plan, lg, plan.family.keys[0]) == data.y_test).mean()),
+        "trigger_accuracy": float(trigger_hits(plan, tl).mean()),
+        "attribution": attribution(plan, tl),
+    }
+
+
+def raw_outputs(plan: Any, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    """What a weight holder reads off the network: the slot (secure) or the (u1, u2, u3)
+    one-hot positions (paper), as one integer per row."""
+    if plan.profile == "secure":
+        return np.argmax(logits, axis=1).astype(np.int64)
+    p = plan.output_size // 3
+    b = np.argmax(logits.reshape(len(logits), 3, p), axis=2)
+    return (b[:, 0] * p + b[:, 1]) * p + b[:, 2]
+
+
+def served(plan: Any, logits: npt.NDArray[np.float32]) -> Any:
+    """Φ⁻¹ then SampDist: the ciphertexts a licensee receives (fresh per row)."""
+    from encryip_runtime.transfer import OneHotTransfer
+
+    if plan.profile == "secure":
+        cts = plan.codebook()[np.argmax(logits, axis=1)]
+    else:
+        cts = OneHotTransfer(plan.output_size // 3).phi_inv(logits)
+    return plan.scheme.sampdist(plan.family.pk, cts)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def encode_labels(scheme: Any, y: npt.NDArray[np.int64]) -> Any:
+    """Messages for labels: y+1 (paper); a per-class message M_y (secure), as at Gen."""
+    codec = scheme.codec
+    if hasattr(codec, "message_of"):
+        return codec.message_of(y)
+    return codec.sample_messages(scheme.group)[y]
+
+
+def removal(cell: Cell, held: Any, budget: Budget, parts: int = 5) -> dict[str, Any]:
+    """Paper Fig. 6-7: consecutive fine-tuning on `parts` slices; magnitude pruning."""
+    import torch
+    from torch import nn
+
+    from exporter.train import DataArrays, block_width, train_model
+
+    steps = [{"step": 0, **protected_metrics(cell, cell.model)}]
+    model = copy.deepcopy(cell.model)
+    cut = np.array_split(np.arange(len(held.x_train)), parts)
+    cfg = train_config(cell.arch, cell.profile, cell.seed + 1, budget)
+    from dataclasses import replace
+
+    cfg = replace(cfg, epochs=1, lr=budget.lr / 2)
+    for k, idx in enumerate(cut, start=1):
+        part = DataArrays(
+            held.x_train[idx], held.y_train[idx], held.x_test, held.y_test, held.class_names
+        )
+        train_model(
+            model,
+            part,
+            cell.plan.class_targets(),
+            cfg,
+            block=block_width(cell.plan),
+            progress=False,
+            tag=f"finetune-{k}",
+        )
+        model = model.cpu()
+        steps.append({"step": k, **protected_metrics(cell, model)})
+        log.info("fine-tune part %d/%d: %s", k, parts, steps[-1])
+    pruning = []
+    for frac in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
+        m = copy.deepcopy(cell.model)
+        ws = [mod.weight for mod in m.modules() if isinstance(mod, nn.Conv2d | nn.Linear)]
+        if frac > 0:
+            allw = torch.cat([w.detach().abs().flatten() for w in ws])
+            thr = torch.quantile(allw[torch.randperm(len(allw))[:1_000_000]], frac)
+            with torch.no_grad():
+                for w in ws:
+                    w[w.abs() < thr] = 0
+        pruning.append({"fraction": frac, **protected_metrics(cell, m)})
+        log.info("pruning %.0f%%: %s", 100 * frac, pruning[-1])
+    return {
+        "dataset": cell.dataset,
+        "profile": cell.profile,
+        "arch": cell.arch,
+        "finetune_part_size": len(cut[0]),
+        "finetune_lr": cfg.lr,
+        "finetune": steps,
+        "pruning": pruning,
+    }
+
+
+def forgery(reps: int) -> dict[str, Any]:
+    from encryip_runtime.attacks import brute_force_key, forge_key_from_public_key
+    from encryip_runtime.crypto import make_scheme
+
+    out: dict[str, Any] = {"paper": [], "secure": {}}
+    for k in (10, 100):
+        scheme = make_scheme("paper", k)
+        for n in (1, 2, 3, 5, 8):
+            times, ok = [], []
+            for _ in range(reps):
+                fam = scheme.gen(3)
+                y = np.random.default_rng().integers(0, k, n)
+                cts = scheme.enc(fam.pk, encode_labels(scheme, y))
+                t0 = time.perf_counter()
+                sk = brute_force_key(scheme, cts, y)
+                times.append(time.perf_counter() - t0)
+                # Does the forged key read fresh predictions? (1.0 = as good as a licence)
+                y2 = np.random.default_rng().integers(0, k, 2000)
+                fresh = scheme.enc(fam.pk, encode_labels(scheme, y2))
+                ok.append(
+                    0.0 if sk is None else float((scheme.decrypt_labels(sk, fresh) == y2).mean())
+                )
+            out["paper"].append(
+                {
+                    "num_classes": k,
+                    "p": scheme.group.order + 1,
+                    "observations": n,
+                    "seconds": mean_std(times),
+                    "forged_key_accuracy": mean_std(ok),
+                }
+            )
+            log.info("forgery paper K=%d n=%d: %s", k, n, out["paper"][-1])
+        times, ok = [], []
+        for _ in range(reps):
+            fam = scheme.gen(3)
+            t0 = time.perf_counter()
+            sk = forge_key_from_public_key(scheme, fam.pk)
+            times.append(time.perf_counter() - t0)
+            ok.append(sk is not None)
+        out[f"paper_from_pk_K{k}"] = {"seconds": mean_std(times), "success": float(np.mean(ok))}
+    scheme = make_scheme("secure", 10)
+    fam = scheme.gen(3)
+    y = np.array([1, 2, 3])
+    cts = scheme.enc(fam.pk, encode_labels(scheme, y))
+    t0 = time.perf_counter()
+    sk = brute_force_key(scheme, cts, y, bound=64)
+    out["secure"]["brute_force"] = {
+        "bound": 64,
+        "pairs_searched": 64 * 64,
+        "seconds": time.perf_counter() - t0,
+        "found": sk is not None,
+        "key_space_bits": 2 * 252,
+    }
+    t0 = time.perf_counter()
+    sk = forge_key_from_public_key(scheme, fam.pk, bound=1 << 16)
+    out["secure"]["from_pk"] = {
+        "dlog_bound_bits": 16,
+        "seconds": time.perf_counter() - t0,
+        "found": sk is not None,
+    }
+    log.info("forgery secure: %s", out["secure"])
+    return out
+
+
+def legendre(cells: dict[str, Cell], count: int) -> dict[str, Any]:
+    from encryip_runtime.attacks import FakeDetector, distinguishing_advantage
+    from encryip_runtime.crypto import make_scheme
+    from exporter.train import predict_logits
+
+    out: dict[str, Any] = {"crypto": [], "served": []}
+    for prof, k in (("paper", 10), ("paper", 100), ("secure", 10)):
+        scheme = make_scheme(prof, k)
+        fam = scheme.gen(3)
+        real = scheme.enc(
+            fam.pk, encode_labels(scheme, np.random.default_rng().integers(0, k, count))
+        )
+        fakes = scheme.fake(fam.pk, count)
+        det = FakeDetector.from_public_key(scheme, fam.pk)
+        out["crypto"].append(
+            {
+                "profile": prof,
+                "num_classes": k,
+                "count": count,
+                "advantage": distinguishing_advantage(det, real, fakes),
+            }
+        )
+    import torch
+
+    for prof, cell in cells.items():
+        plan = cell.plan
+        det = FakeDetector.from_public_key(plan.scheme, plan.family.pk)
+        real = served(plan, predict_logits(cell.model, cell.data.x_test, torch.device("cpu")))
+        trig = served(plan, predict_logits(cell.model, cell.trigger_x, torch.device("cpu")))
+        out["served"].append(
+            {
+                "profile": prof,
+                "flagged_on_triggers": float(det.is_fake(trig).mean()),
+                "flagged_on_test": float(det.is_fake(real).mean()),
+                "advantage": distinguishing_advantage(det, real, trig),
+            }
+        )
+    log.info("legendre: %s", out)
+    return out
+
+
+def relabel(cells: dict[str, Cell], held: dict[str, Any], reps: int) -> dict[str, Any]:
+    """Thief with the weights and n labelled examples: majority label per raw output."""
+    import torch
+
+    from exporter.train import predict_logits
+
+    out: dict[str, Any] = {}
+    for prof, cell in cells.items():
+        dev = torch.device("cpu")
+        h = held[prof]
+        pool_raw = raw_outputs(cell.plan, predict_logits(cell.model, h.x_train, dev))
+        test_raw = raw_outputs(cell.plan, predict_logits(cell.model, cell.data.x_test, dev))
+        y_test = cell.data.y_test
+        rng = np.random.default_rng(0)
+        rows = []
+        for n in (1, 2, 5, 10, 20, 50, 100, 1000):
+            accs = []
+            for _ in range(reps):
+                pick = rng.choice(len(pool_raw), size=min(n, len(pool_raw)), replace=False)
+                votes: dict[int, dict[int, int]] = {}
+                for r, y in zip(pool_raw[pick], h.y_train[pick], strict=True):
+                    votes.setdefault(int(r), {}).setdefault(int(y), 0)
+                    votes[int(r)][int(y)] += 1
+                mapping = {r: max(v, key=lambda t, v=v: v[t]) for r, v in votes.items()}
+                fallback = np.bincount(h.y_train[pick]).argmax()
+                pred = np.array([mapping.get(int(r), fallback) for r in test_raw])
+                accs.append(float((pred == y_test).mean()))
+            rows.append({"n": n, "accuracy": mean_std(accs)})
+        licensed = protected_metrics(cell, cell.model)["accuracy"]
+        out[prof] = {
+            "rows": rows,
+            "licensee_accuracy": licensed,
+            "distinct_raw_outputs": len(np.unique(test_raw)),
+        }
+        log.info(
+            "relabel %s: %s (licensee %.4f)",
+            prof,
+            [(r["n"], round(r["accuracy"]["mean"], 4)) for r in rows],
+            licensed,
+        )
+    return out
+
+
+def distill(cells: dict[str, Cell], held: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """A licensee distils a plain model from its decrypted outputs on its own data."""
+    import torch
+
+    from exporter.models import build_model
+    from exporter.train import (
+        DataArrays,
+        decrypted_labels,
+        plain_targets,
+        predict_logits,
+        train_model,
+    )
+
+    out: dict[str, Any] = {}
+    for prof, cell in cells.items():
+        plan, dev, h = cell.plan, torch.device("cpu"), held[prof]
+        sk = plan.family.keys[0]
+        labels = decrypted_labels(plan, predict_logits(cell.model, h.x_train, dev), sk)
+        d = DataArrays(h.x_train, labels, cell.data.x_test, cell.data.y_test, cell.data.class_names)
+        c, hh, _ = d.input_shape
+        k = len(d.class_names)
+        torch.manual_seed(123)
+        student = build_model(cell.arch, c, k, hh)
+        res = train_model(
+            student,
+            d,
+            plain_targets(k),
+            train_config(cell.arch, prof, 123, budget),
+            progress=False,
+            tag="distill",
+        )
+        st = res.model.cpu()
+        acc = float((np.argmax(predict_logits(st, d.x_test, dev), 1) == d.y_test).mean())
+        # The black-box route (Eqn. 5) on a service built from the student: its plain
+        # labels on the triggers against each licensee's expected trigger decryptions.
+        got = np.argmax(predict_logits(st, cell.trigger_x, dev), 1)
+        expected = np.stack(
+            [plan.scheme.decrypt_labels(s, plan.trigger_ciphertexts) for s in plan.family.keys]
+        )
+        scores = (expected == got[None, :]).mean(axis=1)
+        teacher_expected = decrypted_labels(
+            plan, predict_logits(cell.model, cell.trigger_x, dev), sk
+        )
+        out[prof] = {
+            "student_accuracy": acc,
+            "teacher_accuracy": protected_metrics(cell, cell.model)["accuracy"],
+            "student_train_size": len(d.x_train),
+            "label_agreement_with_truth": float((labels == h.y_train).mean()),
+            "trigger_match_leaker": float(scores[0]),
+            "trigger_match_others": [float(s) for s in scores[1:]],
+            "trigger_match_teacher_service": float((teacher_expected == expected[0]).mean()),
+            "chance": 1.0 / k,
+            "leaker_named": bool(np.argmax(scores) == 0 and scores[0] > np.sort(scores)[-2]),
+        }
+        log.info("distill %s: %s", prof, out[prof])
+    return out
+
+
+def collusion(cells: dict[str, Cell]) -> dict[str, Any]:
+    """Licensees compare decryptions of the same served outputs: disagreement = Fake."""
+    import torch
+
+    from exporter.train import predict_logits
+
+    out: dict[str, Any] = {}
+    for prof, cell in cells.items():
+        plan, dev = cell.plan, torch.device("cpu")
+        real = served(plan, predict_logits(cell.model, cell.data.x_test, dev))
+        trig = served(plan, predict_logits(cell.model, cell.trigger_x, dev))
+        keys = plan.family.keys
+
+        def flags(cts: Any, ks: Sequence[Any], scheme: Any = plan.scheme) -> npt.NDArray[np.bool_]:
+            labs = np.stack([scheme.decrypt_labels(s, cts) for s in ks])
+            return np.asarray((labs != labs[0]).any(axis=0))
+
+        out[prof] = {
+            "two_licensees": {
+                "triggers_found": float(flags(trig, keys[:2]).mean()),
+                "false_positives": float(flags(real, keys[:2]).mean()),
+            },
+            f"{len(keys)}_licensees": {
+                "triggers_found": float(flags(trig, keys).mean()),
+                "false_positives": float(flags(real, keys).mean()),
+            },
+            "num_triggers": len(trig),
+            "num_test": len(real),
+        }
+        log.info("collusion %s: %s", prof, out[prof])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="scale", action="store_const", const="quick")
+    scale.add_argument("--full", dest="scale", action="store_const", const="full")
+    scale.add_argument("--tiny", dest="scale", action="store_const", const="tiny")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    p.add_argument("--arch", default="cnn")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    args = p.parse_args(argv)
+    scale = args.scale or "quick"
+    setup_logging(threads=args.threads)
+    budget, pool, removal_sets = PLANS[scale]
+    sections = args.only or list(SECTIONS)
+    reps = 3 if scale == "tiny" else 20
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "benchmark": "attacks",
+        "scale": scale,
+        "env": env_info(),
+        "arch": args.arch,
+    }
+    result["budget"] = budget.__dict__
+    result["pool"] = pool
+
+    needs_model = [s for s in sections if s not in ("forgery",)]
+    cells: dict[str, Cell] = {}
+    held: dict[str, Any] = {}
+    main_ds = removal_sets[0]
+    if needs_model:
+        train, h = split_data(main_ds, budget, pool)
+        for prof in ("secure", "paper"):
+            cells[prof] = run_cell(main_ds, args.arch, prof, 0, budget, baseline=False, data=train)
+            held[prof] = h
+        result["models"] = {
+            prof: {k: v for k, v in c.metrics.items() if k != "history"}
+            for prof, c in cells.items()
+        }
+    if "removal" in sections:
+        rows = [
+            removal(cells["secure"], held["secure"], budget),
+            removal(cells["paper"], held["paper"], budget),
+        ]
+        for ds in removal_sets[1:]:
+            train, h = split_data(ds, budget, pool)
+            cell = run_cell(ds, args.arch, "secure", 0, budget, baseline=False, data=train)
+            rows.append(removal(cell, h, budget))
+        result["removal"] = rows
+    if "forgery" in sections:
+        result["forgery"] = forgery(reps)
+    if "legendre" in sections:
+        result["legendre"] = legendre(cells, 2000 if scale == "tiny" else 20_000)
+    if "relabel" in sections:
+        result["relabel"] = relabel(cells, held, reps)
+    if "distill" in sections:
+        result["distill"] = distill(cells, held, budget)
+    if "collusion" in sections:
+        result["collusion"] = collusion(cells)
+    result["wall_seconds"] = time.perf_counter() - t_start
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
