@@ -1,0 +1,137 @@
+"""Key management without training: add a licensee, rotate every key."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from encryip_runtime.exceptions import EncryIPError, InvalidKeyError
+from encryip_runtime.formats import LicenseeKey, Manifest, Vault
+from encryip_runtime.pipeline import ProtectedModel
+from encryip_runtime.release import add_licensee, rotate_keys
+
+from .helpers import decrypt, inputs, plain_labels
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("profile", ["paper", "secure"])
+def test_add_licensee(tmp_path: Path, profile: str) -> None:
+    from tiny_release import make_tiny_release
+
+    rel = make_tiny_release(tmp_path / "rel", profile)
+    before = _snapshot(rel.root)
+    old_vault = Vault.load(rel.paths.vault)
+    key_path = add_licensee(rel.root, "umbrella")
+    assert key_path == rel.key("umbrella")
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    after = _snapshot(rel.root)
+    # everything that existed is untouched except the vault
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed == {"vault.json"}
+    assert set(after) - set(before) == {
+        "keys/umbrella.key",
+        "licensees/umbrella/model.onnx",
+        "licensees/umbrella/manifest.json",
+    }
+    vault = Vault.load(rel.paths.vault)
+    assert [r.name for r in vault.licensees] == [*rel.licensees, "umbrella"]
+    assert vault.licensees[:3] == old_vault.licensees
+    new = LicenseeKey.load(key_path)
+    assert new.sk.b not in {r.sk.b for r in old_vault.licensees}
+    # the new key decrypts what the served base model emits, like every old key
+    base = ProtectedModel.load(rel.public_dir(tmp_path / "public"))
+    own = ProtectedModel.load(rel.licensee_dir("umbrella"))
+    x = inputs(base, 200, seed=5)
+    if profile == "secure":
+        truth = plain_labels(vault, base, x)
+        mask = truth >= 0
+        assert mask.any()
+        for name in (*rel.licensees, "umbrella"):
+            np.testing.assert_array_equal(decrypt(base, rel.key(name), x)[mask], truth[mask])
+        np.testing.assert_array_equal(decrypt(own, key_path, x)[mask], truth[mask])
+    else:
+        np.testing.assert_array_equal(decrypt(own, key_path, x), decrypt(base, key_path, x))
+    # and it is told apart from every other licensee on the triggers (Eqn. 5)
+    table = vault.expected_trigger_labels()
+    for name in rel.licensees:
+        assert (table["umbrella"] != table[name]).any()
+
+
+@pytest.mark.parametrize("bad", ["acme", "", "../evil", "a b"])
+def test_add_licensee_rejects_bad_names(fresh_release: Any, bad: str) -> None:
+    before = _snapshot(fresh_release.root)
+    with pytest.raises(ValueError):
+        add_licensee(fresh_release.root, bad)
+    assert _snapshot(fresh_release.root) == before
+
+
+def test_rotate_keys(fresh_release: Any, tmp_path: Path) -> None:
+    rel = fresh_release
+    onnx_before = {k: v for k, v in _snapshot(rel.root).items() if k.endswith(".onnx")}
+    old_keys = {n: LicenseeKey.load(rel.key(n)) for n in rel.licensees}
+    vault_before = Vault.load(rel.paths.vault)
+    x = inputs(ProtectedModel.load(rel.licensee_dir("acme")), 400, seed=9)
+    labels_before = {
+        n: decrypt(ProtectedModel.load(rel.licensee_dir(n)), rel.key(n), x) for n in rel.licensees
+    }
+
+    paths = rotate_keys(rel.root)
+
+    assert sorted(paths) == sorted(rel.key(n) for n in rel.licensees)
+    after = _snapshot(rel.root)
+    assert {k: v for k, v in after.items() if k.endswith(".onnx")} == onnx_before
+    vault = Vault.load(rel.paths.vault)
+    base_manifest = Manifest.load(rel.root / "manifest.json")
+    assert vault.pk == base_manifest.pk != vault_before.pk
+    assert vault.manifest_digest == base_manifest.digest
+    assert vault.class_slots == vault_before.class_slots
+    base = ProtectedModel.load(rel.public_dir(tmp_path / "public"))
+    truth = plain_labels(vault, base, x)
+    mask = truth >= 0
+    assert mask.sum() >= 20
+    for n in rel.licensees:
+        served = ProtectedModel.load(rel.licensee_dir(n))
+        new_key = LicenseeKey.load(rel.key(n))
+        assert new_key.pk == vault.pk
+        got = decrypt(served, rel.key(n), x)
+        # new keys work on the licensee's own (unchanged) model
+        np.testing.assert_array_equal(got[mask], truth[mask])
+        np.testing.assert_array_equal(got[mask], labels_before[n][mask])
+        # every old key: refused by the validity check, and chance-level on new outputs
+        old = old_keys[n]
+        with pytest.raises(InvalidKeyError):
+            served.scheme.check_key(vault.pk, old.sk)
+        wire = served.predict(x)
+        old_labels = old.scheme.decrypt_labels(old.sk, served.scheme.from_wire(wire))
+        agreement = (old_labels[mask] == truth[mask]).mean()
+        assert agreement < 0.3, agreement
+        assert len(set(old_labels.tolist())) >= 8  # spread over the classes, not stuck
+
+
+def test_rotate_refuses_paper(paper_release: Any, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(paper_release.root, root)
+    before = _snapshot(root)
+    with pytest.raises(EncryIPError, match="secure profile"):
+        rotate_keys(root)
+    assert _snapshot(root) == before
+
+
+def test_rotate_refuses_a_tampered_model(fresh_release: Any) -> None:
+    model = fresh_release.root / "model.onnx"
+    model.write_bytes(model.read_bytes() + b"\x00")
+    with pytest.raises(EncryIPError, match="sha256"):
+        rotate_keys(fresh_release.root)
