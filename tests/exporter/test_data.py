@@ -323,3 +323,27 @@ def test_image_dataset_validates() -> None:
         ImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64), ("a",))
     with pytest.raises(DataError, match=r"\[0, 2\)"):
         ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 2]), ("a", "b"))
+
+
+def test_download_uses_torchvision_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """download=True asks torchvision to fetch into ROOT/MNIST/raw, then reads it from there."""
+    import torchvision.datasets as tvd
+
+    import exporter.data as data
+
+    monkeypatch.setattr(data, "_REPO_ROOT", tmp_path / "repo")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ENCRYIP_DATA", raising=False)
+    calls: list[tuple[str, bool, bool]] = []
+
+    class FakeMNIST:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            calls.append((root, train, download))
+            _fake_mnist(Path(root) / "MNIST" / "raw", gz=True, n=12)
+
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("mnist", root=tmp_path / "dl")
+    assert calls == []
+    d = load_dataset("mnist", root=tmp_path / "dl", download=True)
+    assert len(d.train) == 12 and calls[0] == (str(tmp_path / "dl"), True, True)
