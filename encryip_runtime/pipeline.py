@@ -6,9 +6,9 @@ secret key: ``load`` refuses a directory holding key files or a vault.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,16 +60,21 @@ def check_no_secrets(directory: Path) -> None:
 class RerandomizerPool:
     """Precomputed (g1^r, g2^r, h^r) triples, each handed out exactly once.
 
-    A background thread keeps up to ``capacity`` triples ready so the scalar
-    multiplications overlap with inference. Reusing a triple would link two
-    outputs, so ``take`` removes what it returns under a lock.
+    A background thread keeps up to ``capacity`` triples ready, so the three scalar
+    multiplications per row run while the server is idle or waiting on inference
+    instead of on the request's path. Reusing a triple would link two outputs, so
+    ``take`` removes what it returns under a lock; when the pool runs dry the rest is
+    computed inline with fresh scalars (never recycled).
     """
 
     def __init__(self, model: ProtectedModel, capacity: int, chunk: int = 256):
+        if capacity < 1 or chunk < 1:
+            raise ValueError("capacity and chunk must be at least 1")
         self._model = model
         self._capacity = capacity
         self._chunk = chunk
-        self._parts: list[list[Elements]] = [[], [], []]
+        # FIFO of (g1^r, g2^r, h^r) batches; ``_size`` counts their rows.
+        self._parts: collections.deque[tuple[Elements, Elements, Elements]] = collections.deque()
         self._size = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -84,38 +89,47 @@ class RerandomizerPool:
                     self._wake.wait()
                 if self._stop:
                     return
-            r = self._model.scheme.rerandomizers(self._model.manifest.pk, self._chunk)
+                want = min(self._chunk, self._capacity - self._size)
+            r = self._model.scheme.rerandomizers(self._model.manifest.pk, want)
             with self._lock:
-                for k in range(3):
-                    self._parts[k].append(r[k])
-                self._size += self._chunk
+                self._parts.append((r[0], r[1], r[2]))
+                self._size += want
 
     def take(self, count: int) -> tuple[Elements, Elements, Elements]:
+        """``count`` triples nobody else ever gets (inline when the pool is short)."""
+        got: list[tuple[Elements, Elements, Elements]] = []
         with self._lock:
-            have = min(count, self._size)
-            taken: list[Elements] = []
-            for k in range(3):
-                buf = np.concatenate(self._parts[k]) if self._parts[k] else None
-                if buf is None:
-                    taken.append(self._model.scheme.group.identity(0))
-                    continue
-                taken.append(buf[:have])
-                rest = buf[have:]
-                self._parts[k] = [rest] if len(rest) else []
-            self._size -= have
+            need = count
+            while need and self._parts:
+                head = self._parts[0]
+                if len(head[0]) <= need:
+                    self._parts.popleft()
+                    got.append(head)
+                    need -= len(head[0])
+                else:
+                    got.append((head[0][:need], head[1][:need], head[2][:need]))
+                    self._parts[0] = (head[0][need:], head[1][need:], head[2][need:])
+                    need = 0
+            self._size -= count - need
             self._wake.notify()
-        if have < count:  # pool ran dry: compute the rest inline
-            extra = self._model.scheme.rerandomizers(self._model.manifest.pk, count - have)
-            return (
-                np.concatenate([taken[0], extra[0]]),
-                np.concatenate([taken[1], extra[1]]),
-                np.concatenate([taken[2], extra[2]]),
-            )
-        return taken[0], taken[1], taken[2]
+        if need:  # pool ran dry: compute the rest inline
+            got.append(self._model.scheme.rerandomizers(self._model.manifest.pk, need))
+        if len(got) == 1:
+            return got[0]
+        return (
+            np.concatenate([g[0] for g in got]),
+            np.concatenate([g[1] for g in got]),
+            np.concatenate([g[2] for g in got]),
+        )
 
     @property
     def size(self) -> int:
+        """Triples ready now."""
         return self._size
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def close(self) -> None:
         with self._wake:
@@ -298,6 +312,7 @@ class ProtectedModel:
     def ciphertext_size(self) -> int:
         return self.scheme.ciphertext_size
 
-
-def default_pool_capacity() -> int:
-    return int(os.environ.get("ENCRYIP_REROLL_POOL", "0"))
+    @property
+    def pool(self) -> RerandomizerPool | None:
+        """The background re-randomiser pool (secure profile with ``pool_capacity > 0``)."""
+        return self._pool

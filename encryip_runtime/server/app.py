@@ -58,6 +58,7 @@ class EncryIPServer:
             cfg.release_dir,
             model_name=cfg.model_name,
             intra_op_threads=cfg.intra_op_threads,
+            pool_capacity=cfg.reroll_pool,
             metrics=self.metrics,
         )
         self.batcher = MicroBatcher(
@@ -81,7 +82,12 @@ class EncryIPServer:
         # pool is as large as the queue: the batcher's bound, not the pool, limits load.
         workers = cfg.max_queue + cfg.max_batch + _EXTRA_WORKERS
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
-        self._grpc = grpc.server(self._executor, interceptors=interceptors, options=self._options)
+        # Only the main port ages connections out (clients re-balance after a scale-out);
+        # the health port serves kubelet probes, which connect per probe anyway.
+        self._main_options = self._options + cfg.grpc_connection_options()
+        self._grpc = grpc.server(
+            self._executor, interceptors=interceptors, options=self._main_options
+        )
         self._health_server: grpc.Server | None = None
         self._health_executor: futures.ThreadPoolExecutor | None = None
         self._stopped = threading.Event()

@@ -25,6 +25,14 @@ flag                      default                meaning
 ``--drain-seconds``       ``20``                 grace for in-flight requests on SIGTERM
 ``--reload-poll-seconds``  ``0``                 poll the release for changes (0 = off;
                                                  SIGHUP always reloads)
+``--reroll-pool``         ``1024``               secure profile: SampDist re-randomisers
+                                                 (g1^r, g2^r, h^r) precomputed in the
+                                                 background, each used once (0 = off)
+``--max-connection-age-seconds``
+                          ``300``                close client connections (GOAWAY) after
+                                                 this age so clients re-balance after a
+                                                 scale-out (0 = unlimited); in-flight
+                                                 calls get ``--drain-seconds`` to finish
 ``--log-level``           ``INFO``               DEBUG, INFO, WARNING, ERROR
 ========================  =====================  ==========================================
 """
@@ -79,6 +87,12 @@ class ServerConfig:
     drain_seconds: float = 20.0
     # 0: no polling; SIGHUP always reloads.
     reload_poll_seconds: float = 0.0
+    # Secure profile: precomputed SampDist re-randomisers, each used once; 0 = off.
+    # Default from benchmarks/serving.py (docs/perf.md): fills while idle, so requests at
+    # low load skip the 3 scalar multiplications per row; under saturation it costs nothing.
+    reroll_pool: int = 1024
+    # GOAWAY after this many seconds so clients reconnect through the load balancer; 0 = off.
+    max_connection_age_seconds: float = 300.0
     log_level: str = "INFO"
 
     # -- construction ------------------------------------------------------------------
@@ -184,6 +198,8 @@ class ServerConfig:
             "intra_op_threads": self.intra_op_threads,
             "drain_seconds": self.drain_seconds,
             "reload_poll_seconds": self.reload_poll_seconds,
+            "reroll_pool": self.reroll_pool,
+            "max_connection_age_seconds": self.max_connection_age_seconds,
         }
         for name, number in non_negative.items():
             if number < 0:
@@ -212,6 +228,15 @@ class ServerConfig:
     @property
     def max_queue_delay_s(self) -> float:
         return self.max_queue_delay_ms / 1000.0
+
+    def grpc_connection_options(self) -> list[tuple[str, int]]:
+        """gRPC server options for ``--max-connection-age-seconds`` (empty when 0)."""
+        if self.max_connection_age_seconds <= 0:
+            return []
+        return [
+            ("grpc.max_connection_age_ms", max(1, round(self.max_connection_age_seconds * 1000))),
+            ("grpc.max_connection_age_grace_ms", max(1, round(self.drain_seconds * 1000))),
+        ]
 
     def read_token(self) -> bytes | None:
         """The bearer token (surrounding whitespace stripped), or None when auth is off."""
@@ -275,6 +300,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "token_file": _path,
     "drain_seconds": _float,
     "reload_poll_seconds": _float,
+    "reroll_pool": _int,
+    "max_connection_age_seconds": _float,
     "log_level": _log_level,
 }
 
@@ -295,5 +322,9 @@ _HELP: dict[str, str] = {
     "token_file": "file holding the bearer token clients must send",
     "drain_seconds": "seconds in-flight requests get on SIGTERM",
     "reload_poll_seconds": "poll model.onnx/manifest.json for changes every N s, 0 = off",
+    "reroll_pool": "secure profile: SampDist re-randomisers precomputed in the background "
+    "(each used once), 0 = off",
+    "max_connection_age_seconds": "send clients GOAWAY after this many seconds so they "
+    "re-balance across replicas, 0 = unlimited",
     "log_level": "log level",
 }

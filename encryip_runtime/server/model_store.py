@@ -77,15 +77,19 @@ def release_signature(release_dir: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def load_model(
-    release_dir: Path, *, model_name: str | None = None, intra_op_threads: int = 0
+    release_dir: Path,
+    *,
+    model_name: str | None = None,
+    intra_op_threads: int = 0,
+    pool_capacity: int = 0,
 ) -> LoadedModel:
     """Load and describe the release (raises on anything wrong; never returns half a model)."""
-    from encryip_runtime.pipeline import ProtectedModel, default_pool_capacity
+    from encryip_runtime.pipeline import ProtectedModel
 
     refuse_secret_material(release_dir)
     signature = release_signature(release_dir)
     pm = ProtectedModel.load(
-        release_dir, intra_op_threads=intra_op_threads, pool_capacity=default_pool_capacity()
+        release_dir, intra_op_threads=intra_op_threads, pool_capacity=pool_capacity
     )
     m = pm.manifest
     scheme = m.scheme
@@ -123,11 +127,13 @@ class ModelStore:
         *,
         model_name: str | None = None,
         intra_op_threads: int = 0,
+        pool_capacity: int = 0,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.release_dir = release_dir
         self._model_name = model_name
         self._threads = intra_op_threads
+        self._pool_capacity = pool_capacity
         self._metrics = metrics
         self._current: LoadedModel | None = None
         self._reload_lock = threading.Lock()
@@ -140,9 +146,7 @@ class ModelStore:
 
     def load(self) -> LoadedModel:
         """First load: errors propagate (the server must not start without a model)."""
-        loaded = load_model(
-            self.release_dir, model_name=self._model_name, intra_op_threads=self._threads
-        )
+        loaded = self._load()
         self._install(loaded)
         log.info(
             "serving model %r (profile %s, %d classes, manifest %s)",
@@ -157,9 +161,7 @@ class ModelStore:
         """Load the release again; True if the new model now serves. Never raises."""
         with self._reload_lock:
             try:
-                loaded = load_model(
-                    self.release_dir, model_name=self._model_name, intra_op_threads=self._threads
-                )
+                loaded = self._load()
             except Exception as exc:
                 if self._metrics is not None:
                     self._metrics.reloads.labels(result="failure").inc()
@@ -181,6 +183,14 @@ class ModelStore:
                 self._metrics.reloads.labels(result="success").inc()
             log.info("reloaded model %r (manifest %s)", loaded.name, loaded.digest[:16])
             return True
+
+    def _load(self) -> LoadedModel:
+        return load_model(
+            self.release_dir,
+            model_name=self._model_name,
+            intra_op_threads=self._threads,
+            pool_capacity=self._pool_capacity,
+        )
 
     def _install(self, loaded: LoadedModel) -> None:
         self._current = loaded  # one reference assignment: atomic for readers
