@@ -84,13 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--arch", help="architecture (default: the plan's; the paper uses resnet18)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--measured", type=int, help="per-licensee trainings actually run")
+    p.add_argument("--ps", type=int, nargs="+", default=list(PS), help="licensee counts P")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     args = p.parse_args(argv)
     scale = args.scale or "quick"
     setup_logging(threads=args.threads)
     budget, arch, measured = PLANS[scale]
     arch = args.arch or arch
-    measured = min(args.measured or measured, max(PS))
+    ps = sorted(set(args.ps))
+    measured = min(args.measured or measured, max(ps))
     data = load_arrays(args.dataset if scale != "tiny" else "synthetic", budget)
 
     import torch
@@ -135,12 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i in range(measured):
             per_licensee.append(plain_training(seed=100 + i))
             log.info("per-licensee training %d/%d: %.1fs", i + 1, measured, per_licensee[-1])
-        keys_add = time_keys_add(rel, max(PS) - 1)
+        keys_add = time_keys_add(rel, max(ps) - 1)
         log.info("keys add: %s s", ", ".join(f"{t:.2f}" for t in keys_add))
 
     mean_pl = float(np.mean(per_licensee))
     rows: list[dict[str, Any]] = []
-    for pcount in PS:
+    for pcount in ps:
         pr = float(np.sum(per_licensee[:pcount])) if pcount <= measured else mean_pl * pcount
         enc = enc_train + float(np.sum(keys_add[: pcount - 1]))
         rows.append(

@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profiles", nargs="+", choices=PROFILES)
     p.add_argument("--seeds", type=int, help="seeds per cell (overrides the plan)")
     p.add_argument("--epochs", type=int, help="epochs (overrides the plan)")
+    p.add_argument("--train-subset", type=int, help="training images (overrides the plan)")
+    p.add_argument("--test-subset", type=int, help="test images (overrides the plan)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     args = p.parse_args(argv)
     scale = args.scale or "quick"
@@ -119,8 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_cache: dict[Budget, Any] = {}
         for arch in archs:
             budget, seeds = plan[arch]
-            if args.epochs:
-                budget = Budget(**{**budget.__dict__, "epochs": args.epochs})
+            over = {
+                "epochs": args.epochs,
+                "train_subset": args.train_subset,
+                "test_subset": args.test_subset,
+            }
+            budget = Budget(**{**budget.__dict__, **{k: v for k, v in over.items() if v}})
             if args.seeds:
                 seeds = args.seeds
             profiles = args.profiles or (QUICK_PROFILES[arch] if scale == "quick" else PROFILES)
