@@ -304,7 +304,10 @@ def test_json_forms_name_the_field(profile: str, k: int) -> None:
     with pytest.raises(FormatError, match=r"field 'pk.g2'"):
         pk_from_fields(s, _fields({"pk": {k: v for k, v in pk.items() if k != "g2"}}))
     with pytest.raises(FormatError, match=r"field 'pk.g1'.*generator"):
-        pk_from_fields(s, _fields({"pk": {**pk, "g1": pk["g2"]}}))
+        not_g1 = (
+            1 if profile == "paper" else s.group.to_json(s.group.pow(s.group.generator(), 2))[0]
+        )
+        pk_from_fields(s, _fields({"pk": {**pk, "g1": not_g1}}))
     sk = sk_to_json(s, fam.root)
     bad_scalar: Any = s.group.order if profile == "paper" else L.to_bytes(32, "little").hex()
     with pytest.raises(FormatError, match=r"field 'sk.b'"):

@@ -25,6 +25,13 @@ def _other_element(old: Any) -> Any:
     return "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"
 
 
+def _not_generator(old: Any) -> Any:
+    """A valid element that is not g1: the identity (paper) or [2]B (secure)."""
+    if isinstance(old, int):
+        return 1
+    return "6a493210f7499cd17fecb510ae0cea23a110e8d5b901f8acadd3095c73a3b919"
+
+
 def _flip_hex(old: str) -> str:
     return ("1" if old[0] != "1" else "2") + old[1:]
 
@@ -55,7 +62,7 @@ CASES = [
     Corruption("pk-g2-missing", ("pk", "g2"), DELETE, "pk.g2"),
     Corruption("pk-h-invalid", ("pk", "h"), _bad_element, "pk.h"),
     Corruption("pk-g2-invalid", ("pk", "g2"), _bad_element, "pk.g2"),
-    Corruption("pk-g1-not-generator", ("pk", "g1"), lambda v, d: d["pk"]["g2"], "pk.g1"),
+    Corruption("pk-g1-not-generator", ("pk", "g1"), lambda v: _not_generator(v), "pk.g1"),
     Corruption("pk-h-swapped", ("pk", "h"), _other_element, "pk_fingerprint"),
     Corruption("fingerprint-mismatch", ("pk_fingerprint",), _flip_hex, "pk_fingerprint"),
     Corruption("fingerprint-type", ("pk_fingerprint",), 7, "pk_fingerprint"),

@@ -36,3 +36,20 @@ def plain_labels(vault: Vault, pm_base: ProtectedModel, x: Any) -> npt.NDArray[n
     """The true label of each input (-1 where the base slot is a trigger slot)."""
     cls = class_of_slot(vault)
     return np.array([cls.get(int(s), -1) for s in base_slots(pm_base, x)], dtype=np.int64)
+
+
+def class_and_trigger_inputs(
+    vault: Vault, count: int, seed: int = 0
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """secure selector releases: ``count`` images over all slots, with the class of each
+    (-1 on trigger slots) and the trigger index of each (-1 on class slots)."""
+    from .conftest import images_for_slots
+
+    assert vault.class_slots is not None and vault.trigger_slots is not None
+    rng = np.random.default_rng(seed)
+    slots = rng.integers(0, vault.output_size, count)
+    cls = class_of_slot(vault)
+    trig = {int(s): i for i, s in enumerate(vault.trigger_slots)}
+    truth = np.array([cls.get(int(s), -1) for s in slots], dtype=np.int64)
+    trigger = np.array([trig.get(int(s), -1) for s in slots], dtype=np.int64)
+    return images_for_slots(slots, seed), truth, trigger

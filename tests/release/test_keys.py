@@ -14,7 +14,8 @@ from encryip_runtime.formats import LicenseeKey, Manifest, Vault
 from encryip_runtime.pipeline import ProtectedModel
 from encryip_runtime.release import add_licensee, rotate_keys
 
-from .helpers import decrypt, inputs, plain_labels
+from .conftest import make_selector_release
+from .helpers import class_and_trigger_inputs, decrypt, inputs
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -27,9 +28,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("profile", ["paper", "secure"])
 def test_add_licensee(tmp_path: Path, profile: str) -> None:
-    from tiny_release import make_tiny_release
-
-    rel = make_tiny_release(tmp_path / "rel", profile)
+    rel = make_selector_release(tmp_path / "rel", profile)
     before = _snapshot(rel.root)
     old_vault = Vault.load(rel.paths.vault)
     key_path = add_licensee(rel.root, "umbrella")
@@ -54,9 +53,9 @@ def test_add_licensee(tmp_path: Path, profile: str) -> None:
     own = ProtectedModel.load(rel.licensee_dir("umbrella"))
     x = inputs(base, 200, seed=5)
     if profile == "secure":
-        truth = plain_labels(vault, base, x)
+        x, truth, _ = class_and_trigger_inputs(vault, 200, seed=5)
         mask = truth >= 0
-        assert mask.any()
+        assert mask.sum() > 30
         for name in (*rel.licensees, "umbrella"):
             np.testing.assert_array_equal(decrypt(base, rel.key(name), x)[mask], truth[mask])
         np.testing.assert_array_equal(decrypt(own, key_path, x)[mask], truth[mask])
@@ -76,12 +75,13 @@ def test_add_licensee_rejects_bad_names(fresh_release: Any, bad: str) -> None:
     assert _snapshot(fresh_release.root) == before
 
 
-def test_rotate_keys(fresh_release: Any, tmp_path: Path) -> None:
-    rel = fresh_release
+def test_rotate_keys(tmp_path: Path) -> None:
+    rel = make_selector_release(tmp_path / "rel", "secure")
     onnx_before = {k: v for k, v in _snapshot(rel.root).items() if k.endswith(".onnx")}
     old_keys = {n: LicenseeKey.load(rel.key(n)) for n in rel.licensees}
     vault_before = Vault.load(rel.paths.vault)
-    x = inputs(ProtectedModel.load(rel.licensee_dir("acme")), 400, seed=9)
+    x, truth, _ = class_and_trigger_inputs(vault_before, 400, seed=9)
+    mask = truth >= 0
     labels_before = {
         n: decrypt(ProtectedModel.load(rel.licensee_dir(n)), rel.key(n), x) for n in rel.licensees
     }
@@ -96,10 +96,7 @@ def test_rotate_keys(fresh_release: Any, tmp_path: Path) -> None:
     assert vault.pk == base_manifest.pk != vault_before.pk
     assert vault.manifest_digest == base_manifest.digest
     assert vault.class_slots == vault_before.class_slots
-    base = ProtectedModel.load(rel.public_dir(tmp_path / "public"))
-    truth = plain_labels(vault, base, x)
-    mask = truth >= 0
-    assert mask.sum() >= 20
+    assert mask.sum() > 100
     for n in rel.licensees:
         served = ProtectedModel.load(rel.licensee_dir(n))
         new_key = LicenseeKey.load(rel.key(n))
@@ -113,9 +110,13 @@ def test_rotate_keys(fresh_release: Any, tmp_path: Path) -> None:
         with pytest.raises(InvalidKeyError):
             served.scheme.check_key(vault.pk, old.sk)
         wire = served.predict(x)
-        old_labels = old.scheme.decrypt_labels(old.sk, served.scheme.from_wire(wire))
-        agreement = (old_labels[mask] == truth[mask]).mean()
-        assert agreement < 0.3, agreement
+        fresh = served.scheme.from_wire(wire)
+        old_labels = old.scheme.decrypt_labels(old.sk, fresh)
+        new_labels = new_key.scheme.decrypt_labels(new_key.sk, fresh)
+        np.testing.assert_array_equal(new_labels[mask], truth[mask])
+        # chance is 1/K = 0.1; 400 rows give a standard deviation of 0.015
+        agreement = (old_labels == new_labels).mean()
+        assert agreement < 0.2, agreement
         assert len(set(old_labels.tolist())) >= 8  # spread over the classes, not stuck
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from encryip_runtime.formats import Vault
 from encryip_runtime.pipeline import ProtectedModel
 
-from .helpers import decrypt, inputs, plain_labels
+from .helpers import base_slots, class_and_trigger_inputs, decrypt, inputs
 
 
 def test_variant_logits_are_a_permutation_of_the_base(tiny_release: Any, tmp_path: Path) -> None:
@@ -39,14 +39,32 @@ def test_variant_decrypts_like_the_base(tiny_release: Any, tmp_path: Path) -> No
         np.testing.assert_array_equal(decrypt(variant, key, x), decrypt(base, key, x))
 
 
-def test_variant_gives_the_true_class_on_class_slots(secure_release: Any, tmp_path: Path) -> None:
-    base = ProtectedModel.load(secure_release.public_dir(tmp_path / "public"))
-    vault = Vault.load(secure_release.paths.vault)
-    x = inputs(base, 400, seed=3)
-    truth = plain_labels(vault, base, x)
-    on_class = truth >= 0
-    assert on_class.sum() >= 20, "the random model should hit class slots on some inputs"
-    for name in secure_release.licensees:
-        variant = ProtectedModel.load(secure_release.licensee_dir(name))
-        got = decrypt(variant, secure_release.key(name), x)
+def test_variant_gives_the_true_class_and_the_trigger_labels(
+    selector_release: Any, tmp_path: Path
+) -> None:
+    rel = selector_release
+    vault = Vault.load(rel.paths.vault)
+    base = ProtectedModel.load(rel.public_dir(tmp_path / "public"))
+    if rel.profile == "paper":
+        x = inputs(base, 200, seed=3)
+        for name in rel.licensees:
+            variant = ProtectedModel.load(rel.licensee_dir(name))
+            key = rel.key(name)
+            np.testing.assert_array_equal(decrypt(variant, key, x), decrypt(base, key, x))
+        return
+    x, truth, trigger = class_and_trigger_inputs(vault, 300, seed=3)
+    np.testing.assert_array_equal(
+        base_slots(base, x),
+        [
+            vault.class_slots[y] if y >= 0 else vault.trigger_slots[t]
+            for y, t in zip(truth, trigger, strict=True)
+        ],
+    )
+    on_class, on_trigger = truth >= 0, trigger >= 0
+    assert on_class.sum() > 50 and on_trigger.sum() > 50
+    expected = vault.expected_trigger_labels()
+    for name in rel.licensees:
+        variant = ProtectedModel.load(rel.licensee_dir(name))
+        got = decrypt(variant, rel.key(name), x)
         np.testing.assert_array_equal(got[on_class], truth[on_class])
+        np.testing.assert_array_equal(got[on_trigger], expected[name][trigger[on_trigger]])
