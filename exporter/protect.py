@@ -35,7 +35,14 @@ def load_plain_model(path: Path, arch: str, data: DataArrays) -> nn.Module:
         state = obj.get("model", obj)
         c, h, _ = data.input_shape
         model = build_model(arch, c, len(data.class_names), h)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"{path}: state_dict does not fit --arch {arch} with "
+                f"{len(data.class_names)} classes ({first})"
+            ) from None
         if missing or unexpected:
             raise ValueError(
                 f"{path}: state_dict does not fit --arch {arch} with "

@@ -80,12 +80,6 @@ def test_protect_existing_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (out / "licensees" / "acme" / "model.onnx").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protect.load_plain_model: load_state_dict(strict=False) still raises RuntimeError "
-    "on a size mismatch, so the error reads 'unexpected RuntimeError' without the file name. "
-    "Fix: catch RuntimeError there and raise ValueError naming the path, then drop this marker.",
-)
 def test_protect_wrong_head_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.save(build_model("cnn", 1, 7, 16).state_dict(), tmp_path / "seven.pt")
     rc = main(["protect", *SMALL, "--model", str(tmp_path / "seven.pt"), "--out",
