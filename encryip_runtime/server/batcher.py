@@ -3,8 +3,11 @@
 Two stages, each its own thread, so that the network of batch k+1 runs while the crypto
 of batch k does (onnxruntime and libsodium both release the GIL):
 
-* the **collector** waits for the first request, then up to ``max_delay`` (counted from
-  that request's arrival) for more, until ``max_batch`` rows; it drops requests whose
+* the **collector** waits for the first request, then, while the protector is still busy
+  with earlier batches, up to ``max_delay`` (counted from that request's arrival) for
+  more, until ``max_batch`` rows. When the protector is idle it does not wait: a larger
+  batch could only start later, so at low load a request pays no batching delay, and
+  under load batches fill while the previous ones are being protected. It drops requests whose
   deadline has passed or whose client went away, concatenates the rest and runs the
   network once (``model.logits``);
 * the **protector** runs Φ⁻¹ → SampDist → wire once per batch (``model.protect``) and
@@ -102,6 +105,8 @@ class MicroBatcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._closed = False
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
+        # Batches handed to the protector and not finished yet (guarded by _cond).
+        self._downstream = 0
         self._collector = threading.Thread(
             target=self._collect_loop, name="encryip-batcher", daemon=True
         )
@@ -199,8 +204,8 @@ class MicroBatcher:
                     rows += len(item.x)
                     if rows >= self.max_batch:
                         break
-                if rows >= self.max_batch:
-                    break
+                if rows >= self.max_batch or not self._downstream:
+                    break  # full, or nothing to wait for: the protector is idle
                 remaining = fill_until - time.monotonic()
                 if remaining <= 0:
                     break
@@ -247,6 +252,8 @@ class MicroBatcher:
             for item in items:
                 _fail(item, InferenceError("inference failed"))
             return
+        with self._cond:
+            self._downstream += 1
         self._handoff.put(_Batch(model, items, logits))
 
     # -- protector -------------------------------------------------------------------
@@ -256,7 +263,12 @@ class MicroBatcher:
             batch = self._handoff.get()
             if batch is _STOP:
                 return
-            self._protect(batch)
+            try:
+                self._protect(batch)
+            finally:
+                with self._cond:
+                    self._downstream -= 1
+                    self._cond.notify_all()
 
     def _protect(self, batch: _Batch) -> None:
         try:
