@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,10 @@ class VaultArrays:
                 arrays = {k: z[k] for k in _ARRAY_DTYPES if k in z.files}
         except FileNotFoundError:
             raise FormatError("file not found", path=str(path)) from None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        except (
+            OSError, ValueError, zipfile.BadZipFile, EOFError,
+            zlib.error, NotImplementedError, RuntimeError,  # corrupt / unsupported zip members
+        ) as exc:  # fmt: skip
             raise FormatError(f"not a valid .npz archive ({exc})", path=str(path)) from None
         for k, dt in _ARRAY_DTYPES.items():
             if k not in arrays:
