@@ -263,6 +263,12 @@ def _export_legacy(model: nn.Module, example: torch.Tensor, path: Path, opset: i
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
@@ -373,6 +379,7 @@ def export_onnx(
             except Exception as e:  # an exporter failure: try the next one
                 raise ExportError(f"{name} exporter failed: {type(e).__name__}: {e}") from e
             diff, tol, agree, rows = _parity(net, tmp, example, atol, rtol, argmax_block)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; the model is public
             os.replace(tmp, path)
         except ExportError as e:
             tmp.unlink(missing_ok=True)

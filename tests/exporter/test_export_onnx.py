@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,9 @@ def test_cnn_export_parity_and_dynamic_batch(tmp_path: Path, exporter: str) -> N
     res = export_onnx(model, x, tmp_path / "m.onnx", exporters=(exporter,), argmax_block=11)
     assert res.exporter == exporter and res.num_outputs == 33 and res.head_in_features == 128
     assert res.argmax_agreement == 1.0 and res.max_abs_diff <= res.tolerance
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(res.path.stat().st_mode) == 0o666 & ~umask  # public, not mkstemp's 0600
     _check_signature(res.path, model)
     sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
     for n in (1, 5, 64):
