@@ -111,8 +111,15 @@ def _plt() -> Any:
 def plot_fig4(rows: list[dict[str, Any]], path: Path) -> bool:
     """Accuracy per epoch, original vs EncryIP, per arch (seed 0, MNIST, each profile)."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
+    ds = (
+        "mnist"
+        if any(r["dataset"] == "mnist" for r in rows)
+        else rows[0]["dataset"]
+        if rows
+        else ""
+    )
     for r in rows:  # per (arch, profile): the seed-0 MNIST run with the longest history
-        if r["seed"] != 0 or r["dataset"] != "mnist" or "original" not in r["history"]:
+        if r["seed"] != 0 or r["dataset"] != ds or "original" not in r["history"]:
             continue
         key = (r["arch"], r["profile"])
         if key not in best or len(r["history"]["EncryIP"]) > len(best[key]["history"]["EncryIP"]):
@@ -137,7 +144,7 @@ def plot_fig4(rows: list[dict[str, Any]], path: Path) -> bool:
                     marker="o",
                     label=label,
                 )
-        ax.set_title(f"{arch} / MNIST")
+        ax.set_title(f"{arch} / {ds}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
