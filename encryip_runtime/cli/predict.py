@@ -50,11 +50,14 @@ def _load_npy(path: Path, problems: list[str]) -> npt.NDArray[Any] | None:
 
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # numpy's header parser raises TokenError, MemoryError, ...
         problems.append(f"--input: '{path}' is not a readable .npy file ({exc})")
         return None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         problems.append(f"--input: '{path}' must hold a numeric array")
+        return None
+    if arr.ndim == 0:
+        problems.append(f"--input: '{path}' holds a scalar, not an array of inputs")
         return None
     return arr
 

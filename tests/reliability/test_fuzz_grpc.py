@@ -253,7 +253,6 @@ def _run_predict(endpoint: str, key: Path, files: list[Path], capsys: Any) -> No
         assert err.startswith("encryip predict: error: "), err
 
 
-@pytest.mark.xfail(strict=True, reason="encryip predict: a 0-d .npy raises TypeError (len())")
 @settings(GRPC_FUZZ, max_examples=80)
 @given(data=st.data())
 def test_predict_cli_npy(
