@@ -6,6 +6,9 @@ Sections (``--only`` picks some):
 removal     fine-tuning on five consecutive parts of held-out data (the paper's
             protocol, Algorithm-1 targets, no triggers) and global magnitude pruning
             10-50%: accuracy, trigger recovery and Eqn.-5 attribution after each step.
+wrongkey    EncryIP_Incorrect at the crypto level: accuracy of keys outside the family
+            on freshly re-randomised predictions (what a wrong-key holder sees) and on
+            the K fixed class ciphertexts (what Table 1 decrypts).
 forgery     paper profile: time to brute-force a working key from n observed
             (confused label, label) pairs, and from the public key alone; the same
             code on ``secure`` finds nothing (``encryip_runtime.attacks.forge``).
@@ -48,7 +51,7 @@ from benchmarks.common import (
 
 log = logging.getLogger("benchmarks.attacks")
 
-SECTIONS = ("removal", "forgery", "legendre", "relabel", "distill", "collusion")
+SECTIONS = ("removal", "forgery", "wrongkey", "legendre", "relabel", "distill", "collusion")
 
 # (train budget, held-out pool size, datasets for removal)
 BOTH = ("mnist", "fashion-mnist")
@@ -265,6 +268,44 @@ def forgery(reps: int, bound: int = 64) -> dict[str, Any]:
     return out
 
 
+def wrongkey(reps: int, count: int = 5000) -> list[dict[str, Any]]:
+    """Why EncryIP_Incorrect sits above 1/K in `paper`: Z_p^* has composite order p-1,
+    so a wrong key whose offset shares a factor with p-1 still decrypts every
+    ciphertext whose randomness shares it. In `secure` (prime order) it is chance."""
+    from encryip_runtime.crypto import make_scheme
+    from encryip_runtime.crypto.scheme import SecretKey
+
+    rows = []
+    for prof, k in (("paper", 10), ("paper", 100), ("secure", 10)):
+        scheme = make_scheme(prof, k)
+        g = scheme.group
+        served_acc, fixed_acc = [], []
+        for _ in range(reps):
+            fam = scheme.gen(3)
+            y = np.random.default_rng().integers(0, k, count)
+            fixed = scheme.enc(fam.pk, encode_labels(scheme, np.arange(k)))
+            fresh = scheme.sampdist(fam.pk, fixed[y])
+            while True:
+                sk = SecretKey(g.random_scalar(), g.random_scalar())
+                try:
+                    scheme.check_key(fam.pk, sk)
+                except Exception:
+                    break
+            served_acc.append(float((scheme.decrypt_labels(sk, fresh) == y).mean()))
+            fixed_acc.append(float((scheme.decrypt_labels(sk, fixed) == np.arange(k)).mean()))
+        rows.append(
+            {
+                "profile": prof,
+                "num_classes": k,
+                "chance": 1.0 / k,
+                "served": mean_std(served_acc),
+                "fixed_class_ciphertexts": mean_std(fixed_acc),
+            }
+        )
+        log.info("wrong key %s K=%d: %s", prof, k, rows[-1])
+    return rows
+
+
 def legendre(cells: dict[str, Cell], count: int) -> dict[str, Any]:
     from encryip_runtime.attacks import FakeDetector, distinguishing_advantage
     from encryip_runtime.crypto import make_scheme
@@ -465,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["budget"] = budget.__dict__
     result["pool"] = pool
 
-    needs_model = [s for s in sections if s not in ("forgery",)]
+    needs_model = [s for s in sections if s not in ("forgery", "wrongkey")]
     cells: dict[str, Cell] = {}
     held: dict[str, Any] = {}
     main_ds = removal_sets[0]
@@ -490,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["removal"] = rows
     if "forgery" in sections:
         result["forgery"] = forgery(reps, bound=16 if scale == "tiny" else 64)
+    if "wrongkey" in sections:
+        result["wrongkey"] = wrongkey(reps)
     if "legendre" in sections:
         result["legendre"] = legendre(cells, 300 if scale == "tiny" else 20_000)
     if "relabel" in sections:

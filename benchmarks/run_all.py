@@ -435,6 +435,31 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
             f"| secure | 10 | 0 (dlog bound 2^{s['from_pk']['dlog_bound_bits']}) | {s['from_pk']['seconds']:.2f} | found: {s['from_pk']['found']} |"
         )
         lines.append("")
+    wk = res.get("wrongkey")
+    if wk:
+        lines += [
+            "### EncryIP_Incorrect: keys outside the family",
+            "",
+            "Accuracy of a random key that fails `g1^a g2^b = h`, on freshly re-randomised predictions "
+            "(what a holder of a wrong key reads from the service) and on the K fixed class "
+            "ciphertexts (what Table 1's EncryIP_Incorrect column decrypts); mean over random "
+            "keys and key families.",
+            "",
+            "| profile | K | chance 1/K | served predictions | fixed class ciphertexts |",
+            "|---|---|---|---|---|",
+        ]
+        for r in wk:
+            lines.append(
+                f"| {r['profile']} | {r['num_classes']} | {r['chance']:.3f} | {_ms(r['served'])} | {_ms(r['fixed_class_ciphertexts'])} |"
+            )
+        lines += [
+            "",
+            "In `paper`, Z_p^* has composite order p − 1 (10 for MNIST): a wrong key whose offset from "
+            "the key line shares a factor with p − 1 still decrypts every ciphertext whose randomness "
+            "shares that factor, so a wrong key reads well above chance. In `secure` (prime order) a "
+            "wrong key reads chance.",
+            "",
+        ]
     lg = res.get("legendre")
     if lg:
         lines += [
