@@ -1,0 +1,483 @@
+"""``verify-onnx``: is a suspect ONNX file ours, and whose copy is it?
+
+Two tests, each with its own null hypothesis (docs/arbitrator.md):
+
+1. **Fingerprint test (exact).** For every candidate output order (the base model,
+   each licensee's secret permutation, and the order a ``--manifest`` describes),
+   undo the order and count the triggers that produce exactly their own ``Fake``
+   ciphertext. Null H0: the file was made without this vault's secrets, so the
+   secret slot order / Fake ciphertexts / licensee permutations are independent of
+   it. The bound rests only on how the owner drew those secrets.
+2. **Slot recovery (survives a consistent re-permutation).** Recover the suspect's
+   own output order from the labelled probe set, then count triggers consistent with
+   it. secure: triggers landing on distinct non-class outputs, bounded under the
+   null "each trigger's argmax is uniform over the S outputs" (a modelling
+   assumption, weaker than 1); paper: triggers whose three blocks agree with the
+   positions the probes revealed, bounded exactly from the secret Fake draws.
+
+The overall p-value is Bonferroni over both tests and all candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.arbitrator import stats
+from encryip_runtime.arbitrator.errors import ArbitrationInputError
+from encryip_runtime.arbitrator.inputs import SuspectModel, check_alpha, load_vault_with_arrays
+from encryip_runtime.formats.manifest import Manifest
+from encryip_runtime.formats.vault import Vault, VaultArrays
+from encryip_runtime.transfer import OneHotTransfer
+
+__all__ = ["CandidateEvidence", "OnnxVerdict", "SlotRecovery", "verify_onnx"]
+
+log = logging.getLogger(__name__)
+
+NUM_TESTS = 2  # fingerprint + slot recovery: Bonferroni over both
+
+NULL_FINGERPRINT = (
+    "H0: the suspect was made without this vault's secrets (its outputs are independent of "
+    "the secret slot order, the Fake ciphertexts and the licensee permutations)"
+)
+NULL_RECOVERY_SECURE = (
+    "H0': on each secret trigger input, an unrelated model's argmax falls on each of the "
+    "S outputs with probability 1/S, independently (a modelling assumption)"
+)
+NULL_RECOVERY_PAPER = (
+    "H0: the Fake ciphertexts are independent of the suspect and of the positions the "
+    "probe set reveals (exact: bounded from how Fake draws u1, u2, u3)"
+)
+
+
+@dataclass(frozen=True)
+class CandidateEvidence:
+    """One candidate output order, undone before counting."""
+
+    name: str  # "base", a licensee name, or "manifest"
+    kind: str  # "base" | "licensee" | "manifest"
+    trigger_hits: int
+    num_triggers: int
+    probe_accuracy: float | None  # decrypted probe accuracy after undoing this order
+    log10_p_value: float  # this candidate alone, before the multiplicity correction
+    manifest_agrees: bool = False  # the --manifest describes this very order
+
+    @property
+    def p_value(self) -> float:
+        return stats.to_p(self.log10_p_value)
+
+
+@dataclass(frozen=True)
+class SlotRecovery:
+    """Test 2: the suspect's order recovered from the probe set."""
+
+    method: str
+    null: str
+    consistent_triggers: int
+    num_triggers: int
+    probe_accuracy: float | None  # probes on their class's recovered output(s)
+    usable: bool  # False when the probes reveal no consistent class order
+    log10_p_value: float
+    detail: str = ""
+
+    @property
+    def p_value(self) -> float:
+        return stats.to_p(self.log10_p_value)
+
+
+@dataclass(frozen=True)
+class OnnxVerdict:
+    suspect: str
+    vault: str
+    profile: str
+    owned: bool
+    licensee: str | None
+    attribution: str  # licensee | base | re-permuted | ambiguous | none
+    log10_p_value: float
+    alpha: float
+    min_trigger_hits: int  # hits one candidate needs for p < alpha
+    num_triggers: int
+    num_probes: int
+    output_size: int
+    candidates: tuple[CandidateEvidence, ...]
+    slot_recovery: SlotRecovery
+    null: str
+    summary: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def p_value(self) -> float:
+        return stats.to_p(self.log10_p_value)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.owned else 1
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["p_value"] = self.p_value
+        doc["command"] = "verify-onnx"
+        for c, obj in zip(doc["candidates"], self.candidates, strict=True):
+            c["p_value"] = obj.p_value
+        doc["slot_recovery"]["p_value"] = self.slot_recovery.p_value
+        doc["notes"] = list(self.notes)
+        doc["candidates"] = list(doc["candidates"])
+        return _finite(doc)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no -inf: a log10 p of -inf (probability 0) is written as null."""
+    if isinstance(obj, float) and math.isinf(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+class _Profile:
+    """What differs between the profiles: decoding, hits, the per-candidate bound."""
+
+    def __init__(self, vault: Vault):
+        self.vault = vault
+        self.t = vault.num_triggers
+        self.s = vault.output_size
+        self.root_sk = vault.family().root
+
+    def fingerprint_log10(self, hits: int) -> float:
+        raise NotImplementedError
+
+    def evidence(
+        self, perm: npt.NDArray[np.int64], lt: npt.NDArray[Any], lp: npt.NDArray[Any],
+        labels: npt.NDArray[np.int64],
+    ) -> tuple[int, float | None]:
+        raise NotImplementedError
+
+    def recover(
+        self, lt: npt.NDArray[Any], lp: npt.NDArray[Any], labels: npt.NDArray[np.int64]
+    ) -> SlotRecovery:
+        raise NotImplementedError
+
+
+class _Secure(_Profile):
+    def __init__(self, vault: Vault):
+        super().__init__(vault)
+        assert vault.class_slots is not None and vault.trigger_slots is not None
+        self.class_slots = np.asarray(vault.class_slots, dtype=np.int64)
+        self.trigger_slots = np.asarray(vault.trigger_slots, dtype=np.int64)
+        self.slot_class = np.full(self.s, -1, dtype=np.int64)
+        self.slot_class[self.class_slots] = np.arange(vault.num_classes)
+
+    def fingerprint_log10(self, hits: int) -> float:
+        return stats.slot_fingerprint_log10(self.t, self.s, hits)
+
+    def evidence(self, perm, lt, lp, labels):  # type: ignore[no-untyped-def]
+        hits = int(np.sum(perm[np.argmax(lt, axis=1)] == self.trigger_slots)) if self.t else 0
+        acc = None
+        if len(lp):
+            acc = float(np.mean(self.slot_class[perm[np.argmax(lp, axis=1)]] == labels))
+        return hits, acc
+
+    def recover(self, lt, lp, labels):  # type: ignore[no-untyped-def]
+        k = self.vault.num_classes
+        method = "class outputs from the probe set; triggers on distinct other outputs"
+        pos = _majority_positions(np.argmax(lp, axis=1), labels, k) if len(lp) else {}
+        acc = (
+            float(np.mean([pos.get(int(y), -1) == int(a) for y, a in
+                           zip(labels, np.argmax(lp, axis=1), strict=True)]))
+            if len(lp) else None
+        )
+        distinct = len(set(pos.values())) == len(pos) == k
+        if not distinct or acc is None or acc < 0.5:
+            return SlotRecovery(
+                method, NULL_RECOVERY_SECURE, 0, self.t, acc, False, 0.0,
+                "the probe set does not reveal K distinct class outputs (probe accuracy "
+                f"{'n/a' if acc is None else f'{acc:.2f}'}): not a classifier of this task",
+            )
+        taken = set(pos.values())
+        free = self.s - len(taken)
+        landed = {int(a) for a in np.argmax(lt, axis=1) if int(a) not in taken}
+        h = len(landed)
+        return SlotRecovery(
+            method, NULL_RECOVERY_SECURE, h, self.t, acc, True,
+            stats.injection_bound_log10(self.t, free, self.s, h),
+            f"{h} of {self.t} triggers on distinct outputs among the {free} non-class outputs",
+        )
+
+
+class _Paper(_Profile):
+    def __init__(self, vault: Vault):
+        super().__init__(vault)
+        self.p = self.s // 3
+        self.n = vault.scheme.group.order  # p - 1 elements per block
+        self.phi_n = _euler_phi(self.n)
+        self.trig = np.asarray(vault.trigger_ciphertexts, dtype=np.int64)
+        self.cls = np.asarray(vault.class_ciphertexts, dtype=np.int64)
+        # Fake: (r1, r2) uniform over pairs with r2 - r1 a unit mod n, u3 uniform: any
+        # fixed ciphertext is hit with probability <= 1 / (n * phi(n) * n).
+        self.q_hit = 1.0 / (self.n * self.phi_n * self.n)
+
+    def fingerprint_log10(self, hits: int) -> float:
+        return stats.binomial_tail_log10(self.t, hits, self.q_hit)
+
+    def evidence(self, perm, lt, lp, labels):  # type: ignore[no-untyped-def]
+        tr = OneHotTransfer(self.p, perm)
+        hits = int(np.sum(np.all(tr.phi_inv(lt) == self.trig, axis=1))) if self.t else 0
+        acc = None
+        if len(lp):
+            got = self.vault.scheme.decrypt_labels(self.root_sk, tr.phi_inv(lp))
+            acc = float(np.mean(got == labels))
+        return hits, acc
+
+    def recover(self, lt, lp, labels):  # type: ignore[no-untyped-def]
+        """Within-block re-permutation: each block's positions are recovered separately."""
+        method = "positions within each block from the probe set; triggers checked against them"
+        k, p, n = self.vault.num_classes, self.p, self.n
+        if not len(lp):
+            return SlotRecovery(method, NULL_RECOVERY_PAPER, 0, self.t, None, False, 0.0,
+                                "no probe set in the vault")
+        lp3 = lp.reshape(len(lp), 3, p)
+        lt3 = lt.reshape(len(lt), 3, p)
+        allowed: list[list[set[int]]] = []  # per block, per suspect position: values it may carry
+        on_class = np.ones(len(lp), dtype=bool)
+        for b in range(3):
+            arg = np.argmax(lp3[:, b, :], axis=1)
+            pos = _majority_positions(arg, labels, k)
+            on_class &= np.array([pos.get(int(y), -1) == int(a)
+                                  for y, a in zip(labels, arg, strict=True)])
+            values: dict[int, set[int]] = {}
+            for y, s in pos.items():
+                values.setdefault(s, set()).add(int(self.cls[y, b]))
+            class_values = {int(v) for v in self.cls[:, b]}
+            unknown = set(range(1, n + 1)) - class_values
+            per_pos = []
+            for s in range(p):
+                if s in values:
+                    per_pos.append(values[s] if len(values[s]) == 1 else set())
+                else:
+                    per_pos.append(unknown)
+            allowed.append(per_pos)
+        acc = float(np.mean(on_class))
+        if acc < 0.5:
+            return SlotRecovery(method, NULL_RECOVERY_PAPER, 0, self.t, acc, False, 0.0,
+                                f"probe accuracy {acc:.2f} on the recovered positions: "
+                                "not a classifier of this task")
+        qs: list[float] = []
+        consistent = 0
+        for i in range(self.t):
+            sets = [allowed[b][int(np.argmax(lt3[i, b]))] for b in range(3)]
+            qs.append(len(sets[0]) / n * min(1.0, len(sets[1]) / self.phi_n) * len(sets[2]) / n)
+            consistent += all(int(self.trig[i, b]) in sets[b] for b in range(3))
+        return SlotRecovery(
+            method, NULL_RECOVERY_PAPER, consistent, self.t, acc, True,
+            stats.poisson_binomial_tail_log10(qs, consistent),
+            f"{consistent} of {self.t} triggers consistent with the recovered positions "
+            f"(chance per trigger <= {max(qs) if qs else 0:.3g})",
+        )
+
+
+def _euler_phi(n: int) -> int:
+    result, m, d = n, n, 2
+    while d * d <= m:
+        if m % d == 0:
+            while m % d == 0:
+                m //= d
+            result -= result // d
+        d += 1
+    if m > 1:
+        result -= result // m
+    return result
+
+
+def _majority_positions(
+    argmax: npt.NDArray[np.int64], labels: npt.NDArray[np.int64], k: int
+) -> dict[int, int]:
+    """For each class with probes: the output its probes land on most often."""
+    out: dict[int, int] = {}
+    for y in range(k):
+        sel = argmax[labels == y]
+        if len(sel):
+            vals, counts = np.unique(sel, return_counts=True)
+            out[y] = int(vals[np.argmax(counts)])
+    return out
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+def _manifest_order(vault: Vault, manifest_path: Path) -> npt.NDArray[np.int64]:
+    """suspect output k -> base output, as the suspect's manifest describes it."""
+    m = Manifest.load(manifest_path)
+    if m.profile != vault.profile or m.num_classes != vault.num_classes:
+        raise ArbitrationInputError(
+            f"{manifest_path}: profile {m.profile}/{m.num_classes} classes, but the vault is "
+            f"{vault.profile}/{vault.num_classes} classes (another release)"
+        )
+    if m.pk != vault.pk:
+        raise ArbitrationInputError(
+            f"{manifest_path}: its public key is not the vault's (a manifest of another release)"
+        )
+    if m.output_size != vault.output_size:
+        raise ArbitrationInputError(
+            f"{manifest_path}: {m.output_size} outputs, the vault's release has "
+            f"{vault.output_size}"
+        )
+    if vault.profile == "paper":
+        return np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
+    assert m.codebook is not None and vault.class_slots is not None
+    assert vault.trigger_slots is not None
+    # Match codebook entries by what they decrypt to under the root key: SampDist does
+    # not change it, so a re-randomised codebook is matched too.
+    scheme, sk = vault.scheme, vault.family().root
+    g = scheme.group
+    base_msgs = np.zeros((vault.output_size, g.element_size), dtype=np.uint8)
+    base_msgs[list(vault.class_slots)] = g.to_bytes(vault.messages)
+    base_msgs[list(vault.trigger_slots)] = g.to_bytes(scheme.dec(sk, vault.trigger_ciphertexts))
+    index = {bytes(row): i for i, row in enumerate(base_msgs)}
+    got = g.to_bytes(scheme.dec(sk, m.codebook))
+    order = [index.get(bytes(row), -1) for row in got]
+    if -1 in order or len(set(order)) != len(order):
+        raise ArbitrationInputError(
+            f"{manifest_path}: its codebook is not a permutation of this release's codebook"
+        )
+    return np.asarray(order, dtype=np.int64)
+
+
+def verify_onnx(
+    suspect_path: str | Path,
+    vault_path: str | Path,
+    alpha: float = 1e-6,
+    *,
+    manifest_path: str | Path | None = None,
+) -> OnnxVerdict:
+    """Run the vault's triggers and probes through the suspect and decide (see module doc).
+
+    Raises an ``EncryIPError`` (exit code 2 in the CLI) when no decision can be made:
+    unreadable or mismatched inputs, or a vault whose triggers cannot reach ``alpha``.
+    """
+    alpha = check_alpha(alpha)
+    vault, arrays, vpath = load_vault_with_arrays(Path(vault_path))
+    model = SuspectModel(Path(suspect_path))
+    model.check_input_shape(tuple(int(d) for d in arrays.trigger_inputs.shape[1:]))
+    lt = model.logits(arrays.trigger_inputs)
+    lp = model.logits(arrays.probe_inputs)
+    for lg in (lt, lp):
+        if len(lg):
+            model.check_output_size(lg, vault.output_size)
+    return decide(vault, arrays, lt, lp, alpha, str(model.path), str(vpath),
+                  None if manifest_path is None else Path(manifest_path))
+
+
+def decide(
+    vault: Vault,
+    arrays: VaultArrays,
+    lt: npt.NDArray[np.float32],
+    lp: npt.NDArray[np.float32],
+    alpha: float,
+    suspect: str = "<logits>",
+    vault_name: str = "<vault>",
+    manifest_path: Path | None = None,
+) -> OnnxVerdict:
+    """The decision from the suspect's raw outputs on the triggers (``lt``) and probes (``lp``)."""
+    prof: _Profile = _Secure(vault) if vault.profile == "secure" else _Paper(vault)
+    labels = arrays.probe_labels
+    ident = np.arange(vault.output_size, dtype=np.int64)
+    cands: list[tuple[str, str, npt.NDArray[np.int64]]] = [("base", "base", ident)]
+    cands += [(r.name, "licensee", np.asarray(r.permutation, dtype=np.int64))
+              for r in vault.licensees]
+    same_as: str | None = None
+    notes: list[str] = []
+    if manifest_path is not None:
+        order = _manifest_order(vault, manifest_path)
+        same_as = next((n for n, _, p in cands if np.array_equal(p, order)), None)
+        if same_as is None:
+            cands.append(("manifest", "manifest", order))
+            notes.append("the manifest's output order is none of the issued ones: "
+                         "the file was re-permuted consistently with its manifest")
+        else:
+            notes.append(f"the manifest's output order is {same_as}'s")
+
+    log10_a = math.log10(alpha)
+    n_cand = len(cands)
+    correction = math.log10(NUM_TESTS * n_cand)
+    min_hits = stats.min_count_for(
+        lambda h: correction + prof.fingerprint_log10(h), vault.num_triggers, log10_a
+    )
+    if min_hits is None:
+        best = correction + prof.fingerprint_log10(vault.num_triggers)
+        raise ArbitrationInputError(
+            f"the vault holds {vault.num_triggers} triggers: even if every one hit, p would be "
+            f"{stats.to_p(best):.3g}, not below alpha = {alpha:g}; no decision can rest on "
+            "so few triggers (use a release with more triggers, or a larger --alpha)"
+        )
+
+    evidence = []
+    for name, kind, perm in cands:
+        hits, acc = prof.evidence(perm, lt, lp, labels)
+        evidence.append(CandidateEvidence(
+            name, kind, hits, vault.num_triggers, acc, prof.fingerprint_log10(hits),
+            manifest_agrees=same_as == name,
+        ))
+    recovery = prof.recover(lt, lp, labels)
+
+    best = min(evidence, key=lambda e: e.log10_p_value)
+    fp_log10 = min(0.0, correction + best.log10_p_value)
+    rec_log10 = min(0.0, math.log10(NUM_TESTS) + recovery.log10_p_value)
+    overall = min(fp_log10, rec_log10)
+    owned = overall < log10_a
+    significant = [e for e in evidence if correction + e.log10_p_value < log10_a]
+
+    licensee: str | None = None
+    if len(significant) > 1:
+        attribution = "ambiguous"
+        summary = ("owned; several output orders explain the triggers ("
+                   + ", ".join(e.name for e in significant) + "): no licensee named")
+    elif significant and best.kind == "licensee":
+        attribution, licensee = "licensee", best.name
+        summary = f"owned: the file is licensee {best.name!r}'s copy"
+    elif significant and best.kind == "base":
+        attribution = "base"
+        summary = "owned: the file is the unpermuted base model (no licensee's fingerprint)"
+    elif significant:
+        attribution = "re-permuted"
+        summary = ("owned: the file carries an output order none of the issued ones; "
+                   "its per-licensee fingerprint was erased (see verify-labels)")
+    elif owned:
+        attribution = "re-permuted"
+        summary = ("owned (slot recovery): the outputs were re-permuted, which erases the "
+                   "per-licensee fingerprint; name the licensee behind a service with "
+                   "verify-labels, or pass the suspect's --manifest")
+    else:
+        attribution = "none"
+        summary = "not proven: the evidence is consistent with an unrelated model"
+    if owned and recovery.usable is False and not significant:
+        notes.append(recovery.detail)
+    return OnnxVerdict(
+        suspect=suspect,
+        vault=vault_name,
+        profile=vault.profile,
+        owned=owned,
+        licensee=licensee,
+        attribution=attribution,
+        log10_p_value=overall,
+        alpha=alpha,
+        min_trigger_hits=min_hits,
+        num_triggers=vault.num_triggers,
+        num_probes=len(labels),
+        output_size=vault.output_size,
+        candidates=tuple(evidence),
+        slot_recovery=recovery,
+        null=NULL_FINGERPRINT,
+        summary=summary,
+        notes=tuple(notes),
+    )
