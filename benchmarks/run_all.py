@@ -319,8 +319,9 @@ def fig5_section(res: dict[str, Any]) -> list[str]:
         "## Fig. 5: cost of P licensees (paper §5.2)",
         "",
         f"{res['arch']} on {res['dataset']} ({res['train_size']} training images, {b['epochs']} epochs, "
-        f"batch {b['batch_size']}). EncryIP: one training ({res['encryip_train_seconds']:.1f}s; the "
-        f"whole job with ONNX export and release {res['encryip_job_seconds']:.1f}s), then "
+        f"batch {b['batch_size']}). Times are CPU seconds of the training process (one torch thread, "
+        "so a busy shared machine does not inflate them; wall times are in the JSON). EncryIP: one "
+        f"job — training, ONNX export and release — {res['encryip_train_seconds']:.1f}s, then "
         f"`encryip keys add` per extra licensee ({min(res['keys_add_seconds']):.2f}–"
         f"{max(res['keys_add_seconds']):.2f}s each, a fresh CLI process). Per-licensee methods "
         f"(PR, DeepIPR): one training each, measured: "
