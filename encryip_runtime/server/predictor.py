@@ -115,6 +115,7 @@ class Predictor:
         timeout_s: float | None,
         on_done: Callable[[Callable[[], Any]], Any] | None,
     ) -> Prediction:
+        started = time.monotonic()
         future = self.batcher.submit(
             loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
         )
@@ -126,4 +127,14 @@ class Predictor:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise DeadlineExpiredError("deadline passed while waiting for the batch") from None
+        except concurrent.futures.CancelledError:
+            # gRPC ends the call at its deadline (cancelling the queued request): count it
+            # as DEADLINE_EXCEEDED, not as a client that went away.
+            # (slack: time_remaining() was read a moment before ``started``)
+            if (
+                timeout_s is not None
+                and time.monotonic() - started >= timeout_s - _DEADLINE_SLACK_S
+            ):
+                raise DeadlineExpiredError("deadline passed while waiting for the batch") from None
+            raise
         return Prediction(result.wire, result.onehot, result.tag)

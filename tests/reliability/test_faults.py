@@ -263,9 +263,6 @@ def _all_cancelled(server: EncryIPServer) -> bool:
         return all(item.future.cancelled() for item in server.batcher._queue)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="server counts an expired deadline as CANCELLED in encryip_requests_total"
-)
 def test_deadline_shorter_than_queue_delay(secure_release: Any) -> None:
     """A request queued behind a slow batch for longer than its 0.2 s deadline gets
     DEADLINE_EXCEEDED (counted), never runs, and the server answers patient requests."""
