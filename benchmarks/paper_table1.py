@@ -17,9 +17,11 @@ Progress on stderr; the last stdout line is the JSON result.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Budget, emit, env_info, load_arrays, mean_std, run_cell, setup_logging
@@ -109,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="epochs (overrides the plan)")
     p.add_argument("--train-subset", type=int, help="training images (overrides the plan)")
     p.add_argument("--test-subset", type=int, help="test images (overrides the plan)")
+    p.add_argument(
+        "--save", type=Path, help="also write the JSON result here after every cell (partial runs)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     args = p.parse_args(argv)
     scale = args.scale or "quick"
@@ -139,18 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     cell = run_cell(ds, arch, prof, seed, budget, data=data_cache[budget])
                     rows.append(cell.row())
-    emit(
-        {
-            "benchmark": "paper_table1",
-            "scale": scale,
-            "env": env_info(),
-            "rows": rows,
-            "summary": summarise(rows),
-            "paper_mnist": PAPER_MNIST,
-            "wall_seconds": time.perf_counter() - t_start,
-        }
-    )
+                    if args.save:
+                        partial = result(scale, rows, t_start)
+                        args.save.write_text(json.dumps(partial, default=str) + "\n")
+    emit(result(scale, rows, t_start))
     return 0
+
+
+def result(scale: str, rows: list[dict[str, Any]], t_start: float) -> dict[str, Any]:
+    return {
+        "benchmark": "paper_table1",
+        "scale": scale,
+        "env": env_info(),
+        "rows": rows,
+        "summary": summarise(rows),
+        "paper_mnist": PAPER_MNIST,
+        "wall_seconds": time.perf_counter() - t_start,
+    }
 
 
 if __name__ == "__main__":

@@ -313,6 +313,41 @@ def table1_section(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def targets_section(runs: list[dict[str, Any]], fig5: dict[str, Any] | None) -> list[str]:
+    """Issue 7's targets, checked cell by cell against the numbers above."""
+    summary = [s for run in runs for s in run.get("summary", [])]
+    lines = [
+        "## Targets (issue 7), checked",
+        "",
+        "| arch | dataset | profile | budget | |Δ| ≤ 0.5 pp | verification 100% | incorrect key ≈ chance (±0.05) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        d = s["delta_pp"].get("mean")
+        b = s["budget"]
+        inc = s["incorrect_key"].get("mean")
+        ok_d = "—" if d is None else ("yes" if abs(d) <= 0.5 else f"**no** ({d:+.2f})")
+        tr, at = s["trigger_accuracy"].get("mean"), s["attribution"].get("mean")
+        ok_v = "yes" if tr == 1.0 and at == 1.0 else f"**no** ({tr:.2f} / {at:.2f})"
+        ok_i = "—" if inc is None else ("yes" if abs(inc - 0.1) <= 0.05 else f"**no** ({inc:.3f})")
+        lines.append(
+            f"| {s['arch']} | {s['dataset']} | {s['profile']} | {b['epochs']} ep, {s['train_size']} | {ok_d} | {ok_v} | {ok_i} |"
+        )
+    if fig5:
+        r = {x["P"]: x for x in fig5["rows"]}
+        lines += [
+            "",
+            "P-licensee cost ratio measured (not assumed): "
+            + ", ".join(
+                f"P = {p}: {x['ratio']:.2f}×"
+                + (" (extrapolated)" if x["per_licensee_extrapolated"] else "")
+                for p, x in r.items()
+            )
+            + ".",
+        ]
+    return [*lines, ""]
+
+
 def fig5_section(res: dict[str, Any]) -> list[str]:
     b = res["budget"]
     lines = [
@@ -608,6 +643,8 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
             "",
         ]
     f5 = results.get("paper_fig5_cost")
+    if t1:
+        lines += targets_section(t1, f5)
     if f5:
         lines += fig5_section(f5)
         if plot_fig5(f5, img / "fig5_cost.png"):
