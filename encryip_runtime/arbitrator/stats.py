@@ -70,7 +70,11 @@ def poisson_binomial_tail_log10(qs: Sequence[float], k: int) -> float:
         new = [-math.inf] * len(dp)
         for j in range(i + 1):
             a = dp[j] + l1q if dp[j] != -math.inf and l1q != -math.inf else -math.inf
-            b = dp[j - 1] + lq if j > 0 and dp[j - 1] != -math.inf and lq != -math.inf else -math.inf
+            b = (
+                dp[j - 1] + lq
+                if j > 0 and dp[j - 1] != -math.inf and lq != -math.inf
+                else -math.inf
+            )
             new[j] = _logsumexp([a, b])
         dp = new
     return min(0.0, _logsumexp(dp[k:]) / _LN10)
@@ -108,7 +112,9 @@ def injection_bound_log10(num_triggers: int, free_slots: int, num_slots: int, hi
     return min(0.0, log / _LN10)
 
 
-def min_count_for(log10_bound: Callable[[int], float], max_count: int, log10_alpha: float) -> int | None:
+def min_count_for(
+    log10_bound: Callable[[int], float], max_count: int, log10_alpha: float
+) -> int | None:
     """The smallest count c in 1..max_count with log10_bound(c) < log10_alpha (None if none).
 
     ``log10_bound`` must be non-increasing in c (true of every tail above).

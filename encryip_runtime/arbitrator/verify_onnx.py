@@ -158,7 +158,10 @@ class _Profile:
         raise NotImplementedError
 
     def evidence(
-        self, perm: npt.NDArray[np.int64], lt: npt.NDArray[Any], lp: npt.NDArray[Any],
+        self,
+        perm: npt.NDArray[np.int64],
+        lt: npt.NDArray[Any],
+        lp: npt.NDArray[Any],
         labels: npt.NDArray[np.int64],
     ) -> tuple[int, float | None]:
         raise NotImplementedError
@@ -193,14 +196,27 @@ class _Secure(_Profile):
         method = "class outputs from the probe set; triggers on distinct other outputs"
         pos = _majority_positions(np.argmax(lp, axis=1), labels, k) if len(lp) else {}
         acc = (
-            float(np.mean([pos.get(int(y), -1) == int(a) for y, a in
-                           zip(labels, np.argmax(lp, axis=1), strict=True)]))
-            if len(lp) else None
+            float(
+                np.mean(
+                    [
+                        pos.get(int(y), -1) == int(a)
+                        for y, a in zip(labels, np.argmax(lp, axis=1), strict=True)
+                    ]
+                )
+            )
+            if len(lp)
+            else None
         )
         distinct = len(set(pos.values())) == len(pos) == k
         if not distinct or acc is None or acc < 0.5:
             return SlotRecovery(
-                method, NULL_RECOVERY_SECURE, 0, self.t, acc, False, 0.0,
+                method,
+                NULL_RECOVERY_SECURE,
+                0,
+                self.t,
+                acc,
+                False,
+                0.0,
                 "the probe set does not reveal K distinct class outputs (probe accuracy "
                 f"{'n/a' if acc is None else f'{acc:.2f}'}): not a classifier of this task",
             )
@@ -209,7 +225,12 @@ class _Secure(_Profile):
         landed = {int(a) for a in np.argmax(lt, axis=1) if int(a) not in taken}
         h = len(landed)
         return SlotRecovery(
-            method, NULL_RECOVERY_SECURE, h, self.t, acc, True,
+            method,
+            NULL_RECOVERY_SECURE,
+            h,
+            self.t,
+            acc,
+            True,
             stats.injection_bound_log10(self.t, free, self.s, h),
             f"{h} of {self.t} triggers on distinct outputs among the {free} non-class outputs",
         )
@@ -244,8 +265,16 @@ class _Paper(_Profile):
         method = "positions within each block from the probe set; triggers checked against them"
         k, p, n = self.vault.num_classes, self.p, self.n
         if not len(lp):
-            return SlotRecovery(method, NULL_RECOVERY_PAPER, 0, self.t, None, False, 0.0,
-                                "no probe set in the vault")
+            return SlotRecovery(
+                method,
+                NULL_RECOVERY_PAPER,
+                0,
+                self.t,
+                None,
+                False,
+                0.0,
+                "no probe set in the vault",
+            )
         lp3 = lp.reshape(len(lp), 3, p)
         lt3 = lt.reshape(len(lt), 3, p)
         allowed: list[list[set[int]]] = []  # per block, per suspect position: values it may carry
@@ -253,8 +282,9 @@ class _Paper(_Profile):
         for b in range(3):
             arg = np.argmax(lp3[:, b, :], axis=1)
             pos = _majority_positions(arg, labels, k)
-            on_class &= np.array([pos.get(int(y), -1) == int(a)
-                                  for y, a in zip(labels, arg, strict=True)])
+            on_class &= np.array(
+                [pos.get(int(y), -1) == int(a) for y, a in zip(labels, arg, strict=True)]
+            )
             values: dict[int, set[int]] = {}
             for y, s in pos.items():
                 values.setdefault(s, set()).add(int(self.cls[y, b]))
@@ -269,9 +299,17 @@ class _Paper(_Profile):
             allowed.append(per_pos)
         acc = float(np.mean(on_class))
         if acc < 0.5:
-            return SlotRecovery(method, NULL_RECOVERY_PAPER, 0, self.t, acc, False, 0.0,
-                                f"probe accuracy {acc:.2f} on the recovered positions: "
-                                "not a classifier of this task")
+            return SlotRecovery(
+                method,
+                NULL_RECOVERY_PAPER,
+                0,
+                self.t,
+                acc,
+                False,
+                0.0,
+                f"probe accuracy {acc:.2f} on the recovered positions: "
+                "not a classifier of this task",
+            )
         qs: list[float] = []
         consistent = 0
         for i in range(self.t):
@@ -279,7 +317,12 @@ class _Paper(_Profile):
             qs.append(len(sets[0]) / n * min(1.0, len(sets[1]) / self.phi_n) * len(sets[2]) / n)
             consistent += all(int(self.trig[i, b]) in sets[b] for b in range(3))
         return SlotRecovery(
-            method, NULL_RECOVERY_PAPER, consistent, self.t, acc, True,
+            method,
+            NULL_RECOVERY_PAPER,
+            consistent,
+            self.t,
+            acc,
+            True,
             stats.poisson_binomial_tail_log10(qs, consistent),
             f"{consistent} of {self.t} triggers consistent with the recovered positions "
             f"(chance per trigger <= {max(qs) if qs else 0:.3g})",
@@ -329,8 +372,7 @@ def _manifest_order(vault: Vault, manifest_path: Path) -> npt.NDArray[np.int64]:
         )
     if m.output_size != vault.output_size:
         raise ArbitrationInputError(
-            f"{manifest_path}: {m.output_size} outputs, the vault's release has "
-            f"{vault.output_size}"
+            f"{manifest_path}: {m.output_size} outputs, the vault's release has {vault.output_size}"
         )
     if vault.profile == "paper":
         return np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
@@ -374,8 +416,16 @@ def verify_onnx(
     for lg in (lt, lp):
         if len(lg):
             model.check_output_size(lg, vault.output_size)
-    return decide(vault, arrays, lt, lp, alpha, str(model.path), str(vpath),
-                  None if manifest_path is None else Path(manifest_path))
+    return decide(
+        vault,
+        arrays,
+        lt,
+        lp,
+        alpha,
+        str(model.path),
+        str(vpath),
+        None if manifest_path is None else Path(manifest_path),
+    )
 
 
 def decide(
@@ -393,8 +443,9 @@ def decide(
     labels = arrays.probe_labels
     ident = np.arange(vault.output_size, dtype=np.int64)
     cands: list[tuple[str, str, npt.NDArray[np.int64]]] = [("base", "base", ident)]
-    cands += [(r.name, "licensee", np.asarray(r.permutation, dtype=np.int64))
-              for r in vault.licensees]
+    cands += [
+        (r.name, "licensee", np.asarray(r.permutation, dtype=np.int64)) for r in vault.licensees
+    ]
     same_as: str | None = None
     notes: list[str] = []
     if manifest_path is not None:
@@ -402,8 +453,10 @@ def decide(
         same_as = next((n for n, _, p in cands if np.array_equal(p, order)), None)
         if same_as is None:
             cands.append(("manifest", "manifest", order))
-            notes.append("the manifest's output order is none of the issued ones: "
-                         "the file was re-permuted consistently with its manifest")
+            notes.append(
+                "the manifest's output order is none of the issued ones: "
+                "the file was re-permuted consistently with its manifest"
+            )
         else:
             notes.append(f"the manifest's output order is {same_as}'s")
 
@@ -424,10 +477,17 @@ def decide(
     evidence = []
     for name, kind, perm in cands:
         hits, acc = prof.evidence(perm, lt, lp, labels)
-        evidence.append(CandidateEvidence(
-            name, kind, hits, vault.num_triggers, acc, prof.fingerprint_log10(hits),
-            manifest_agrees=same_as == name,
-        ))
+        evidence.append(
+            CandidateEvidence(
+                name,
+                kind,
+                hits,
+                vault.num_triggers,
+                acc,
+                prof.fingerprint_log10(hits),
+                manifest_agrees=same_as == name,
+            )
+        )
     recovery = prof.recover(lt, lp, labels)
 
     best = min(evidence, key=lambda e: e.log10_p_value)
@@ -440,23 +500,30 @@ def decide(
     licensee: str | None = None
     if len(significant) > 1:
         attribution = "ambiguous"
-        summary = ("owned; several output orders explain the triggers ("
-                   + ", ".join(e.name for e in significant) + "): no licensee named")
+        summary = (
+            "owned; several output orders explain the triggers ("
+            + ", ".join(e.name for e in significant)
+            + "): no licensee named"
+        )
     elif significant and best.kind == "licensee":
         attribution, licensee = "licensee", best.name
-        summary = f"owned: the file is licensee {best.name!r}'s copy"
+        summary = f"owned: the file is the copy issued to licensee {best.name!r}"
     elif significant and best.kind == "base":
         attribution = "base"
         summary = "owned: the file is the unpermuted base model (no licensee's fingerprint)"
     elif significant:
         attribution = "re-permuted"
-        summary = ("owned: the file carries an output order none of the issued ones; "
-                   "its per-licensee fingerprint was erased (see verify-labels)")
+        summary = (
+            "owned: the file carries an output order none of the issued ones; "
+            "its per-licensee fingerprint was erased (see verify-labels)"
+        )
     elif owned:
         attribution = "re-permuted"
-        summary = ("owned (slot recovery): the outputs were re-permuted, which erases the "
-                   "per-licensee fingerprint; name the licensee behind a service with "
-                   "verify-labels, or pass the suspect's --manifest")
+        summary = (
+            "owned (slot recovery): the outputs were re-permuted, which erases the "
+            "per-licensee fingerprint; name the licensee behind a service with "
+            "verify-labels, or pass the suspect's --manifest"
+        )
     else:
         attribution = "none"
         summary = "not proven: the evidence is consistent with an unrelated model"
