@@ -62,9 +62,11 @@ class RerandomizerPool:
 
     A background thread keeps up to ``capacity`` triples ready, so the three scalar
     multiplications per row run while the server is idle or waiting on inference
-    instead of on the request's path. Reusing a triple would link two outputs, so
-    ``take`` removes what it returns under a lock; when the pool runs dry the rest is
-    computed inline with fresh scalars (never recycled).
+    instead of on the request's path. It refills in chunks (a quarter of the capacity,
+    at most ``chunk``) once that much room is free, not after every request: a refill
+    right behind each small request would compete with the next one for the CPU.
+    Reusing a triple would link two outputs, so ``take`` removes what it returns under
+    a lock; when the pool runs dry the rest is computed inline with fresh scalars.
     """
 
     def __init__(self, model: ProtectedModel, capacity: int, chunk: int = 256):
@@ -72,7 +74,7 @@ class RerandomizerPool:
             raise ValueError("capacity and chunk must be at least 1")
         self._model = model
         self._capacity = capacity
-        self._chunk = chunk
+        self._chunk = max(1, min(chunk, capacity // 4))
         # FIFO of (g1^r, g2^r, h^r) batches; ``_size`` counts their rows.
         self._parts: collections.deque[tuple[Elements, Elements, Elements]] = collections.deque()
         self._size = 0
@@ -85,11 +87,11 @@ class RerandomizerPool:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._stop and self._size >= self._capacity:
+                while not self._stop and self._capacity - self._size < self._chunk:
                     self._wake.wait()
                 if self._stop:
                     return
-                want = min(self._chunk, self._capacity - self._size)
+                want = self._chunk
             r = self._model.scheme.rerandomizers(self._model.manifest.pk, want)
             with self._lock:
                 self._parts.append((r[0], r[1], r[2]))

@@ -1,0 +1,57 @@
+"""Smoke test of ``benchmarks/serving.py`` at a tiny budget (< 30 s): it runs end to end on
+loopback, stops by itself and prints its JSON last line. The numbers mean nothing here.
+
+KServe runs only if ``bench-out/kserve-venv`` was already built by a real run (building it
+takes minutes); otherwise its rows are skipped and the JSON says ``"kserve": false``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serving_benchmark_tiny(tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # the benchmark builds its models with the exporter
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.serving", "--tiny", "--kserve", "existing",
+            "--out", str(tmp_path / "serving"),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    result = json.loads(lines[-1])
+    assert result["benchmark"] == "serving" and result["scale"] == "tiny"
+    cnn = result["models"]["cnn"]
+    for key in ("protected_vs_plain_throughput", "protected_vs_kserve_throughput", "p99_ms"):
+        assert key in cnn
+    assert cnn["crypto_us_per_row"] > 0 and cnn["raw_3_scalarmult_us_per_row"] > 0
+    systems = {c["system"] for c in result["cells"]["cnn"]}
+    want = {"protected", "plain", "protected-v2"} | ({"kserve"} if result["kserve"] else set())
+    assert systems == want
+    for cell in result["cells"]["cnn"]:
+        assert cell["errors"] == 0 and cell["requests_per_s"] > 0, cell
+    # Every server it started has stopped (each wrote its log, none is still listening).
+    assert (tmp_path / "serving" / "logs-cnn" / "protected.log").is_file()
+
+
+def test_plain_mode_is_not_a_server_flag() -> None:
+    """Protection off exists only inside the benchmark, never as an `encryip serve` setting."""
+    from benchmarks.serving import PLAIN_FLAG
+    from encryip_runtime.server.config import ServerConfig
+
+    names = {f.lower() for f in ServerConfig.__dataclass_fields__}
+    assert not any("plain" in n or "unprotect" in n or "benchmark" in n for n in names)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "encryip_runtime.cli.main", "serve", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    ).stdout  # fmt: skip
+    assert "--reroll-pool" in help_text and PLAIN_FLAG not in help_text
