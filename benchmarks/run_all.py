@@ -462,7 +462,8 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
             res_txt = (
                 "nothing found"
                 if not x["found"]
-                else f"a key consistent with the observations; it reads {acc:.3f} of fresh predictions (chance 0.1)"
+                else "a key consistent with the observations"
+                + ("" if acc is None else f"; it reads {acc:.3f} of fresh predictions (chance 0.1)")
             )
             lines.append(
                 f"| secure | 10 | {x.get('observations', 3)} (searched {x['pairs_searched']} of 2^{x['key_space_bits']} pairs) | {x['seconds']:.2f} | {res_txt} |"
