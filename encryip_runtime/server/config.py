@@ -88,10 +88,13 @@ class ServerConfig:
     # 0: no polling; SIGHUP always reloads.
     reload_poll_seconds: float = 0.0
     # Secure profile: precomputed SampDist re-randomisers, each used once; 0 = off.
-    # Default from benchmarks/serving.py (docs/perf.md): fills while idle, so requests at
-    # low load skip the 3 scalar multiplications per row; under saturation it costs nothing.
+    # On by default from benchmarks/serving.py's ablations (2-core machine): with batch 32
+    # the pool's thread overlaps the scalar multiplications with the request path (+25-70 %
+    # rows/s vs 0, lower p99); at batch 1 no difference was measurable above the noise.
+    # 1024 rows = 32 full batches ready after idle, ~100 KB; refilled a quarter at a time.
     reroll_pool: int = 1024
     # GOAWAY after this many seconds so clients reconnect through the load balancer; 0 = off.
+    # benchmarks/serving.py measured no throughput cost even at 1 s, so 300 s is on by default.
     max_connection_age_seconds: float = 300.0
     log_level: str = "INFO"
 
