@@ -146,12 +146,16 @@ class EncryIPServer:
         )
         address = f"{_host(cfg.host)}:{cfg.port}"
         creds = server_credentials(cfg)
-        if creds is not None:
-            self.port = self._grpc.add_secure_port(address, creds)
-        else:
-            self.port = self._grpc.add_insecure_port(address)
+        try:
+            if creds is not None:
+                self.port = self._grpc.add_secure_port(address, creds)
+            else:
+                self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc: "Failed to bind", also for a key that fits no cert
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind {address}")
+            hint = " (port in use, or --tls-key does not match --tls-cert)" if creds else ""
+            raise OSError(f"cannot bind {address}{hint}")
 
     def start(self) -> None:
         """Start answering on the main port; health goes SERVING."""

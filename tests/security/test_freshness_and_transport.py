@@ -164,11 +164,6 @@ def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a TLS key that does not match the cert (or a busy port) ends in "
-    "'unexpected RuntimeError: Failed to bind' from grpc instead of a clear 'cannot start'",
-)
 def test_bad_security_settings_refused_at_start(
     secure_release: Any, certs: Certs, tmp_path: Path
 ) -> None:
