@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 __all__ = [
     "binomial_tail_log10",
-    "injection_bound_log10",
     "min_count_for",
+    "occupancy_tail_log10",
     "poisson_binomial_tail_log10",
     "slot_fingerprint_log10",
     "to_p",
@@ -97,19 +97,31 @@ def slot_fingerprint_log10(num_triggers: int, num_slots: int, hits: int) -> floa
     return min(0.0, log / _LN10)
 
 
-def injection_bound_log10(num_triggers: int, free_slots: int, num_slots: int, hits: int) -> float:
-    """Bound on log10 P(>= hits distinct free slots are hit) when each of T inputs lands
-    independently and uniformly on one of S slots, ``free_slots`` of which are free:
+def occupancy_tail_log10(num_triggers: int, free_slots: int, num_slots: int, hits: int) -> float:
+    """log10 P(>= hits distinct free slots are hit), exact, when each of T inputs lands
+    independently and uniformly on one of S slots, ``free_slots`` (R) of which are free.
 
-    P <= C(T, h) * (R)_h / S^h  (union bound over which h inputs hit distinct free slots).
+    A Markov chain over d = free slots hit so far: the next input hits a new free slot
+    with probability (R - d) / S. (All T on distinct free slots: (R)_T / S^T.)
     """
     t, r, s, h = num_triggers, free_slots, num_slots, hits
     if h <= 0:
         return 0.0
     if h > t or h > r:
         return -math.inf
-    log = _log_comb(t, h) + math.lgamma(r + 1) - math.lgamma(r - h + 1) - h * math.log(s)
-    return min(0.0, log / _LN10)
+    dp = [0.0] + [-math.inf] * r  # log P(d)
+    for _ in range(t):
+        new = [-math.inf] * (r + 1)
+        for d in range(r + 1):
+            if dp[d] == -math.inf:
+                continue
+            stay = (s - r + d) / s
+            if stay > 0:
+                new[d] = _logsumexp([new[d], dp[d] + math.log(stay)])
+            if d < r:
+                new[d + 1] = _logsumexp([new[d + 1], dp[d] + math.log((r - d) / s)])
+        dp = new
+    return min(0.0, _logsumexp(dp[h:]) / _LN10)
 
 
 def min_count_for(

@@ -231,7 +231,7 @@ class _Secure(_Profile):
             self.t,
             acc,
             True,
-            stats.injection_bound_log10(self.t, free, self.s, h),
+            stats.occupancy_tail_log10(self.t, free, self.s, h),
             f"{h} of {self.t} triggers on distinct outputs among the {free} non-class outputs",
         )
 
