@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -582,20 +582,37 @@ def run_model(
     logs.mkdir(parents=True, exist_ok=True)
     servers: dict[str, Server] = {}
     try:
-        servers["protected"] = start_ours("protected", release, logs, threads)
-        servers["plain"] = start_ours(
-            "plain", release, logs, threads, plain=True, extra=["--reroll-pool", "0"]
-        )
+        starters: dict[str, Callable[[], Server]] = {
+            "protected": lambda: start_ours("protected", release, logs, threads),
+            "plain": lambda: start_ours(
+                "plain", release, logs, threads, plain=True, extra=["--reroll-pool", "0"]
+            ),
+        }
         if kserve_py is not None:
-            servers["kserve"] = start_kserve(kserve_py, release / "model.onnx", logs, threads)
+            starters["kserve"] = lambda: start_kserve(
+                kserve_py, release / "model.onnx", logs, threads
+            )
         if scale.ablations:
-            servers["pool-off"] = start_ours(
+            starters["pool-off"] = lambda: start_ours(
                 "pool-off", release, logs, threads, extra=["--reroll-pool", "0"]
             )
-            servers["age-1s"] = start_ours(
+            starters["age-1s"] = lambda: start_ours(
                 "age-1s", release, logs, threads, extra=["--max-connection-age-seconds", "1"]
             )
-        wait_ready(list(servers.values()))
+        for name, start in starters.items():
+            servers[name] = start()
+        for name, start in starters.items():
+            for attempt in range(3):  # a port picked free may be taken by then: retry
+                try:
+                    wait_ready([servers[name]])
+                    break
+                except RuntimeError as exc:
+                    exited = servers[name].proc.poll() is not None
+                    servers[name].stop()
+                    if attempt == 2 or not exited:
+                        raise
+                    log.warning("%s failed to start, retrying: %s", name, str(exc)[-200:])
+                    servers[name] = start()
         rows = [("protected", "v1"), ("plain", "v1"), ("protected-v2", "v2")]
         if "kserve" in servers:
             rows.append(("kserve", "v2"))

