@@ -30,8 +30,10 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,21 +92,105 @@ def split_data(dataset: str, budget: Budget, pool: int, seed: int = 0) -> tuple[
 # ----------------------------------------------------------------------------- metrics
 
 
-def protected_metrics(cell: Cell, model: Any) -> dict[str, float]:
-    """Accuracy with licensee 0's key, exact trigger recovery, Eqn.-5 attribution."""
+def protected_metrics(
+    cell: Cell, model: Any, perm: npt.NDArray[np.int64] | None = None
+) -> dict[str, float]:
+    """Accuracy with licensee 0's key, exact trigger recovery, Eqn.-5 attribution.
+    ``perm``: the model is a licensee variant (output k = base output perm[k])."""
     import torch
 
     from exporter.train import decrypted_labels, predict_logits, trigger_hits
 
     dev = torch.device("cpu")
     plan, data = cell.plan, cell.data
-    lg = predict_logits(model, data.x_test, dev)
-    tl = predict_logits(model, cell.trigger_x, dev)
+    lg = unpermute(predict_logits(model, data.x_test, dev), perm)
+    tl = unpermute(predict_logits(model, cell.trigger_x, dev), perm)
     return {
         "accuracy": float((decrypted_labels(plan, lg, plan.family.keys[0]) == data.y_test).mean()),
         "trigger_accuracy": float(trigger_hits(plan, tl).mean()),
         "attribution": attribution(plan, tl),
     }
+
+
+def unpermute(
+    logits: npt.NDArray[np.float32], perm: npt.NDArray[np.int64] | None
+) -> npt.NDArray[np.float32]:
+    if perm is None:
+        return logits
+    base = np.empty_like(logits)
+    base[:, perm] = logits
+    return base
+
+
+class Arbitrator:
+    """The arbitrator's own decision (``verify_onnx.decide``) on a stolen licensee copy.
+
+    Writes a real release for the cell (ONNX export, keys, vault, licensee variants),
+    then judges each attacked model from its raw outputs on the vault's triggers and
+    probes: the same function ``encryip-arbitrator verify-onnx`` runs after
+    onnxruntime (the export's parity check ties torch's logits to the file's).
+    """
+
+    def __init__(self, cell: Cell, root: str):
+        import torch
+
+        from encryip_runtime.arbitrator.inputs import load_vault_with_arrays
+        from encryip_runtime.formats.manifest import InputSpec
+        from encryip_runtime.release.writer import write_release
+        from exporter.data import stratified_indices
+        from exporter.export_onnx import export_onnx
+
+        out = f"{root}/release-{cell.dataset}-{cell.profile}"
+        onnx_path = f"{root}/{cell.dataset}-{cell.profile}.onnx"
+        cell.model.eval()
+        export_onnx(cell.model.cpu(), torch.from_numpy(cell.data.x_test[:8]), onnx_path)
+        with open(onnx_path, "rb") as f:
+            model_bytes = f.read()
+        probe = stratified_indices(cell.data.y_test, min(500, len(cell.data.y_test)), seed=7)
+        write_release(
+            Path(out),
+            cell.plan,
+            model_bytes,
+            input_spec=InputSpec("pixels", "uint8", cell.data.input_shape),
+            trigger_inputs=cell.trigger_x,
+            probe_inputs=cell.data.x_test[probe],
+            probe_labels=cell.data.y_test[probe],
+        )
+        self.vault, self.arrays, self.path = load_vault_with_arrays(Path(out))
+        self.leaker = self.vault.licensees[0]
+        self.perm = np.asarray(self.leaker.permutation, dtype=np.int64)
+
+    def stolen_copy(self, model: Any) -> Any:
+        """The leaker's variant as a torch model: head rows permuted like its ONNX file."""
+        import torch
+
+        from exporter.models import head_of
+
+        m = copy.deepcopy(model)
+        head = head_of(m)
+        idx = torch.from_numpy(self.perm)
+        with torch.no_grad():
+            head.weight.copy_(head.weight[idx].clone())
+            head.bias.copy_(head.bias[idx].clone())
+        return m
+
+    def judge(self, model: Any) -> dict[str, Any]:
+        import torch
+
+        from encryip_runtime.arbitrator.verify_onnx import decide
+        from exporter.train import predict_logits
+
+        dev = torch.device("cpu")
+        lt = predict_logits(model, self.arrays.trigger_inputs, dev)
+        lp = predict_logits(model, self.arrays.probe_inputs, dev)
+        v = decide(self.vault, self.arrays, lt, lp, 1e-6, "attacked", str(self.path))
+        return {
+            "owned": bool(v.owned),
+            "licensee": v.licensee,
+            "leaker_named": v.licensee == self.leaker.name,
+            "verdict": v.attribution,
+            "log10_p": float(v.log10_p_value),
+        }
 
 
 def raw_outputs(plan: Any, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
@@ -139,20 +225,39 @@ def encode_labels(scheme: Any, y: npt.NDArray[np.int64]) -> Any:
     return codec.sample_messages(scheme.group)[y]
 
 
-def removal(cell: Cell, held: Any, budget: Budget, parts: int = 5) -> dict[str, Any]:
-    """Paper Fig. 6-7: consecutive fine-tuning on `parts` slices; magnitude pruning."""
+def removal(cell: Cell, held: Any, budget: Budget, tmp: str, parts: int = 5) -> dict[str, Any]:
+    """Paper Fig. 6-7 on a leaked licensee copy: consecutive fine-tuning on `parts`
+    slices; magnitude pruning. Judged by our metrics and by the arbitrator."""
+    from dataclasses import replace
+
     import torch
     from torch import nn
 
     from exporter.train import DataArrays, block_width, train_model
 
-    steps = [{"step": 0, **protected_metrics(cell, cell.model)}]
-    model = copy.deepcopy(cell.model)
-    cut = np.array_split(np.arange(len(held.x_train)), parts)
-    cfg = train_config(cell.arch, cell.profile, cell.seed + 1, budget)
-    from dataclasses import replace
+    arb: Arbitrator | None = None
+    try:
+        arb = Arbitrator(cell, tmp)
+    except ImportError:  # no arbitrator package: our own metrics only
+        log.warning("encryip_runtime.arbitrator not importable: removal judged without it")
+    perm = None if arb is None else arb.perm
 
-    cfg = replace(cfg, epochs=1, lr=budget.lr / 2)
+    def judge(m: Any) -> dict[str, Any]:
+        out: dict[str, Any] = protected_metrics(cell, m, perm)
+        if arb is not None:
+            out["arbitrator"] = arb.judge(m)
+        return out
+
+    model = cell.model if arb is None else arb.stolen_copy(cell.model)
+    stolen = copy.deepcopy(model)
+    steps = [{"step": 0, **judge(model)}]
+    cut = np.array_split(np.arange(len(held.x_train)), parts)
+    cfg = replace(
+        train_config(cell.arch, cell.profile, cell.seed + 1, budget), epochs=1, lr=budget.lr / 2
+    )
+    targets = cell.plan.class_targets()
+    if perm is not None:  # the thief trains its own copy in its own output order
+        targets = targets[:, perm]
     for k, idx in enumerate(cut, start=1):
         part = DataArrays(
             held.x_train[idx], held.y_train[idx], held.x_test, held.y_test, held.class_names
@@ -160,18 +265,18 @@ def removal(cell: Cell, held: Any, budget: Budget, parts: int = 5) -> dict[str, 
         train_model(
             model,
             part,
-            cell.plan.class_targets(),
+            targets,
             cfg,
             block=block_width(cell.plan),
             progress=False,
             tag=f"finetune-{k}",
         )
         model = model.cpu()
-        steps.append({"step": k, **protected_metrics(cell, model)})
+        steps.append({"step": k, **judge(model)})
         log.info("fine-tune part %d/%d: %s", k, parts, steps[-1])
     pruning = []
     for frac in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
-        m = copy.deepcopy(cell.model)
+        m = copy.deepcopy(stolen)
         ws = [mod.weight for mod in m.modules() if isinstance(mod, nn.Conv2d | nn.Linear)]
         if frac > 0:
             allw = torch.cat([w.detach().abs().flatten() for w in ws])
@@ -179,12 +284,13 @@ def removal(cell: Cell, held: Any, budget: Budget, parts: int = 5) -> dict[str, 
             with torch.no_grad():
                 for w in ws:
                     w[w.abs() < thr] = 0
-        pruning.append({"fraction": frac, **protected_metrics(cell, m)})
+        pruning.append({"fraction": frac, **judge(m)})
         log.info("pruning %.0f%%: %s", 100 * frac, pruning[-1])
     return {
         "dataset": cell.dataset,
         "profile": cell.profile,
         "arch": cell.arch,
+        "stolen": "base model" if arb is None else f"licensee variant ({arb.leaker.name})",
         "finetune_part_size": len(cut[0]),
         "finetune_lr": cfg.lr,
         "finetune": steps,
@@ -520,14 +626,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for prof, c in cells.items()
         }
     if "removal" in sections:
-        rows = [
-            removal(cells["secure"], held["secure"], budget),
-            removal(cells["paper"], held["paper"], budget),
-        ]
-        for ds in removal_sets[1:]:
-            train, h = split_data(ds, budget, pool)
-            cell = run_cell(ds, args.arch, "secure", 0, budget, baseline=False, data=train)
-            rows.append(removal(cell, h, budget))
+        with tempfile.TemporaryDirectory(prefix="encryip-removal-") as tmp:
+            rows = [removal(cells[p], held[p], budget, tmp) for p in ("secure", "paper")]
+            for ds in removal_sets[1:]:
+                train, h = split_data(ds, budget, pool)
+                cell = run_cell(ds, args.arch, "secure", 0, budget, baseline=False, data=train)
+                rows.append(removal(cell, h, budget, tmp))
         result["removal"] = rows
     if "forgery" in sections:
         result["forgery"] = forgery(reps, bound=16 if scale == "tiny" else 64)

@@ -84,6 +84,9 @@ def load_results(out: Path) -> dict[str, Any]:
         stem = path.stem
         if stem.startswith("paper_table1"):
             res.setdefault("paper_table1", []).append(data)
+        elif stem.startswith("attacks"):
+            # attacks.json, then attacks-*.json (re-runs of some sections) override sections
+            res.setdefault("attacks", {}).update(data)
         else:
             res[stem] = data
     return res
@@ -395,9 +398,16 @@ def removal_section(rows: list[dict[str, Any]]) -> list[str]:
         "globally smallest fraction of conv/linear weights set to zero, no retraining. After each "
         "step: accuracy with a licensee key, exact trigger recovery, Eqn.-5 attribution.",
         "",
-        "| model | step | accuracy | trigger recovery | attribution |",
-        "|---|---|---|---|---|",
+        "| model | step | accuracy | trigger recovery | Eqn.-5 attribution | arbitrator (verify-onnx): owned, licensee, log10 p |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def arb(s: dict[str, Any]) -> str:
+        a = s.get("arbitrator")
+        if not a:
+            return "—"
+        return f"{'owned' if a['owned'] else 'not owned'}, {a['licensee'] or a['verdict']}, {a['log10_p']:.1f}"
+
     for r in rows:
         tag = f"{r['arch']} {r['dataset']} {r['profile']}"
         for s in r["finetune"]:
@@ -407,11 +417,11 @@ def removal_section(rows: list[dict[str, Any]]) -> list[str]:
                 else f"fine-tune part {s['step']} ({r['finetune_part_size']} img)"
             )
             lines.append(
-                f"| {tag} | {step} | {s['accuracy']:.4f} | {s['trigger_accuracy']:.3f} | {s['attribution']:.2f} |"
+                f"| {tag} | {step} | {s['accuracy']:.4f} | {s['trigger_accuracy']:.3f} | {s['attribution']:.2f} | {arb(s)} |"
             )
         for s in r["pruning"][1:]:
             lines.append(
-                f"| {tag} | pruned {100 * s['fraction']:.0f}% | {s['accuracy']:.4f} | {s['trigger_accuracy']:.3f} | {s['attribution']:.2f} |"
+                f"| {tag} | pruned {100 * s['fraction']:.0f}% | {s['accuracy']:.4f} | {s['trigger_accuracy']:.3f} | {s['attribution']:.2f} | {arb(s)} |"
             )
     lines += [
         "",
