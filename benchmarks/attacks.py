@@ -627,7 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     if "removal" in sections:
         with tempfile.TemporaryDirectory(prefix="encryip-removal-") as tmp:
-            rows = [removal(cells[p], held[p], budget, tmp) for p in ("secure", "paper")]
+            profs = ("secure",) if scale == "tiny" else ("secure", "paper")
+            rows = [removal(cells[p], held[p], budget, tmp) for p in profs]
             for ds in removal_sets[1:]:
                 train, h = split_data(ds, budget, pool)
                 cell = run_cell(ds, args.arch, "secure", 0, budget, baseline=False, data=train)
