@@ -198,12 +198,20 @@ def plot_fig5(res: dict[str, Any], path: Path) -> bool:
 
 def plot_removal(rows: list[dict[str, Any]], fig6: Path, fig7: Path) -> bool:
     plt = _plt()
-    for path, keys in ((fig6, ("accuracy",)), (fig7, ("trigger_accuracy", "attribution"))):
+    for r in rows:  # the arbitrator's verdict as a number: 1 = owned and the leaker named
+        for s in r["finetune"] + r["pruning"]:
+            a = s.get("arbitrator")
+            s["arbitrator_named"] = float(bool(a and a["owned"] and a.get("leaker_named")))
+    has_arb = any("arbitrator" in s for r in rows for s in r["finetune"])
+    verif = (
+        ("trigger_accuracy", "arbitrator_named") if has_arb else ("trigger_accuracy", "attribution")
+    )
+    for path, keys in ((fig6, ("accuracy",)), (fig7, verif)):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         for r in rows:
             tag = f"{r['dataset']}/{r['profile']}"
             for k in keys:
-                ls = "-" if k != "attribution" else ":"
+                ls = "-" if k in ("accuracy", "trigger_accuracy") else ":"
                 axes[0].plot(
                     [s["step"] for s in r["finetune"]],
                     [s[k] for s in r["finetune"]],
