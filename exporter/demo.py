@@ -130,12 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("demo-release"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "encryip_runtime.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
 
     from encryip_runtime.arbitrator import verify_onnx
-
     from exporter.data import load_dataset
     from exporter.job import JobConfig, arrays_from_splits, run_train_job
     from exporter.report import table1_markdown
