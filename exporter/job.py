@@ -154,7 +154,10 @@ def run_train_job(
     onnx_path = out.parent / f".{out.name}.model.onnx.tmp"
     out.parent.mkdir(parents=True, exist_ok=True)
     enc.model.eval()
-    export_onnx(enc.model.cpu(), torch.from_numpy(data.x_test[:8]), onnx_path)
+    # Parity sample: test images and every trigger (the triggers must survive export
+    # exactly); per-block argmax for the paper profile's three one-hot blocks.
+    sample = np.concatenate([data.x_test[:64], trigger_x])
+    export_onnx(enc.model.cpu(), torch.from_numpy(sample), onnx_path, argmax_block=block)
     model_bytes = onnx_path.read_bytes()
     onnx_path.unlink()
     probe_idx = stratified_indices(
@@ -191,6 +194,8 @@ def run_train_job(
         "train_seconds": {
             "encryip": enc.train_seconds,
             "original": None if base is None else base.train_seconds,
+            "encryip_cpu": enc.train_cpu_seconds,
+            "original_cpu": None if base is None else base.train_cpu_seconds,
         },
         "history": {
             "EncryIP": [asdict(m) for m in enc.history],
@@ -201,5 +206,8 @@ def run_train_job(
     if base is not None:
         metrics["accuracy"]["delta_pp"] = 100 * (final["accuracy"] - base.history[-1].test_accuracy)
         metrics["train_seconds"]["ratio"] = enc.train_seconds / max(base.train_seconds, 1e-9)
+        metrics["train_seconds"]["cpu_ratio"] = enc.train_cpu_seconds / max(
+            base.train_cpu_seconds, 1e-9
+        )
     write_report(ReleasePaths(out).root / "report", metrics)
     return metrics

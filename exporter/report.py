@@ -46,8 +46,10 @@ def table1_markdown(metrics: dict[str, Any]) -> str:
     if ts.get("original"):
         lines += [
             "",
-            f"Training time: original {ts['original']:.1f}s, EncryIP {ts['encryip']:.1f}s "
-            f"(ratio {ts['encryip'] / ts['original']:.3f}).",
+            f"Training time (same epochs): original {ts['original']:.1f}s, EncryIP "
+            f"{ts['encryip']:.1f}s wall (ratio {ts['encryip'] / ts['original']:.3f})"
+            + (f"; CPU ratio {ts['cpu_ratio']:.3f}" if ts.get("cpu_ratio") is not None else "")
+            + ".",
         ]
     return "\n".join(lines) + "\n"
 
