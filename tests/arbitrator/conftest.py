@@ -62,7 +62,7 @@ def data() -> DataArrays:
 def _cfg(profile: str, seed: int, epochs: int = 3) -> TrainConfig:
     return TrainConfig(
         profile=profile, epochs=epochs, batch_size=32, lr=3e-3, num_triggers=NUM_TRIGGERS,
-        num_threads=2, seed=seed, licensees=LICENSEES, device="cpu",
+        num_threads=1, seed=seed, licensees=LICENSEES, device="cpu",
     )  # fmt: skip
 
 

@@ -92,19 +92,43 @@ def test_derived_key_is_family_but_unattributed(tiny_release: TinyRelease, tmp_p
     assert ("anyone" if tiny_release.profile == "paper" else "colluding") in v.summary
 
 
+def _expected_for(release: TinyRelease, sk: dict[str, Any]) -> str:
+    """foreign, unless the scalars happen to satisfy g1^a g2^b = h of this release: in the
+    paper profile's tiny group that is a 1-in-n event, and such a key really is derived."""
+    vault = Vault.load(release.paths.vault)
+    g = vault.scheme.group
+    key = type(vault.licensees[0].sk)(g.scalar_from_json(sk["a"]), g.scalar_from_json(sk["b"]))
+    if any(r.sk == key for r in vault.licensees):  # paper: 1 in n^2 per licensee
+        return "issued"
+    try:
+        vault.scheme.check_key(vault.pk, key)
+    except Exception:
+        return "foreign"
+    return "derived"
+
+
 def test_foreign_keys(tiny_release: TinyRelease, tmp_path: Path) -> None:
     other = make_tiny_release(tmp_path / "other", tiny_release.profile)
     v = verify_key(other.key("acme"), tiny_release.paths.vault)
     assert v.status == "foreign" and v.licensee is None and v.exit_code == 1
+    assert "another release" in v.summary  # decided by its pk fingerprint
     # the same scalars without the pk fields: decided by the algebra alone
     bare = {"sk": _key_doc(other.key("acme"))["sk"]}
     v = verify_key(_write(tmp_path / "bare.json", bare), tiny_release.paths.vault)
-    assert v.status == "foreign"
-    # a random scalar pair with this release's pk
+    assert v.status == _expected_for(tiny_release, bare["sk"])
+    # another scalar pair with this release's pk
     doc = _key_doc(tiny_release.key("acme"))
     doc["sk"]["a"] = _key_doc(other.key("globex"))["sk"]["a"]
     v = verify_key(_write(tmp_path / "mixed.json", doc), tiny_release.paths.vault)
-    assert v.status == "foreign"
+    assert v.status == _expected_for(tiny_release, doc["sk"])
+
+
+def test_secure_foreign_scalars(secure_release: TinyRelease, tmp_path: Path) -> None:
+    """In ristretto255 a scalar pair of another release is never a key of this one."""
+    other = make_tiny_release(tmp_path / "other", "secure")
+    bare = {"sk": _key_doc(other.key("acme"))["sk"]}
+    v = verify_key(_write(tmp_path / "bare.json", bare), secure_release.paths.vault)
+    assert v.status == "foreign" and "g1^a * g2^b != h" in v.summary
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,13 @@ def test_repermuted_with_its_manifest_is_exact(trained: Trained) -> None:
     )
     assert v.owned and v.attribution == "re-permuted" and v.licensee is None
     manifest = next(c for c in v.candidates if c.kind == "manifest")
-    assert manifest.trigger_hits == v.num_triggers
+    # undoing the manifest's order gives back exactly the leaking licensee's evidence
+    src = verify_onnx(trained.model(trained.repermuted_from), trained.vault)
+    own = next(c for c in src.candidates if c.name == trained.repermuted_from)
+    assert (manifest.trigger_hits, manifest.probe_accuracy) == (
+        own.trigger_hits,
+        own.probe_accuracy,
+    )
     assert manifest.log10_p_value < math.log10(ALPHA)
 
 
