@@ -184,14 +184,19 @@ class _Secure(_Profile):
     def fingerprint_log10(self, hits: int) -> float:
         return stats.slot_fingerprint_log10(self.t, self.s, hits)
 
-    def evidence(self, perm, lt, lp, labels):  # type: ignore[no-untyped-def]
+    def evidence(
+        self, perm: npt.NDArray[np.int64], lt: npt.NDArray[Any], lp: npt.NDArray[Any],
+        labels: npt.NDArray[np.int64],
+    ) -> tuple[int, float | None]:  # fmt: skip
         hits = int(np.sum(perm[np.argmax(lt, axis=1)] == self.trigger_slots)) if self.t else 0
         acc = None
         if len(lp):
             acc = float(np.mean(self.slot_class[perm[np.argmax(lp, axis=1)]] == labels))
         return hits, acc
 
-    def recover(self, lt, lp, labels):  # type: ignore[no-untyped-def]
+    def recover(
+        self, lt: npt.NDArray[Any], lp: npt.NDArray[Any], labels: npt.NDArray[np.int64]
+    ) -> SlotRecovery:
         k = self.vault.num_classes
         method = "class outputs from the probe set; triggers on distinct other outputs"
         pos = _majority_positions(np.argmax(lp, axis=1), labels, k) if len(lp) else {}
@@ -251,7 +256,10 @@ class _Paper(_Profile):
     def fingerprint_log10(self, hits: int) -> float:
         return stats.binomial_tail_log10(self.t, hits, self.q_hit)
 
-    def evidence(self, perm, lt, lp, labels):  # type: ignore[no-untyped-def]
+    def evidence(
+        self, perm: npt.NDArray[np.int64], lt: npt.NDArray[Any], lp: npt.NDArray[Any],
+        labels: npt.NDArray[np.int64],
+    ) -> tuple[int, float | None]:  # fmt: skip
         tr = OneHotTransfer(self.p, perm)
         hits = int(np.sum(np.all(tr.phi_inv(lt) == self.trig, axis=1))) if self.t else 0
         acc = None
@@ -260,7 +268,9 @@ class _Paper(_Profile):
             acc = float(np.mean(got == labels))
         return hits, acc
 
-    def recover(self, lt, lp, labels):  # type: ignore[no-untyped-def]
+    def recover(
+        self, lt: npt.NDArray[Any], lp: npt.NDArray[Any], labels: npt.NDArray[np.int64]
+    ) -> SlotRecovery:
         """Within-block re-permutation: each block's positions are recovered separately."""
         method = "positions within each block from the probe set; triggers checked against them"
         k, p, n = self.vault.num_classes, self.p, self.n
@@ -467,11 +477,11 @@ def decide(
         lambda h: correction + prof.fingerprint_log10(h), vault.num_triggers, log10_a
     )
     if min_hits is None:
-        best = correction + prof.fingerprint_log10(vault.num_triggers)
+        best_possible = correction + prof.fingerprint_log10(vault.num_triggers)
         raise ArbitrationInputError(
             f"the vault holds {vault.num_triggers} triggers: even if every one hit, p would be "
-            f"{stats.to_p(best):.3g}, not below alpha = {alpha:g}; no decision can rest on "
-            "so few triggers (use a release with more triggers, or a larger --alpha)"
+            f"{stats.to_p(best_possible):.3g}, not below alpha = {alpha:g}; no decision can "
+            "rest on so few triggers (use a release with more triggers, or a larger --alpha)"
         )
 
     evidence = []
