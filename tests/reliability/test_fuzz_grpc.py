@@ -278,3 +278,27 @@ def test_predict_cli_images(
     path = d / data.draw(st.sampled_from(["x.png", "x.jpg", "x", "x.NPY"]))
     path.write_bytes(raw)
     _run_predict(endpoint, secure_release.key("acme"), [path], capsys)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="decode_tensor: zero-element shape whose dims overflow int64 -> numpy ValueError "
+    "-> INTERNAL instead of INVALID_ARGUMENT",
+)
+def test_zero_element_shape_with_huge_dims(served: tuple[EncryIPServer, grpc.Channel]) -> None:
+    """Found by test_fuzz_parsers::test_request_tensors: [8, 2**60, 0] holds 0 elements (so 0
+    bytes match), but numpy cannot make that shape."""
+    _server, channel = served
+    shape = [8, 2**60, 0]
+    with pytest.raises(grpc.RpcError) as info:
+        encryip_pb2_grpc.EncryIPStub(channel).Predict(
+            encryip_pb2.PredictRequest(input=encryip_pb2.Tensor(dtype="uint8", shape=shape)),
+            timeout=10,
+        )
+    check_refusal(info.value)
+    req = pb.ModelInferRequest(model_name="encryip")
+    req.inputs.add(name="pixels", datatype="UINT8", shape=shape)
+    req.raw_input_contents.append(b"")
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req, timeout=10)
+    check_refusal(info.value)
