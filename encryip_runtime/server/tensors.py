@@ -109,7 +109,10 @@ def decode_tensor(dtype: np.dtype[Any], shape: Sequence[int], data: bytes) -> np
             f"byte count mismatch: shape {dims} of {dtype.name} needs {expected} bytes "
             f"({count} elements x {dtype.itemsize}), got {len(data)}"
         )
-    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
+    try:
+        arr = np.frombuffer(data, dtype=dtype).reshape(dims)
+    except ValueError:  # zero elements, but dimensions numpy cannot hold (int64 overflow)
+        raise InputError(f"shape {dims} is not a valid array shape") from None
     if arr.dtype.byteorder not in ("=", "|") and not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr

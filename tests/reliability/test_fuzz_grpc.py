@@ -280,11 +280,6 @@ def test_predict_cli_images(
     _run_predict(endpoint, secure_release.key("acme"), [path], capsys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_tensor: zero-element shape whose dims overflow int64 -> numpy ValueError "
-    "-> INTERNAL instead of INVALID_ARGUMENT",
-)
 def test_zero_element_shape_with_huge_dims(served: tuple[EncryIPServer, grpc.Channel]) -> None:
     """Found by test_fuzz_parsers::test_request_tensors: [8, 2**60, 0] holds 0 elements (so 0
     bytes match), but numpy cannot make that shape."""
