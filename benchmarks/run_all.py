@@ -631,6 +631,60 @@ def notes_section() -> list[str]:
     ]
 
 
+def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -> list[str]:
+    """Serving (EncryIP protected, protection off, KServe) and crypto, in one table each."""
+    lines = ["## Serving and crypto: EncryIP beside KServe", ""]
+    if not res or "cells" not in res:
+        lines += generic_section("Serving", res, "python -m benchmarks.serving")[2:]
+    else:
+        lines += [
+            f"From `python -m benchmarks.serving` (scale {res.get('scale')}, {res.get('cell_seconds')}s per "
+            f"cell, {res.get('client_processes')} client processes, onnxruntime threads "
+            f"{res.get('onnxruntime_threads')}; same shared machine). rows/s (p99 ms). *protected* = the "
+            "EncryIP server (`encryip.v1`; *protected-v2*: its Open Inference Protocol v2 endpoint); "
+            "*plain* = the same server with protection off (benchmark-only); *kserve* = KServe's v2 "
+            "server on the same ONNX file.",
+            "",
+            "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        systems = ("protected", "protected-v2", "plain", "kserve")
+        for model, cells in res["cells"].items():
+            grid: dict[tuple[int, int], dict[str, Any]] = {}
+            for c in cells:
+                grid.setdefault((c["batch"], c["concurrency"]), {})[c["system"]] = c
+            for (bt, cc), row in sorted(grid.items()):
+                vals = []
+                for sysname in systems:
+                    c = row.get(sysname)
+                    vals.append("—" if c is None else f"{c['rows_per_s']:,.0f} ({c['p99_ms']:.1f})")
+                lines.append(f"| {model} | {bt} | {cc} | " + " | ".join(vals) + " |")
+        for model, m in res.get("models", {}).items():
+            lines.append("")
+            lines.append(
+                f"{model}: protected/KServe throughput {m.get('protected_vs_kserve_throughput', float('nan')):.2f}×, "
+                f"protected/plain {m.get('protected_vs_plain_throughput', float('nan')):.2f}×, crypto "
+                f"{m.get('crypto_us_per_row', float('nan')):.0f} µs/row "
+                f"({m.get('crypto_vs_raw', float('nan')):.2f}× three raw scalar multiplications)."
+            )
+        lines.append("")
+    if crypto:
+        lines += [
+            "Crypto throughput (`python -m benchmarks.crypto`, one core):",
+            "",
+            "| profile | SampDist / s | Dec / s | raw primitive / s | overhead vs raw |",
+            "|---|---|---|---|---|",
+            f"| paper (batch {crypto.get('paper_batch')}) | {crypto['paper_sampdist_per_s']:,.0f} | "
+            f"{crypto['paper_dec_per_s']:,.0f} | — | — |",
+            f"| secure (batch 1024) | {crypto['secure_sampdist_per_s']:,.0f} | {crypto['secure_dec_per_s']:,.0f} | "
+            f"{crypto['secure_raw_3_scalarmult_per_s']:,.0f} (3 × scalarmult) | {crypto['secure_overhead_ratio']:.2f}× |",
+            "",
+        ]
+    else:
+        lines += ["Crypto throughput: not run yet (`python -m benchmarks.crypto`).", ""]
+    return lines
+
+
 def generic_section(title: str, res: dict[str, Any] | None, command: str) -> list[str]:
     lines = [f"## {title}", ""]
     if not res:
@@ -718,12 +772,7 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
             plot_relabel(at["relabel"], img / "relabel.png")
         lines += attacks_section(at)
     lines += notes_section()
-    lines += generic_section(
-        "Crypto throughput", results.get("crypto"), "python -m benchmarks.crypto"
-    )
-    lines += generic_section(
-        "Serving: EncryIP vs KServe", results.get("serving"), "python -m benchmarks.serving"
-    )
+    lines += serving_section(results.get("serving"), results.get("crypto"))
     path = docs / "results.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
