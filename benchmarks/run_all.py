@@ -641,7 +641,12 @@ def notes_section() -> list[str]:
         "so wall-clock times are inflated and noisy; Fig. 5 therefore compares CPU seconds.",
         "* **Δ in the `paper` profile** is larger than in `secure` at short budgets: the network "
         "must get all three one-hot blocks (u1, u2, u3) right, and it converges more slowly "
-        "(Fig. 4). Compare the 3-epoch and 8-epoch CNN rows: the gap closes with training.",
+        "(Fig. 4). Compare the CNN rows (3 vs 8 epochs on 10k images, and 3 epochs on the full "
+        "set): the gap narrows with training but is not closed at these budgets. Part of it is "
+        "mixed-block outputs that are no class ciphertext at all (the `paper` collusion false "
+        "positives below: about 1.4% of MNIST test outputs of the 3-epoch model); a joint decoder "
+        "(Φ⁻¹ choosing among the K + T valid ciphertexts instead of three independent argmaxes) "
+        "would rule those out. That is a runtime design change, not made here.",
         "* **EncryIP_Incorrect in `paper`** sits above 1/K because Z_p^* has composite order "
         "(see *keys outside the family*); in `secure` it is at chance. The paper's 0.0006 for "
         "MNIST is below chance (0.1) for a 10-class label read by any key, so it cannot be the "
