@@ -44,7 +44,7 @@ PLANS: dict[str, dict[str, tuple[Budget, int]]] = {
         "cnn": (Budget(epochs=3), 2),  # full MNIST / Fashion-MNIST
         "resnet18": (Budget(epochs=2, train_subset=4_000, test_subset=1_000, batch_size=64), 2),
         "googlenet": (Budget(epochs=2, train_subset=3_000, test_subset=1_000, batch_size=64), 2),
-        "alexnet": (Budget(epochs=2, train_subset=3_000, test_subset=1_000, batch_size=64), 1),
+        "alexnet": (Budget(epochs=4, train_subset=3_000, test_subset=1_000, batch_size=64), 1),
     },
     "full": {a: (Budget(epochs=20), 5) for a in ARCHS},
 }
