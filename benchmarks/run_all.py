@@ -647,6 +647,11 @@ def notes_section() -> list[str]:
         "positives below: about 1.4% of MNIST test outputs of the 3-epoch model); a joint decoder "
         "(Φ⁻¹ choosing among the K + T valid ciphertexts instead of three independent argmaxes) "
         "would rule those out. That is a runtime design change, not made here.",
+        "* **AlexNet / GoogLeNet** ran on 3000 training images only (CPU cost). At 2 epochs the "
+        "original AlexNet had not started learning (24%), so that row's Δ is meaningless; the "
+        "4-epoch row is the comparison. At these budgets exact trigger recovery is below 100% for "
+        "GoogLeNet and AlexNet (the triggers are not yet memorised), while Eqn.-5 attribution is "
+        "already 100%.",
         "* **EncryIP_Incorrect in `paper`** sits above 1/K because Z_p^* has composite order "
         "(see *keys outside the family*); in `secure` it is at chance. The paper's 0.0006 for "
         "MNIST is below chance (0.1) for a 10-class label read by any key, so it cannot be the "
