@@ -660,12 +660,13 @@ def notes_section() -> list[str]:
         "## Notes: how to read these numbers",
         "",
         "* **Budgets.** The quick plan is a CPU budget (column *budget*: epochs, training images / "
-        "test images). The paper trains to convergence on full datasets and repeats 30 times; "
+        "test images). The paper uses full datasets with default training settings and 30 repeats; "
         "`--full` runs full datasets, 20 epochs and 5 seeds per cell and uses CUDA when present. "
         "Absolute accuracies here are therefore below the paper's; compare Δ, verification and "
         "the incorrect-key column, not the raw accuracy.",
-        "* **Shared machine.** These runs shared 2 CPU cores with other jobs (load average 10–18), "
-        "so wall-clock times are inflated and noisy; Fig. 5 therefore compares CPU seconds.",
+        "* **Shared machine.** Most runs shared 2 CPU cores with other jobs (load average up to 18; "
+        "the last ones ran on a quiet machine), so wall-clock times are inflated and noisy; "
+        "Fig. 5 therefore compares CPU seconds.",
         "* **Δ in the `paper` profile** is larger than in `secure` at short budgets: the network "
         "must get all three one-hot blocks (u1, u2, u3) right, and it converges more slowly "
         "(Fig. 4). Compare the CNN rows (3 vs 8 epochs on 10k images, and 3 epochs on the full "
@@ -681,8 +682,9 @@ def notes_section() -> list[str]:
         "already 100%.",
         "* **EncryIP_Incorrect in `paper`** sits above 1/K because Z_p^* has composite order "
         "(see *keys outside the family*); in `secure` it is at chance. The paper's 0.0006 for "
-        "MNIST is below chance (0.1) for a 10-class label read by any key, so it cannot be the "
-        "same quantity; we report the accuracy of the labels a wrong key reads.",
+        "MNIST is far below the 1/K a random wrong key reads on average, so the paper probably "
+        "measured something else (it does not say what); we report the accuracy of the labels "
+        "a random wrong key reads.",
         "* **Verification** is reported two ways: exact Fake recovery on the 32 triggers (what "
         "`verify-onnx` counts) and the paper's Eqn. 5 (plain labels of a black-box service, what "
         "`verify-labels` uses). Eqn. 5 needs only more matches for the right key than for the "
