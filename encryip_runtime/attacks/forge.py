@@ -102,9 +102,9 @@ def bounded_dlog(group: Group, base: Elements, target: Elements, bound: int) -> 
     giant_stride = e  # base^step
     y = np.asarray(target)
     for i in range(step):
-        j = baby.get(_key(g, y))
-        if j is not None:
-            x = i * step + j
+        hit = baby.get(_key(g, y))
+        if hit is not None:
+            x = i * step + hit
             if x < bound and g.equal(g.pow(base, x), target):
                 return x
         y = g.div(y, giant_stride)
