@@ -53,7 +53,7 @@ class TrainConfig:
     num_triggers: int = 32  # T Fake ciphertexts, one trigger image each
     # Trigger rows appended to every batch: enough that each trigger is seen about
     # this many times per epoch (at least 2 rows, at most a quarter of the batch).
-    trigger_exposures: int = 48
+    trigger_exposures: int = 32
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
@@ -240,6 +240,11 @@ def train_model(
     device = resolve_device(cfg.device)
     if cfg.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(cfg.num_threads)
+    # Outputs the targets never favour (the EncryIP head's extra slots, most of each
+    # one-hot block) are pushed to tiny probabilities whose gradients go subnormal;
+    # x86 CPUs handle subnormals tens of times slower. Flushing them to zero changes
+    # nothing measurable in accuracy and keeps EncryIP's epochs as fast as the original's.
+    torch.set_flush_denormal(True)
     rank = torch.distributed.get_rank() if _is_dist() else 0
     world = torch.distributed.get_world_size() if _is_dist() else 1
     model = model.to(device)
