@@ -147,6 +147,9 @@ def run_train_job(
             tag="original",
         )
     if not is_main:
+        # Wait for rank 0 to export and write the release, so no rank tears down the
+        # process group while another still uses it (gloo aborts the process then).
+        torch.distributed.barrier()
         return {}
 
     final = evaluate_protected(plan, enc.model, data, trigger_x, device)
@@ -210,4 +213,6 @@ def run_train_job(
             base.train_cpu_seconds, 1e-9
         )
     write_report(ReleasePaths(out).root / "report", metrics)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
     return metrics
