@@ -73,7 +73,10 @@ def _load_image(path: Path, info: ModelInfo, problems: list[str]) -> npt.NDArray
         if img.size != (width, height):
             img = img.resize((width, height), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # not an OSError: a header claiming 8 Gpx
+        problems.append(f"--input: '{path}' is refused: {exc}")
+        return None
+    except (OSError, UnidentifiedImageError, ValueError, MemoryError) as exc:
         problems.append(f"--input: '{path}' is not a readable image ({exc})")
         return None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
