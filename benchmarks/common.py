@@ -219,19 +219,13 @@ def run_cell(
     num_triggers: int = 32,
 ) -> Cell:
     """Plan -> EncryIP training -> (original training) -> Table-1 metrics."""
-    import torch
 
-    from exporter.models import build_model
     from exporter.train import (
-        block_width,
-        decrypted_labels,
         evaluate_protected,
         make_plan,
-        plain_targets,
         predict_logits,
         resolve_device,
-        train_model,
-        trigger_hits,
+        train_encryip_and_original,
     )
     from exporter.triggers import make_trigger_inputs
 
@@ -243,44 +237,8 @@ def run_cell(
     plan = make_plan(cfg, data.class_names)
     trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), 10_000 + seed)
 
-    def eval_enc(model: Any) -> tuple[float, float]:
-        lg = predict_logits(model, data.x_test, device)
-        acc = float((decrypted_labels(plan, lg, plan.family.keys[0]) == data.y_test).mean())
-        trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
-        return acc, trig
-
-    def eval_plain(model: Any) -> tuple[float, float]:
-        lg = predict_logits(model, data.x_test, device)
-        return float((np.argmax(lg, axis=1) == data.y_test).mean()), float("nan")
-
     t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    model = build_model(arch, c, plan.output_size, h)
-    enc = train_model(
-        model,
-        data,
-        plan.class_targets(),
-        cfg,
-        block=block_width(plan),
-        trigger_x=trigger_x,
-        trigger_targets=plan.trigger_targets(),
-        evaluate=eval_enc,
-        progress=False,
-        tag="encryip",
-    )
-    base = None
-    if baseline:
-        torch.manual_seed(seed)
-        plain = build_model(arch, c, len(data.class_names), h)
-        base = train_model(
-            plain,
-            data,
-            plain_targets(len(data.class_names)),
-            cfg,
-            evaluate=eval_plain,
-            progress=False,
-            tag="original",
-        )
+    enc, base = train_encryip_and_original(plan, data, cfg, trigger_x, baseline=baseline)
     final = evaluate_protected(plan, enc.model, data, trigger_x, device)
     trig_logits = predict_logits(enc.model, trigger_x, device)
     orig_acc = None if base is None else base.history[-1].test_accuracy

@@ -25,14 +25,10 @@ from exporter.train import (
     DataArrays,
     TrainConfig,
     block_width,
-    decrypted_labels,
     evaluate_protected,
     make_plan,
-    plain_targets,
-    predict_logits,
     resolve_device,
-    train_model,
-    trigger_hits,
+    train_encryip_and_original,
 )
 from exporter.triggers import make_trigger_inputs
 
@@ -93,7 +89,6 @@ def run_train_job(
 ) -> dict[str, Any]:
     """Train, export and write the release. Returns the metrics written to report/metrics.json."""
     from exporter.export_onnx import export_onnx
-    from exporter.models import build_model
 
     cfg = job.train
     device = resolve_device(cfg.device)
@@ -106,46 +101,9 @@ def run_train_job(
         or torch.distributed.get_rank() == 0
     )
 
-    def eval_encryip(model: nn.Module) -> tuple[float, float]:
-        logits = predict_logits(model, data.x_test, device)
-        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == data.y_test).mean())
-        trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
-        return acc, trig
-
-    def eval_plain(model: nn.Module) -> tuple[float, float]:
-        logits = predict_logits(model, data.x_test, device)
-        return float((np.argmax(logits, axis=1) == data.y_test).mean()), float("nan")
-
-    # Same initial weights for both runs where shapes allow: seed before building.
-    torch.manual_seed(cfg.seed)
-    model: nn.Module = build_model(cfg.arch, c, plan.output_size, h)
-    if init_model is not None:  # `protect`: start from a trained plain model instead
-        model = init_model(model, plan)
-    enc = train_model(
-        model,
-        data,
-        plan.class_targets(),
-        cfg,
-        block=block,
-        trigger_x=trigger_x,
-        trigger_targets=plan.trigger_targets(),
-        evaluate=eval_encryip,
-        progress=progress,
-        tag="encryip",
+    enc, base = train_encryip_and_original(
+        plan, data, cfg, trigger_x, baseline=job.baseline, progress=progress, init_model=init_model
     )
-    base = None
-    if job.baseline:
-        torch.manual_seed(cfg.seed)
-        plain = build_model(cfg.arch, c, len(data.class_names), h)
-        base = train_model(
-            plain,
-            data,
-            plain_targets(len(data.class_names)),
-            cfg,
-            evaluate=eval_plain,
-            progress=progress,
-            tag="original",
-        )
     if not is_main:
         # Wait for rank 0 to export and write the release, so no rank tears down the
         # process group while another still uses it (gloo aborts the process then).

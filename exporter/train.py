@@ -34,6 +34,7 @@ __all__ = [
     "TrainResult",
     "evaluate_protected",
     "plain_targets",
+    "train_encryip_and_original",
     "train_model",
 ]
 
@@ -392,3 +393,57 @@ def _train_loop(
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
     return result
+
+
+def train_encryip_and_original(
+    plan: ProtectionPlan,
+    data: DataArrays,
+    cfg: TrainConfig,
+    trigger_x: npt.NDArray[np.uint8],
+    *,
+    baseline: bool,
+    progress: bool | None = None,
+    init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
+) -> tuple[TrainResult, TrainResult | None]:
+    """Algorithm 1 for ``plan`` and, with ``baseline``, the original model with the same
+    architecture, seed, initial weights (where shapes allow) and data order."""
+    from exporter.models import build_model
+
+    device = resolve_device(cfg.device)
+    c, h, _ = data.input_shape
+
+    def eval_encryip(model: nn.Module) -> tuple[float, float]:
+        logits = predict_logits(model, data.x_test, device)
+        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == data.y_test).mean())
+        trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
+        return acc, trig
+
+    def eval_plain(model: nn.Module) -> tuple[float, float]:
+        logits = predict_logits(model, data.x_test, device)
+        return float((np.argmax(logits, axis=1) == data.y_test).mean()), float("nan")
+
+    torch.manual_seed(cfg.seed)  # seed before building: same initial weights for both
+    model: nn.Module = build_model(cfg.arch, c, plan.output_size, h)
+    if init_model is not None:  # `protect`: start from a trained plain model instead
+        model = init_model(model, plan)
+    enc = train_model(
+        model,
+        data,
+        plan.class_targets(),
+        cfg,
+        block=block_width(plan),
+        trigger_x=trigger_x,
+        trigger_targets=plan.trigger_targets(),
+        evaluate=eval_encryip,
+        progress=progress,
+        tag="encryip",
+    )
+    if not baseline:
+        return enc, None
+    k = len(data.class_names)
+    torch.manual_seed(cfg.seed)
+    plain = build_model(cfg.arch, c, k, h)
+    base = train_model(
+        plain, data, plain_targets(k), cfg, evaluate=eval_plain, progress=progress, tag="original"
+    )
+    return enc, base
