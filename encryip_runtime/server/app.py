@@ -5,6 +5,10 @@ Lifecycle of one ``EncryIPServer``:
 1. ``create_server`` checks the release for secret material, starts the plaintext
    health port (NOT_SERVING) and the metrics port, loads the model, and binds the main
    port. Nothing answers predictions yet.
+
+The main port is a ``grpc.aio`` server on an event loop of its own thread: a request
+costs one coroutine, not one blocked thread, and the micro-batcher's threads hand each
+result back with one loop wake-up. This class keeps a plain blocking API around it.
 2. ``start()`` starts the batcher and the main gRPC server, then health -> SERVING.
 3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
    keeps the old one.
@@ -15,12 +19,15 @@ Lifecycle of one ``EncryIPServer``:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent import futures
 from types import FrameType
+from typing import Any, TypeVar
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -41,8 +48,7 @@ __all__ = ["EncryIPServer", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
 
-# Handler threads beyond the queue: metadata, health and info calls while the queue is full.
-_EXTRA_WORKERS = 16
+_T = TypeVar("_T")
 # Longest time the port keeps refusing new predictions (UNAVAILABLE) before it closes.
 _DRAIN_SETTLE_S = 1.0
 
@@ -77,22 +83,33 @@ class EncryIPServer:
             ("grpc.so_reuseport", 0),
         ]
         token = cfg.read_token()
-        interceptors = [TokenAuthInterceptor(token)] if token is not None else []
-        # Every queued request holds a handler thread while it waits for its batch, so the
-        # pool is as large as the queue: the batcher's bound, not the pool, limits load.
-        workers = cfg.max_queue + cfg.max_batch + _EXTRA_WORKERS
-        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
+        self._interceptors = [TokenAuthInterceptor(token)] if token is not None else []
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
         self._main_options = self._options + cfg.grpc_connection_options()
-        self._grpc = grpc.server(
-            self._executor, interceptors=interceptors, options=self._main_options
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="encryip-grpc", daemon=True
         )
+        self._loop_thread.start()
+        self._grpc: grpc.aio.Server | None = None
         self._health_server: grpc.Server | None = None
         self._health_executor: futures.ThreadPoolExecutor | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._started = False
+
+    def _on_loop(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        """Run ``coro`` on the server's event loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _close_loop(self) -> None:
+        if self._grpc is not None:
+            self._on_loop(self._grpc.stop(None))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(10)
+        if not self._loop_thread.is_alive():
+            self._loop.close()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -119,22 +136,28 @@ class EncryIPServer:
             self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
         try:
             self.store.load()
-            self._build_main()
+            self._on_loop(self._build_main())
         except BaseException:
             self._close_side_ports()
+            self.store.close()
+            self._close_loop()
             raise
 
-    def _build_main(self) -> None:
+    async def _build_main(self) -> None:
+        """Create the grpc.aio server on the loop (it binds to the running loop)."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         cfg = self.cfg
+        self._grpc = grpc.aio.server(interceptors=self._interceptors, options=self._main_options)
         encryip_pb2_grpc.add_EncryIPServicer_to_server(
             EncryIPServicer(self.predictor, self.metrics), self._grpc
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.predictor, self.metrics, self.health), self._grpc
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.new_servicer(), self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            self.health.new_aio_servicer(self._loop), self._grpc
+        )
         reflection.enable_server_reflection(
             (
                 encryip_pb2.DESCRIPTOR.services_by_name["EncryIP"].full_name,
@@ -163,7 +186,8 @@ class EncryIPServer:
             return
         self._started = True
         self.batcher.start()
-        self._grpc.start()
+        assert self._grpc is not None
+        self._on_loop(self._grpc.start())
         self.store.start_polling(self.cfg.reload_poll_seconds)
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
@@ -196,13 +220,15 @@ class EncryIPServer:
             settle = min(grace / 4, _DRAIN_SETTLE_S) - (time.monotonic() - (end - grace))
             if settle > 0:
                 time.sleep(settle)
-            done = self._grpc.stop(max(0.0, end - time.monotonic()))
-            done.wait()  # accepted RPCs have all finished (or were cancelled at the deadline)
+            if self._grpc is not None:
+                # Returns when accepted RPCs have all finished (or were cancelled at the end).
+                self._on_loop(self._grpc.stop(max(0.0, end - time.monotonic())))
             self.batcher.close(timeout_s=max(grace, 1.0))
             self.health.shutdown()
             self._close_side_ports()
             self.store.close()
-            self._executor.shutdown(wait=False)
+            self._grpc = None
+            self._close_loop()
             self._stopped.set()
             log.info("stopped")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from encryip_runtime import __version__
@@ -46,20 +48,19 @@ class EncryIPServicer(encryip_pb2_grpc.EncryIPServicer):
         self._metrics.observe_request(method, code, seconds)
 
     @grpc_method("encryip.v1.EncryIP/Predict")
-    def Predict(
-        self, request: encryip_pb2.PredictRequest, context: grpc.ServicerContext
+    async def Predict(
+        self, request: encryip_pb2.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> encryip_pb2.PredictResponse:
         loaded = self._predictor.resolve(request.model_name)
         if not request.HasField("input"):
             raise InputError("missing input tensor")
         t = request.input
         x = decode_tensor(dtype_from_name(t.dtype), t.shape, t.data)
-        pred = self._predictor.predict(
+        pred = await self._predictor.predict(
             loaded,
             x,
             onehot=request.return_onehot,
             timeout_s=context.time_remaining(),
-            on_done=context.add_callback,
         )
         response = encryip_pb2.PredictResponse(
             model_name=pred.model.name,
@@ -75,7 +76,7 @@ class EncryIPServicer(encryip_pb2_grpc.EncryIPServicer):
         return response
 
     @grpc_method("encryip.v1.EncryIP/GetModelInfo")
-    def GetModelInfo(
-        self, request: encryip_pb2.GetModelInfoRequest, context: grpc.ServicerContext
+    async def GetModelInfo(
+        self, request: encryip_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> encryip_pb2.ModelInfo:
         return model_info(self._predictor.resolve(request.model_name))

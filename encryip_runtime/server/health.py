@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
@@ -15,16 +20,28 @@ HEALTH_SERVICE_NAMES: tuple[str, ...] = ("", "encryip.v1.EncryIP", "inference.GR
 
 
 class HealthState:
-    """Serving status shared by every health servicer of one server."""
+    """Serving status shared by every health servicer of one server.
+
+    The main port runs on grpc.aio (its servicer lives on that event loop); the
+    plaintext probe port is a small threaded server. Both are switched together.
+    """
 
     def __init__(self) -> None:
         self._servicers: list[health.HealthServicer] = []
+        self._aio: list[tuple[health.aio.HealthServicer, asyncio.AbstractEventLoop]] = []
         self._serving = False
 
     def new_servicer(self) -> health.HealthServicer:
         servicer = health.HealthServicer(experimental_non_blocking=True)
         self._servicers.append(servicer)
         self._apply(servicer)
+        return servicer
+
+    def new_aio_servicer(self, loop: asyncio.AbstractEventLoop) -> health.aio.HealthServicer:
+        """A servicer for a grpc.aio server running on ``loop``."""
+        servicer = health.aio.HealthServicer()
+        self._aio.append((servicer, loop))
+        self._apply_aio(servicer, loop)
         return servicer
 
     @property
@@ -37,18 +54,54 @@ class HealthState:
         self._serving = serving
         for servicer in self._servicers:
             self._apply(servicer)
+        for aio_servicer, loop in self._aio:
+            self._apply_aio(aio_servicer, loop)
 
     def shutdown(self) -> None:
         """Final NOT_SERVING; open Watch streams end."""
         self._serving = False
         for servicer in self._servicers:
             servicer.enter_graceful_shutdown()
+        for aio_servicer, loop in self._aio:
+            _run_on(loop, aio_servicer.enter_graceful_shutdown())
 
-    def _apply(self, servicer: health.HealthServicer) -> None:
-        status = (
+    def _status(self) -> int:
+        return (
             health_pb2.HealthCheckResponse.SERVING
             if self._serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+
+    def _apply(self, servicer: health.HealthServicer) -> None:
         for name in HEALTH_SERVICE_NAMES:
-            servicer.set(name, status)
+            servicer.set(name, self._status())
+
+    def _apply_aio(
+        self, servicer: health.aio.HealthServicer, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        status = self._status()
+
+        async def apply() -> None:
+            for name in HEALTH_SERVICE_NAMES:
+                await servicer.set(name, status)
+
+        _run_on(loop, apply())
+
+
+def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` on ``loop``: wait for it from another thread, schedule it from the loop."""
+    if loop.is_closed():
+        coro.close()
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(coro)
+        return
+    if not loop.is_running():
+        coro.close()  # the loop stopped: nobody can watch its health any more
+        return
+    with contextlib.suppress(TimeoutError, concurrent.futures.TimeoutError):
+        asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=5)

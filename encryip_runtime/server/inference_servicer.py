@@ -65,21 +65,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- health and metadata ---------------------------------------------------------
 
     @grpc_method("inference.GRPCInferenceService/ServerLive")
-    def ServerLive(
-        self, request: pb.ServerLiveRequest, context: grpc.ServicerContext
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     @grpc_method("inference.GRPCInferenceService/ServerReady")
-    def ServerReady(
-        self, request: pb.ServerReadyRequest, context: grpc.ServicerContext
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerReadyResponse:
         ready = self._health.serving and self._predictor.store.current is not None
         return pb.ServerReadyResponse(ready=ready)
 
     @grpc_method("inference.GRPCInferenceService/ModelReady")
-    def ModelReady(
-        self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelReadyResponse:
         loaded = self._predictor.store.current
         ready = (
@@ -91,14 +91,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=ready)
 
     @grpc_method("inference.GRPCInferenceService/ServerMetadata")
-    def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="encryip", version=__version__, extensions=[])
 
     @grpc_method("inference.GRPCInferenceService/ModelMetadata")
-    def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelMetadataResponse:
         loaded = self._resolve(request.name, request.version)
         outputs = [
@@ -129,8 +129,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- inference -------------------------------------------------------------------
 
     @grpc_method("inference.GRPCInferenceService/ModelInfer")
-    def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.ServicerContext
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
         loaded = self._resolve(request.model_name, request.model_version)
         x, raw = _input_array(request, loaded)
@@ -141,12 +141,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             ):
                 known = CIPHERTEXT_OUTPUT + (f", {ONEHOT_OUTPUT}" if loaded.onehot_size else "")
                 raise InputError(f"unknown output {name[:64]!r}: model has {known}")
-        pred = self._predictor.predict(
+        pred = await self._predictor.predict(
             loaded,
             x,
             onehot=ONEHOT_OUTPUT in wanted,
             timeout_s=context.time_remaining(),
-            on_done=context.add_callback,
         )
         response = pb.ModelInferResponse(
             model_name=pred.model.name, model_version="1", id=request.id

@@ -1,15 +1,15 @@
 """The request path shared by both gRPC services, in domain terms (no protobuf here).
 
 resolve the model name -> check the input against the model -> queue it in the
-micro-batcher -> wait (bounded by the request's deadline) for its ciphertexts.
+micro-batcher -> await its ciphertexts (grpc cancels the wait at the request's deadline;
+the batcher drops requests whose deadline passed while queued).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,6 @@ from encryip_runtime.server.tensors import check_input
 
 __all__ = ["Prediction", "Predictor"]
 
-# Extra wait beyond the client's deadline before giving up on a queued request.
-_DEADLINE_SLACK_S = 0.05
 # gRPC reports "no deadline" as a huge time_remaining(); anything longer means none.
 _NO_DEADLINE_S = 86400.0 * 365
 
@@ -74,17 +72,16 @@ class Predictor:
             )
         return loaded
 
-    def predict(
+    async def predict(
         self,
         loaded: LoadedModel,
         x: npt.NDArray[Any],
         *,
         onehot: bool = False,
         timeout_s: float | None = None,
-        on_done: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> Prediction:
-        """Ciphertexts of ``x``'s rows. ``on_done`` registers a callback run when the RPC ends
-        (so a client that goes away cancels its queued request)."""
+        """Ciphertexts of ``x``'s rows. Cancelling the awaiting task (grpc does when the
+        client goes away or the deadline passes) drops the request from the queue."""
         check_input(x, loaded.spec)
         if onehot and loaded.profile != "paper":
             raise InputError(
@@ -100,41 +97,18 @@ class Predictor:
                 raise NotReadyError("server is draining; retry on another replica")
             self._inflight += 1
         try:
-            return self._predict(loaded, x, onehot, timeout_s, on_done)
+            future = self.batcher.submit(
+                loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
+            )
+            try:
+                # One wake-up of the event loop per request, from the batcher's thread.
+                result = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            return Prediction(result.wire, result.onehot, result.tag)
         finally:
             with self._idle:
                 self._inflight -= 1
                 if not self._inflight:
                     self._idle.notify_all()
-
-    def _predict(
-        self,
-        loaded: LoadedModel,
-        x: npt.NDArray[Any],
-        onehot: bool,
-        timeout_s: float | None,
-        on_done: Callable[[Callable[[], Any]], Any] | None,
-    ) -> Prediction:
-        started = time.monotonic()
-        future = self.batcher.submit(
-            loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
-        )
-        if on_done is not None:
-            on_done(future.cancel)
-        wait = None if timeout_s is None else timeout_s + _DEADLINE_SLACK_S
-        try:
-            result = future.result(wait)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise DeadlineExpiredError("deadline passed while waiting for the batch") from None
-        except concurrent.futures.CancelledError:
-            # gRPC ends the call at its deadline (cancelling the queued request): count it
-            # as DEADLINE_EXCEEDED, not as a client that went away.
-            # (slack: time_remaining() was read a moment before ``started``)
-            if (
-                timeout_s is not None
-                and time.monotonic() - started >= timeout_s - _DEADLINE_SLACK_S
-            ):
-                raise DeadlineExpiredError("deadline passed while waiting for the batch") from None
-            raise
-        return Prediction(result.wire, result.onehot, result.tag)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -32,30 +32,30 @@ def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Require ``authorization: Bearer <token>`` metadata; compared in constant time."""
 
     def __init__(self, token: bytes) -> None:
         self._expected = b"Bearer " + token
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
         if method.startswith(_PUBLIC_PREFIXES):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         presented = b""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "authorization":
                 presented = value.encode("utf-8", "replace") if isinstance(value, str) else value
                 break
         if hmac.compare_digest(presented, self._expected):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         reason = "missing bearer token" if not presented else "invalid bearer token"
         log.info("refused %s: %s", method, reason)
-        return _deny_handler(continuation(handler_call_details), UnauthenticatedError(reason))
+        return _deny_handler(await continuation(handler_call_details), UnauthenticatedError(reason))
 
 
 def _deny_handler(
@@ -66,8 +66,8 @@ def _deny_handler(
         return None  # unknown method: grpc answers UNIMPLEMENTED
     code, message = status_for(exc)
 
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(code, message)
 
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(deny)

@@ -7,6 +7,7 @@ through) an exception, and :func:`status_for` decides. Unknown exceptions become
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import logging
@@ -83,14 +84,14 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     """Abort the RPC with the status of ``exc`` (logging unexpected ones)."""
     code, message = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.error("request failed: %s", type(exc).__name__, exc_info=exc)
     else:
         log.debug("request refused: %s: %s", code.name, message)
-    context.abort(code, message)
+    await context.abort(code, message)
     raise AssertionError("unreachable: context.abort returned")  # pragma: no cover
 
 
@@ -102,19 +103,27 @@ class _Observer(Protocol):
 
 
 def grpc_method(name: str) -> Callable[[F], F]:
-    """Decorate a unary servicer method: time it, map any exception through
+    """Decorate an async unary servicer method: time it, map any exception through
     :func:`status_for`, and report ``(name, status code, seconds)`` to ``self.observe``."""
 
     def decorate(method: F) -> F:
         @functools.wraps(method)
-        def wrapper(self: _Observer, request: Any, context: grpc.ServicerContext) -> Any:
+        async def wrapper(
+            self: _Observer, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
             t0 = time.perf_counter()
             try:
-                response = method(self, request, context)
+                response = await method(self, request, context)
+            except asyncio.CancelledError:
+                # grpc cancels the handler when the client goes away or the deadline passes.
+                expired = context.time_remaining() is not None and context.time_remaining() <= 0
+                code = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
+                self.observe(name, code, time.perf_counter() - t0)
+                raise
             except Exception as exc:  # servicers raise; they never call context.abort
-                code, _ = status_for(exc)
-                self.observe(name, code.name, time.perf_counter() - t0)
-                abort(context, exc)
+                status, _ = status_for(exc)
+                self.observe(name, status.name, time.perf_counter() - t0)
+                await abort(context, exc)
             self.observe(name, "OK", time.perf_counter() - t0)
             return response
 
