@@ -117,24 +117,11 @@ class EncryIPServer:
         """Health + metrics ports up (NOT_SERVING), model loaded, main port bound."""
         cfg = self.cfg
         refuse_secret_material(cfg.release_dir)
-        if cfg.health_port != 0:
-            self._health_executor = futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix="health"
-            )
-            self._health_server = grpc.server(self._health_executor, options=self._options)
-            from grpc_health.v1 import health_pb2_grpc
-
-            health_pb2_grpc.add_HealthServicer_to_server(
-                self.health.new_servicer(), self._health_server
-            )
-            self.health_port = self._health_server.add_insecure_port(
-                f"{_host(cfg.host)}:{cfg.health_port}"
-            )
-            self._health_server.start()
-            log.info("health (plaintext, grpc.health.v1 only) on %s:%d", cfg.host, self.health_port)
-        if cfg.metrics_port != 0:
-            self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
         try:
+            if cfg.health_port != 0:
+                self._open_health_port()
+            if cfg.metrics_port != 0:
+                self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
             self.store.load()
             self._on_loop(self._build_main())
         except BaseException:
@@ -142,6 +129,27 @@ class EncryIPServer:
             self.store.close()
             self._close_loop()
             raise
+
+    def _open_health_port(self) -> None:
+        cfg = self.cfg
+        from grpc_health.v1 import health_pb2_grpc
+
+        self._health_executor = futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="health"
+        )
+        self._health_server = grpc.server(self._health_executor, options=self._options)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            self.health.new_servicer(), self._health_server
+        )
+        address = f"{_host(cfg.host)}:{cfg.health_port}"
+        try:
+            self.health_port = self._health_server.add_insecure_port(address)
+        except RuntimeError:  # grpc: "Failed to bind"
+            self.health_port = 0
+        if self.health_port == 0:
+            raise OSError(f"cannot bind the health port {address} (port in use?)")
+        self._health_server.start()
+        log.info("health (plaintext, grpc.health.v1 only) on %s:%d", cfg.host, self.health_port)
 
     async def _build_main(self) -> None:
         """Create the grpc.aio server on the loop (it binds to the running loop)."""

@@ -252,3 +252,22 @@ def test_sigterm_under_load_answers_every_accepted_request(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("which", ["port", "health_port"])
+def test_busy_port_is_a_clear_error(secure_release: Any, which: str) -> None:
+    """A port in use names the port; no thread or side port is left behind."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = threading.active_count()
+        with pytest.raises(OSError, match=f"cannot bind .*127.0.0.1:{port}"):
+            create_server(make_config(secure_release.licensee_dir("acme"), **{which: port}))
+        deadline = time.monotonic() + 5
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before
