@@ -5,6 +5,10 @@ call its C functions directly through ctypes with pointer offsets into numpy
 buffers, because pysodium's per-call wrappers (version checks, buffer copies)
 cost more than a point addition. ctypes releases the GIL during each call, so a
 background thread can precompute re-randomisers while inference runs.
+
+SampDist, the re-randomisers, ``mul``/``div`` and large ``pow_fixed`` batches use the
+native backend (``r255_native``: per-base fixed-base tables, our own C) when it is
+built and not disabled by ``ENCRYIP_NATIVE=0``; it gives the same bytes as libsodium.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from encryip_runtime.crypto import r255_native
 from encryip_runtime.crypto.group import Elements, Group, Scalars
 from encryip_runtime.exceptions import EncodingError
 
@@ -25,6 +30,9 @@ __all__ = ["L", "Ristretto255"]
 L = 2**252 + 27742317777372353535851937790883648493
 
 _BYTES = 32
+#: ``pow_fixed`` builds (or reuses) a native table from this many scalars on: a table
+#: costs about as much as a dozen libsodium scalar multiplications.
+_NATIVE_POW_FIXED_MIN = 16
 
 
 def _load_sodium() -> ctypes.CDLL:
@@ -93,6 +101,54 @@ def _rows(x: Elements) -> npt.NDArray[np.uint8]:
     return a
 
 
+def _table(base: npt.NDArray[np.uint8]) -> r255_native.FixedBase:
+    """The cached native table of a base given as a batch of one."""
+    return r255_native.table_for(base[0].tobytes())
+
+
+def _is_base(b: npt.NDArray[np.uint8]) -> bool:
+    return bool(np.array_equal(b[0], _BASE[0]))
+
+
+def _pow_fixed_sodium(b: npt.NDArray[np.uint8], ka: npt.NDArray[np.uint8]) -> Elements:
+    """libsodium: ``b^k`` per scalar row (its fixed-base table when b is the base point)."""
+    out = np.empty((len(ka), _BYTES), dtype=np.uint8)
+    po, pk, pb = _ptr(out), _ptr(ka), _ptr(b)
+    base = _is_base(b)
+    for i in range(len(ka)):
+        off = i * _BYTES
+        rc = _smult_base(po + off, pk + off) if base else _smult(po + off, pk + off, pb)
+        if rc != 0:
+            out[i] = 0  # the result is the identity (k = 0 mod L, or b = identity)
+    return out
+
+
+def _rerandomizers_sodium(
+    g1: npt.NDArray[np.uint8],
+    g2: npt.NDArray[np.uint8],
+    h: npt.NDArray[np.uint8],
+    ka: npt.NDArray[np.uint8],
+) -> tuple[Elements, Elements, Elements]:
+    """libsodium: ``(g1^r, g2^r, h^r)`` for each scalar row, in one loop."""
+    n = len(ka)
+    o1 = np.empty((n, _BYTES), dtype=np.uint8)
+    o2 = np.empty((n, _BYTES), dtype=np.uint8)
+    o3 = np.empty((n, _BYTES), dtype=np.uint8)
+    p1, p2, p3, pk = _ptr(o1), _ptr(o2), _ptr(o3), _ptr(ka)
+    pg1, pg2, ph = _ptr(g1), _ptr(g2), _ptr(h)
+    base = _is_base(g1)
+    for i in range(n):
+        off = i * _BYTES
+        rc = _smult_base(p1 + off, pk + off) if base else _smult(p1 + off, pk + off, pg1)
+        if rc != 0:
+            o1[i] = 0  # identity
+        if _smult(p2 + off, pk + off, pg2) != 0:
+            o2[i] = 0
+        if _smult(p3 + off, pk + off, ph) != 0:
+            o3[i] = 0
+    return o1, o2, o3
+
+
 class Ristretto255(Group):
     """ristretto255; elements are canonical 32-byte encodings, scalars mod L."""
 
@@ -129,9 +185,13 @@ class Ristretto255(Group):
         return out
 
     def mul(self, x: Elements, y: Elements) -> Elements:
+        if r255_native.available():
+            return r255_native.add(_rows(x), _rows(y))
         return self._binary(_add, x, y)
 
     def div(self, x: Elements, y: Elements) -> Elements:
+        if r255_native.available():
+            return r255_native.add(_rows(x), _rows(y), subtract=True)
         return self._binary(_sub, x, y)
 
     def pow(self, x: Elements, k: int) -> Elements:
@@ -146,40 +206,50 @@ class Ristretto255(Group):
 
     def pow_fixed(self, base: Elements, ks: Scalars) -> Elements:
         b = _rows(base)
-        ka = np.ascontiguousarray(ks, dtype=np.uint8)
-        out = np.empty((len(ka), _BYTES), dtype=np.uint8)
-        po, pk = _ptr(out), _ptr(ka)
-        if np.array_equal(b[0], _BASE[0]):
-            for i in range(len(ka)):
-                if _smult_base(po + i * _BYTES, pk + i * _BYTES) != 0:
-                    out[i] = 0
-        else:
-            pb = _ptr(b)
-            for i in range(len(ka)):
-                if _smult(po + i * _BYTES, pk + i * _BYTES, pb) != 0:
-                    out[i] = 0
-        return out
+        ka = _rows(ks)
+        if len(ka) >= _NATIVE_POW_FIXED_MIN and r255_native.available():
+            return r255_native.scalarmult(_table(b), ka)
+        return _pow_fixed_sodium(b, ka)
 
     def rerandomizers(
         self, g2: Elements, h: Elements, ks: Scalars
     ) -> tuple[Elements, Elements, Elements]:
         """``(g1^r, g2^r, h^r)`` for each scalar: the whole cost of a SampDist, in one loop."""
-        ka = np.ascontiguousarray(ks, dtype=np.uint8)
-        n = len(ka)
-        o1 = np.empty((n, _BYTES), dtype=np.uint8)
-        o2 = np.empty((n, _BYTES), dtype=np.uint8)
-        o3 = np.empty((n, _BYTES), dtype=np.uint8)
+        ka = _rows(ks)
         g2a, ha = _rows(g2), _rows(h)
-        p1, p2, p3, pk, pg2, ph = _ptr(o1), _ptr(o2), _ptr(o3), _ptr(ka), _ptr(g2a), _ptr(ha)
-        for i in range(n):
-            off = i * _BYTES
-            if _smult_base(p1 + off, pk + off) != 0:
-                o1[i] = 0
-            if _smult(p2 + off, pk + off, pg2) != 0:
-                o2[i] = 0
-            if _smult(p3 + off, pk + off, ph) != 0:
-                o3[i] = 0
-        return o1, o2, o3
+        if r255_native.available():
+            return r255_native.rerandomizers(_table(_BASE), _table(g2a), _table(ha), ka)
+        return _rerandomizers_sodium(_BASE, g2a, ha, ka)
+
+    def sampdist_batch(
+        self,
+        g1: Elements,
+        g2: Elements,
+        h: Elements,
+        cts: npt.NDArray[np.uint8],
+        scalars: Scalars | None = None,
+    ) -> npt.NDArray[np.uint8]:
+        """SampDist of a ``uint8 (N, 3, 32)`` batch: ``(g1^r u1, g2^r u2, h^r u3)`` per row.
+
+        One fresh r per row from libsodium's ``scalar_random`` unless ``scalars`` is
+        given (tests). Native: one C call for the batch; else the libsodium loops.
+        """
+        c = np.ascontiguousarray(cts, dtype=np.uint8)
+        if c.ndim != 3 or c.shape[1:] != (3, _BYTES):
+            raise EncodingError(f"expected uint8 (N, 3, {_BYTES}) ciphertexts, got {c.shape}")
+        n = len(c)
+        ka = self.random_scalars(n) if scalars is None else _rows(scalars)
+        if len(ka) != n:
+            raise ValueError(f"{len(ka)} scalars for {n} ciphertexts")
+        g1a, g2a, ha = _rows(g1), _rows(g2), _rows(h)
+        if r255_native.available():
+            tables = (_table(g1a), _table(g2a), _table(ha))
+            return r255_native.sampdist(*tables, c.reshape(n, 3 * _BYTES), ka).reshape(c.shape)
+        r1, r2, r3 = _rerandomizers_sodium(g1a, g2a, ha, ka)
+        out = np.empty_like(c)
+        for k, r in enumerate((r1, r2, r3)):
+            out[:, k] = self._binary(_add, r, c[:, k])
+        return out
 
     def equal(self, x: Elements, y: Elements) -> bool:
         return hmac.compare_digest(_rows(x).tobytes(), _rows(y).tobytes())
