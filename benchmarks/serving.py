@@ -17,6 +17,11 @@ it starts, side by side:
   is never imported here) — a plain ``kserve.Model`` calling onnxruntime, with
   KServe's per-request latency log off and its loggers at WARNING (KServe at its best).
 
+* ``echo``: the ceiling of any Python gRPC server on this machine with this load
+  generator: a ``grpc.aio`` server that answers ``encryip.v1/Predict`` with a canned
+  response of the protected size and does nothing else (no decoding, no inference).
+  Whatever a server does per request, it cannot beat this row.
+
 onnxruntime runs with the same threads everywhere (``--threads``, default 1 intra-op, 1
 inter-op). Load comes from ``grpc.aio`` clients in separate processes (so a client never
 holds a server's GIL) sending pre-serialised requests, at concurrency 1, 8 and 32 and
@@ -71,6 +76,7 @@ PREDICT = "/encryip.v1.EncryIP/Predict"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 READY = "/inference.GRPCInferenceService/ServerReady"
 PLAIN_FLAG = "--benchmark-only-plain-server"
+ECHO_FLAG = "--benchmark-only-echo-server"
 
 
 # -- scales -----------------------------------------------------------------------------
@@ -191,6 +197,13 @@ def _spawn(name: str, argv: list[str], port: int, out: Path, **kw: Any) -> Serve
             argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
         )
     return Server(name, proc, port, logfile, **kw)
+
+
+def start_echo(out: Path, batch_sizes: Sequence[int]) -> Server:
+    port = free_port()
+    sizes = ",".join(str(b) for b in batch_sizes)
+    argv = [sys.executable, "-m", "benchmarks.serving", ECHO_FLAG, str(port), sizes]
+    return _spawn("echo", argv, port, out)
 
 
 def start_ours(
@@ -366,7 +379,7 @@ def check_response(kind: str, system: str, raw: bytes, batch: int) -> None:
         from encryip_runtime._generated.encryip.v1 import encryip_pb2
 
         r = encryip_pb2.PredictResponse.FromString(raw)
-        want = 96 if system == "protected" else 8
+        want = 8 if system == "plain" else 96
         assert len(r.ciphertexts) == batch and all(len(c) == want for c in r.ciphertexts), r
         return
     from encryip_runtime._generated.inference import grpc_predict_v2_pb2 as pb
@@ -588,6 +601,7 @@ def run_model(
                 "plain", release, logs, threads, plain=True, extra=["--reroll-pool", "0"]
             ),
         }
+        starters["echo"] = lambda: start_echo(logs, scale.batches)
         if kserve_py is not None:
             starters["kserve"] = lambda: start_kserve(
                 kserve_py, release / "model.onnx", logs, threads
@@ -613,7 +627,7 @@ def run_model(
                         raise
                     log.warning("%s failed to start, retrying: %s", name, str(exc)[-200:])
                     servers[name] = start()
-        rows = [("protected", "v1"), ("plain", "v1"), ("protected-v2", "v2")]
+        rows = [("protected", "v1"), ("plain", "v1"), ("protected-v2", "v2"), ("echo", "v1")]
         if "kserve" in servers:
             rows.append(("kserve", "v2"))
         payloads = {(k, b): request_bytes(k, b) for k in ("v1", "v2") for b in scale.batches}
@@ -721,6 +735,7 @@ def summarise(run: ModelRun) -> dict[str, Any]:
     plain = get("plain", conc, batch, "rows_per_s")
     prot2 = get("protected-v2", conc, batch, "rows_per_s")
     ks = get("kserve", conc, batch, "rows_per_s")
+    echo = get("echo", conc, batch, "rows_per_s")
     cu, raw = run.crypto["crypto_us_per_row"], run.crypto["raw_3_scalarmult_us_per_row"]
     s: dict[str, Any] = {
         "headline_cell": {"concurrency": conc, "batch": batch},
@@ -728,13 +743,15 @@ def summarise(run: ModelRun) -> dict[str, Any]:
         # v1 Predict (our API) against KServe's v2; the v2-vs-v2 ratio beside it.
         "protected_vs_kserve_throughput": ratio(prot, ks),
         "protected_v2_vs_kserve_throughput": ratio(prot2, ks),
+        # The most any Python gRPC server gets here (batch 1: requests are the unit).
+        "echo_vs_kserve_throughput": ratio(echo, ks),
         "crypto_us_per_row": cu,
         "raw_3_scalarmult_us_per_row": raw,
         "crypto_vs_raw": run.crypto["crypto_vs_raw"],
         "inference_us_per_row": run.inference_us_per_row,
         "p99_ms": {
             f"{sys_}_c{c}_b{b}": get(sys_, c, b, "p99_ms")
-            for sys_ in ("protected", "plain", "protected-v2", "kserve")
+            for sys_ in ("protected", "plain", "protected-v2", "kserve", "echo")
             for c, b in ((1, 1), (conc, batch))
             if run.cell(sys_, c, b) is not None
         },
@@ -790,6 +807,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == PLAIN_FLAG:
         _benchmark_only_plain_server(argv[1:])
+        return {}
+    if argv and argv[0] == ECHO_FLAG:
+        asyncio.run(_benchmark_only_echo_server(int(argv[1]), argv[2]))
         return {}
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.serving", description=__doc__.split("\n")[0]
@@ -905,6 +925,54 @@ def _benchmark_only_plain_server(argv: list[str]) -> None:
     while not stop.wait(0.5):
         pass
     server.stop(cfg.drain_seconds)
+
+
+async def _benchmark_only_echo_server(port: int, batch_sizes: str) -> None:
+    """BENCHMARK ONLY: the floor of serving cost. Answers Predict with a canned response
+    of the protected size (picked by the request's length: this benchmark's requests for
+    each batch size) and ServerReady with ready, decoding nothing; stops on SIGTERM."""
+    import grpc
+
+    from encryip_runtime._generated.encryip.v1 import encryip_pb2
+    from encryip_runtime._generated.inference import grpc_predict_v2_pb2 as pb
+
+    canned = {
+        len(request_bytes("v1", b)[1]): encryip_pb2.PredictResponse(
+            model_name=MODEL_NAME, ciphertexts=[bytes(96)] * b
+        ).SerializeToString()
+        for b in map(int, batch_sizes.split(","))
+    }
+    one = canned[min(canned)]
+    ready = pb.ServerReadyResponse(ready=True).SerializeToString()
+
+    async def answer_predict(request: bytes, context: Any) -> bytes:
+        return canned.get(len(request), one)
+
+    async def answer_ready(request: bytes, context: Any) -> bytes:
+        return ready
+
+    def handler(fn: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(fn)  # raw bytes in and out
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "encryip.v1.EncryIP", {"Predict": handler(answer_predict)}
+            ),
+            grpc.method_handlers_generic_handler(
+                "inference.GRPCInferenceService", {"ServerReady": handler(answer_ready)}
+            ),
+        )
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
 
 
 if __name__ == "__main__":

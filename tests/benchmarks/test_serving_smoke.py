@@ -31,11 +31,17 @@ def test_serving_benchmark_tiny(tmp_path: Path) -> None:
     result = json.loads(lines[-1])
     assert result["benchmark"] == "serving" and result["scale"] == "tiny"
     cnn = result["models"]["cnn"]
-    for key in ("protected_vs_plain_throughput", "protected_vs_kserve_throughput", "p99_ms"):
+    for key in (
+        "protected_vs_plain_throughput",
+        "protected_vs_kserve_throughput",
+        "echo_vs_kserve_throughput",
+        "p99_ms",
+    ):
         assert key in cnn
     assert cnn["crypto_us_per_row"] > 0 and cnn["raw_3_scalarmult_us_per_row"] > 0
     systems = {c["system"] for c in result["cells"]["cnn"]}
-    want = {"protected", "plain", "protected-v2"} | ({"kserve"} if result["kserve"] else set())
+    want = {"protected", "plain", "protected-v2", "echo"}
+    want |= {"kserve"} if result["kserve"] else set()
     assert systems == want
     assert all(cell["errors"] == 0 for cell in result["cells"]["cnn"])
     for system in systems:  # 0.3 s cells on a busy machine: some may see no completion
