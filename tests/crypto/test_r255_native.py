@@ -1,0 +1,366 @@
+"""The native ristretto255 backend (_r255.c) against libsodium, byte for byte.
+
+libsodium is the reference: every native result must equal what the libsodium
+path gives for the same scalars and points, and the native decoder must accept
+exactly what libsodium accepts, minus encodings with the top bit set (RFC 9496).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from encryip_runtime.crypto import make_scheme, r255_native
+from encryip_runtime.crypto import ristretto as rist
+from encryip_runtime.crypto.ristretto import L, Ristretto255
+from encryip_runtime.exceptions import EncodingError
+
+native_built = r255_native._load() is not None
+needs_native = pytest.mark.skipif(
+    not native_built, reason=f"native backend not built: {r255_native._why_not}"
+)
+
+VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+MULTIPLES: list[str] = json.loads((VECTORS / "ristretto255_generator_multiples.json").read_text())[
+    "multiples"
+]
+INVALID: list[str] = [
+    enc
+    for encs in json.loads((VECTORS / "ristretto255_invalid_encodings.json").read_text())[
+        "invalid"
+    ].values()
+    for enc in encs
+]
+
+G = Ristretto255()
+U8 = npt.NDArray[np.uint8]
+
+
+@pytest.fixture(autouse=True)
+def _native_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start with the native path enabled (a developer may export ENCRYIP_NATIVE=0)."""
+    monkeypatch.delenv(r255_native.ENV_VAR, raising=False)
+
+
+def _scalars(values: list[int]) -> U8:
+    """Raw 32-byte little-endian scalars (not reduced: the edge cases are the point)."""
+    return np.array(
+        [np.frombuffer(v.to_bytes(32, "little"), dtype=np.uint8) for v in values], dtype=np.uint8
+    )
+
+
+EDGE = [
+    0,
+    1,
+    2,
+    3,
+    8,
+    15,
+    16,
+    L - 1,
+    L,
+    L + 1,
+    2**252,
+    (2**253 - 1) % L,
+    2**253 - 1,  # unreduced: both sides multiply by the integer, the group order folds it
+    2**255 - 1,  # bit 255 is ignored by libsodium's scalarmult and by ours
+    2**256 - 1,
+    int("88" * 32, 16),  # every signed digit -8
+    int("77" * 32, 16) >> 4,  # every digit 7
+]
+
+
+def _edge_and_random(n_random: int) -> U8:
+    return np.concatenate([_scalars(EDGE), G.random_scalars(n_random)])
+
+
+def _points() -> U8:
+    pts = [G.identity(1), G.generator(), G.random_elements(4)]
+    pts.append(np.frombuffer(bytes.fromhex(MULTIPLES[2]), dtype=np.uint8).reshape(1, 32))
+    return np.concatenate(pts)
+
+
+def _row(hex_str: str) -> U8:
+    return np.frombuffer(bytes.fromhex(hex_str), dtype=np.uint8).reshape(1, 32)
+
+
+# ------------------------------------------------------------------ scalar mult
+
+
+@needs_native
+@pytest.mark.parametrize("which", range(7))
+def test_scalarmult_matches_libsodium(which: int) -> None:
+    base = _points()[which : which + 1]
+    ks = _edge_and_random(24)
+    got = r255_native.scalarmult(r255_native.table_for(base[0].tobytes()), ks)
+    want = rist._pow_fixed_sodium(np.ascontiguousarray(base), ks)
+    assert np.array_equal(got, want)
+
+
+@needs_native
+def test_rfc_generator_multiples() -> None:
+    """RFC 9496 A.1: [k]B for k = 0..15 through the native table."""
+    table = r255_native.table_for(G.generator()[0].tobytes())
+    got = r255_native.scalarmult(table, _scalars(list(range(16))))
+    assert [bytes(r).hex() for r in got] == MULTIPLES
+
+
+@needs_native
+def test_rerandomizers_match_libsodium() -> None:
+    g2, h = G.random_elements(1), G.random_elements(1)
+    ks = _edge_and_random(32)
+    got = G.rerandomizers(g2, h, ks)
+    want = rist._rerandomizers_sodium(rist._BASE, g2, h, ks)
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
+
+
+@needs_native
+@pytest.mark.parametrize("pk_kind", ["random", "identity", "scheme"])
+def test_sampdist_matches_libsodium(pk_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if pk_kind == "scheme":
+        pk = make_scheme("secure", 10).gen(2).pk
+        g1, g2, h = pk.g1, pk.g2, pk.h
+    elif pk_kind == "identity":
+        g1, g2, h = G.generator(), G.identity(1), G.random_elements(1)
+    else:
+        g1, g2, h = G.random_elements(1), G.random_elements(1), G.random_elements(1)
+    ks = _edge_and_random(15)
+    n = len(ks)
+    cts = G.random_elements(3 * n).reshape(n, 3, 32)
+    cts[0] = 0  # identity components
+    cts[1, 1] = G.generator()[0]
+    got = G.sampdist_batch(g1, g2, h, cts, ks)
+    monkeypatch.setenv(r255_native.ENV_VAR, "0")
+    want = G.sampdist_batch(g1, g2, h, cts, ks)
+    assert np.array_equal(got, want)
+    # r = 0 leaves the row unchanged; each row is a valid canonical encoding
+    assert np.array_equal(got[0], cts[0])
+    G.from_bytes(got.reshape(-1, 32))
+
+
+@needs_native
+def test_add_sub_match_libsodium(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.concatenate([G.random_elements(20), G.identity(2), G.generator()])
+    y = np.concatenate([G.random_elements(20), G.generator(), G.identity(1), G.generator()])
+    got = (G.mul(x, y), G.div(x, y), G.mul(x, y[:1]), G.div(x[:1], y))
+    monkeypatch.setenv(r255_native.ENV_VAR, "0")
+    want = (G.mul(x, y), G.div(x, y), G.mul(x, y[:1]), G.div(x[:1], y))
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
+    assert not G.div(x, x).any()  # x - x is the identity, all-zero encoding
+
+
+@needs_native
+def test_scheme_round_trip_on_native_path() -> None:
+    s = make_scheme("secure", 10)
+    fam = s.gen(2)
+    msgs = G.random_elements(40)
+    cts = s.sampdist(fam.pk, s.enc(fam.pk, msgs))
+    fakes = s.fake(fam.pk, 20)  # pow_fixed through native tables (>= 16 scalars)
+    for sk in fam.keys:
+        assert np.array_equal(s.dec(sk, cts), msgs)
+    assert s.from_wire(s.to_wire(fakes)).shape == (20, 3, 32)
+
+
+# ------------------------------------------------------------------ decoding
+
+
+@needs_native
+def test_decode_agrees_with_libsodium_on_random_strings() -> None:
+    rng = np.random.default_rng(9496)
+    raw = rng.integers(0, 256, size=(4000, 32), dtype=np.uint8)
+    raw[::2, 0] &= 0xFE  # half of them even, half of those below 2^255: more valid ones
+    raw[::4, 31] &= 0x7F
+    raw[1] = 0
+    raw[1, 31] = 0x80  # "zero" with the top bit set
+    raw[3] = 0xFF
+    raw[5] = 0
+    raw[5, 0] = 0xEC
+    raw[5, 31] = 0x7F
+    raw[5, 1:31] = 0xFF  # p - 1 (even, canonical)
+    raw[7] = raw[5]
+    raw[7, 0] = 0xED  # p itself: non-canonical
+    valid = 0
+    for row in raw:
+        s = row.tobytes()
+        sodium = rist._valid(rist._ptr(row)) == 1
+        ours = r255_native.is_valid(s)
+        assert ours == (sodium and not row[31] & 0x80), s.hex()
+        valid += ours
+    assert valid > 100  # the comparison saw both answers
+
+
+@needs_native
+def test_top_bit_is_rejected_on_valid_points() -> None:
+    pts = np.concatenate([G.random_elements(20), G.generator(), G.identity(1)])
+    for row in pts:
+        assert r255_native.is_valid(row.tobytes())
+        high = row.copy()
+        high[31] |= 0x80
+        assert not r255_native.is_valid(high.tobytes())
+
+
+@needs_native
+def test_rfc_vectors_decode() -> None:
+    for enc in MULTIPLES:
+        assert r255_native.is_valid(bytes.fromhex(enc))
+    assert len(INVALID) == 29
+    for enc in INVALID:
+        assert not r255_native.is_valid(bytes.fromhex(enc)), enc
+        with pytest.raises(EncodingError):
+            r255_native.FixedBase(bytes.fromhex(enc))
+
+
+@needs_native
+def test_invalid_rows_are_reported_with_their_index() -> None:
+    g1, g2, h = G.generator(), G.random_elements(1), G.random_elements(1)
+    n = 10
+    cts = G.random_elements(3 * n).reshape(n, 3, 32)
+    for row, comp, bad in [(6, 2, INVALID[0]), (0, 0, INVALID[5]), (9, 1, INVALID[-1])]:
+        broken = cts.copy()
+        broken[row, comp] = _row(bad)[0]
+        with pytest.raises(EncodingError, match=rf"ciphertext {row}\b"):
+            G.sampdist_batch(g1, g2, h, broken, G.random_scalars(n))
+    top = cts.copy()
+    top[4, 1, 31] |= 0x80
+    with pytest.raises(EncodingError, match=r"ciphertext 4\b"):
+        G.sampdist_batch(g1, g2, h, top, G.random_scalars(n))
+    x = G.random_elements(5)
+    x[3] = _row(INVALID[2])[0]
+    with pytest.raises(EncodingError, match=r"element 3\b"):
+        G.mul(G.random_elements(5), x)
+
+
+# ------------------------------------------------------------------ threads, cache
+
+
+@needs_native
+def test_many_threads_share_tables() -> None:
+    r255_native._cache.clear()
+    g1, g2, h = G.generator(), G.random_elements(1), G.random_elements(1)
+    batches = [(G.random_elements(60).reshape(20, 3, 32), G.random_scalars(20)) for _ in range(8)]
+    want = [G.sampdist_batch(g1, g2, h, c, k) for c, k in batches]
+    r255_native._cache.clear()  # the threads race to build the tables
+    got: list[U8 | None] = [None] * len(batches)
+    start = threading.Barrier(len(batches))
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(3):
+            got[i] = G.sampdist_batch(g1, g2, h, *batches[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, want, strict=True):
+        assert a is not None and np.array_equal(a, b)
+
+
+@needs_native
+def test_table_cache_is_bounded() -> None:
+    for p in G.random_elements(r255_native._CACHE_SIZE + 5):
+        r255_native.table_for(p.tobytes())
+    assert len(r255_native._cache) == r255_native._CACHE_SIZE
+    t = r255_native.table_for(G.generator()[0].tobytes())
+    assert r255_native.table_for(G.generator()[0].tobytes()) is t
+
+
+# ------------------------------------------------------------------ switch
+
+
+def test_env_zero_takes_the_libsodium_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def spy(name: str) -> object:
+        real = getattr(r255_native, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("sampdist", "rerandomizers", "add", "scalarmult"):
+        monkeypatch.setattr(r255_native, name, spy(name))
+    s = make_scheme("secure", 10)
+    fam = s.gen(1)
+
+    def exercise() -> None:
+        msgs = G.random_elements(20)
+        cts = s.sampdist(fam.pk, s.enc(fam.pk, msgs))
+        s.fake(fam.pk, 20)
+        assert np.array_equal(s.dec(fam.keys[0], cts), msgs)
+
+    monkeypatch.setenv(r255_native.ENV_VAR, "0")
+    calls.clear()  # gen() above ran on the default path
+    assert not r255_native.available()
+    exercise()
+    assert calls == []
+    monkeypatch.delenv(r255_native.ENV_VAR)
+    if native_built:
+        assert r255_native.available()
+        exercise()
+        assert {"sampdist", "rerandomizers", "add", "scalarmult"} <= set(calls)
+
+
+# ------------------------------------------------------------------ constant time
+
+_CT_HARNESS = r"""
+/* ctgrind-style: the scalars are malloc'd and never written, so valgrind's memcheck
+ * treats them as undefined (secret); any branch or memory index derived from them
+ * is reported. Only the (public) table and ciphertexts are initialised. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+size_t eip_table_bytes(void);
+int eip_table_init(void *, const uint8_t *);
+int eip_rerandomizers(const void *, const void *, const void *, const uint8_t *, size_t,
+                      uint8_t *, uint8_t *, uint8_t *);
+long eip_sampdist(const void *, const void *, const void *, const uint8_t *,
+                  const uint8_t *, size_t, uint8_t *);
+int main(int argc, char **argv) {
+  static const uint8_t B[32] = {BASE};
+  size_t n = 3;
+  uint8_t *k = malloc(32 * n), *o = malloc(96 * n), *cts = calloc(96 * n, 1);
+  void *t = malloc(eip_table_bytes());
+  if (argc > 1) { /* control: a branch on the secret must be reported */
+    if (k[7] & 1) puts("odd");
+    return 0;
+  }
+  if (eip_table_init(t, B)) return 1;
+  memcpy(cts + 32, B, 32);
+  if (eip_rerandomizers(t, t, t, k, n, o, o + 32 * n, o + 64 * n)) return 1;
+  return eip_sampdist(t, t, t, cts, k, n, o) == -1 ? 0 : 1;
+}
+"""
+
+
+def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
+    """valgrind memcheck sees no branch or load address that depends on the scalar."""
+    cc, vg = shutil.which("cc") or shutil.which("gcc"), shutil.which("valgrind")
+    if cc is None or vg is None:
+        pytest.skip("needs a C compiler and valgrind")
+    src = Path(rist.__file__).with_name("_r255.c")
+    harness = tmp_path / "ct.c"
+    base = ", ".join(str(b) for b in G.generator()[0])
+    harness.write_text(_CT_HARNESS.replace("BASE", base))
+    exe = tmp_path / "ct"
+    # the flags of setup.py: the optimiser is what could reintroduce branches
+    flags = ["-O3", "-std=gnu11", "-fno-strict-aliasing"]
+    subprocess.run([cc, *flags, "-o", str(exe), str(harness), str(src)], check=True, timeout=60)
+    vg_cmd = [vg, "-q", "--error-exitcode=99", str(exe)]
+    control = subprocess.run([*vg_cmd, "control"], capture_output=True, text=True, timeout=60)
+    assert control.returncode == 99 and "uninitialised" in control.stderr, control.stderr
+    run = subprocess.run(vg_cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
