@@ -743,6 +743,20 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             f"{crypto['secure_raw_3_scalarmult_per_s']:,.0f} (3 × scalarmult) | {crypto['secure_overhead_ratio']:.2f}× |",
             "",
         ]
+        us = crypto.get("secure_us_per_row") or {}
+        if us.get("sampdist_libsodium"):
+            native = us.get("sampdist_native")
+            lines += [
+                "Secure SampDist per row (batch 1024, same run): "
+                + (
+                    f"native fixed-base tables {native:.1f} µs, "
+                    if native
+                    else "native: not built, "
+                )
+                + f"libsodium {us['sampdist_libsodium']:.1f} µs, "
+                f"three raw `crypto_scalarmult_ristretto255` {us['raw_3_scalarmult']:.1f} µs.",
+                "",
+            ]
     else:
         lines += ["Crypto throughput: not run yet (`python -m benchmarks.crypto`).", ""]
     return lines
