@@ -32,7 +32,9 @@ if [ ! -f "$MNIST_DIR/train-images-idx3-ubyte" ] && [ ! -f "$MNIST_DIR/train-ima
 fi
 
 # 3. Virtual environment with the runtime, the exporter (torch) and the dev tools.
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# The stamp covers the C extension too: an editable install builds it in place, so
+# a changed _r255.c or setup.py needs a reinstall to take effect.
+stamp=".venv/.installed-$(cat pyproject.toml setup.py encryip_runtime/crypto/_r255.c | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   log "creating .venv and installing (torch is large: about 2 minutes)"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -41,6 +43,12 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/pip install -q -e '.[train,dev]' 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import encryip_runtime, torch, torchvision, pysodium' 
+  # Optional (no compiler: libsodium fallback), so only say which backend it is.
+  if .venv/bin/python -c 'import sys; from encryip_runtime.crypto import r255_native as n; sys.exit(not n.available())'; then
+    log "ristretto255: native fixed-base backend built"
+  else
+    log "ristretto255: native backend NOT built (no C compiler?); using libsodium only"
+  fi
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 log "ready"
