@@ -32,7 +32,7 @@ all of them alike. Rows: ``protected`` and ``plain`` over ``encryip.v1/Predict``
 ``crypto_scalarmult_ristretto255`` (the raw primitive), measured here in the same run.
 
 The full run also measures two server settings against their defaults (``ablations``):
-``--reroll-pool 0`` and ``--max-connection-age-seconds 1``.
+``--reroll-pool 1024`` and ``--max-connection-age-seconds 1``.
 
 Prints a table per model, then one JSON object as the last stdout line.
 """
@@ -607,8 +607,8 @@ def run_model(
                 kserve_py, release / "model.onnx", logs, threads
             )
         if scale.ablations:
-            starters["pool-off"] = lambda: start_ours(
-                "pool-off", release, logs, threads, extra=["--reroll-pool", "0"]
+            starters["pool-on"] = lambda: start_ours(
+                "pool-on", release, logs, threads, extra=["--reroll-pool", "1024"]
             )
             starters["age-1s"] = lambda: start_ours(
                 "age-1s", release, logs, threads, extra=["--max-connection-age-seconds", "1"]
@@ -683,9 +683,9 @@ def ablate(
     payloads: dict[tuple[str, int], tuple[str, bytes]],
     scale: Scale,
 ) -> list[dict[str, Any]]:
-    """Default flags vs --reroll-pool 0 and vs --max-connection-age-seconds 1 (v1 Predict)."""
+    """Default flags vs --reroll-pool 1024 and vs --max-connection-age-seconds 1 (v1 Predict)."""
     out = []
-    pairs = [("pool-off", c, b) for b in scale.batches for c in (1, 32)]
+    pairs = [("pool-on", c, b) for b in scale.batches for c in (1, 32)]
     pairs += [("age-1s", 8, 1), ("age-1s", 32, 32)]
     for i, (other, conc, batch) in enumerate(pairs):
         method, payload = payloads[("v1", batch)]

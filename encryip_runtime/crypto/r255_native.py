@@ -152,7 +152,7 @@ class FixedBase:
     by many threads at once. Build it through :func:`table_for` (cached).
     """
 
-    __slots__ = ("_buf", "encoding")
+    __slots__ = ("_addr", "_buf", "encoding")
 
     def __init__(self, encoding: bytes) -> None:
         lib = _require()
@@ -162,13 +162,14 @@ class FixedBase:
         # uint64 storage: the C side reads 64-bit limbs, so 8-byte alignment is needed.
         self._buf = np.zeros((_table_bytes + 7) // 8, dtype=np.uint64)
         enc = np.frombuffer(self.encoding, dtype=np.uint8)
-        if lib.eip_table_init(_ptr(self._buf), _ptr(enc)) != 0:
+        self._addr = _ptr(self._buf)  # read per SampDist call: worth keeping
+        if lib.eip_table_init(self._addr, _ptr(enc)) != 0:
             raise EncodingError("base point: not a canonical ristretto255 encoding")
 
     @property
     def address(self) -> int:
         """Address of the table for the C functions (valid while ``self`` lives)."""
-        return _ptr(self._buf)
+        return self._addr
 
 
 def table_for(encoding: bytes) -> FixedBase:

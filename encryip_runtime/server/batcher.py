@@ -239,19 +239,50 @@ class MicroBatcher:
             live.append(item)
         return live
 
+    def _infer(self, model: BatchModel, x: npt.NDArray[Any], requests: int) -> npt.NDArray[Any]:
+        """One onnxruntime call; any failure becomes ``InferenceError`` (details logged)."""
+        try:
+            t0 = time.perf_counter()
+            logits = model.logits(x)
+        except Exception as exc:
+            log.error("inference failed for a batch of %d request(s)", requests, exc_info=exc)
+            raise InferenceError("inference failed") from None
+        if self._metrics is not None:
+            self._metrics.inference_seconds.observe(time.perf_counter() - t0)
+            self._metrics.batch_rows.observe(len(x))
+        return logits
+
+    def _crypto(
+        self, model: BatchModel, logits: npt.NDArray[Any], requests: int
+    ) -> npt.NDArray[np.uint8]:
+        """Φ⁻¹ -> SampDist -> wire for a batch; failures become ``InferenceError``."""
+        try:
+            t0 = time.perf_counter()
+            wire = model.protect(logits)
+        except Exception as exc:
+            log.error("protection failed for a batch of %d request(s)", requests, exc_info=exc)
+            raise InferenceError("protection failed") from None
+        if self._metrics is not None:
+            self._metrics.crypto_seconds.observe(time.perf_counter() - t0)
+            self._metrics.rows.inc(len(wire))
+        return wire
+
+    @staticmethod
+    def _onehot(model: BatchModel, rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        try:
+            return model.phi(rows)
+        except Exception as exc:
+            log.error("one-hot form failed", exc_info=exc)
+            raise InferenceError("one-hot form failed") from None
+
     def _run_network(self, items: list[_Pending]) -> None:
         model = items[0].model
         try:
             x = items[0].x if len(items) == 1 else np.concatenate([i.x for i in items], axis=0)
-            t0 = time.perf_counter()
-            logits = model.logits(x)
-            if self._metrics is not None:
-                self._metrics.inference_seconds.observe(time.perf_counter() - t0)
-                self._metrics.batch_rows.observe(len(x))
-        except Exception as exc:
-            log.error("inference failed for a batch of %d request(s)", len(items), exc_info=exc)
+            logits = self._infer(model, x, len(items))
+        except InferenceError as exc:
             for item in items:
-                _fail(item, InferenceError("inference failed"))
+                _fail(item, exc)
             return
         batch = _Batch(model, items, logits)
         with self._cond:
@@ -281,30 +312,22 @@ class MicroBatcher:
 
     def _protect(self, batch: _Batch) -> None:
         try:
-            t0 = time.perf_counter()
-            wire = batch.model.protect(batch.logits)
-            if self._metrics is not None:
-                self._metrics.crypto_seconds.observe(time.perf_counter() - t0)
-                self._metrics.rows.inc(len(wire))
-        except Exception as exc:
-            log.error(
-                "protection failed for a batch of %d request(s)", len(batch.items), exc_info=exc
-            )
+            wire = self._crypto(batch.model, batch.logits, len(batch.items))
+        except InferenceError as exc:
             for item in batch.items:
-                _fail(item, InferenceError("protection failed"))
+                _fail(item, exc)
             return
         start = 0
         for item in batch.items:
             rows = wire[start : start + len(item.x)]
             start += len(item.x)
             try:
-                onehot = batch.model.phi(rows) if item.onehot else None
-                item.future.set_result(
-                    BatchResult(rows, onehot, item.tag, item.started - item.enqueued)
-                )
-            except Exception as exc:
-                log.error("one-hot form failed", exc_info=exc)
-                _fail(item, InferenceError("one-hot form failed"))
+                onehot = self._onehot(batch.model, rows) if item.onehot else None
+            except InferenceError as exc:
+                _fail(item, exc)
+                continue
+            queued = item.started - item.enqueued
+            item.future.set_result(BatchResult(rows, onehot, item.tag, queued))
 
 
 def _fail(item: _Pending, exc: BaseException) -> None:

@@ -25,7 +25,7 @@ flag                      default                meaning
 ``--drain-seconds``       ``20``                 grace for in-flight requests on SIGTERM
 ``--reload-poll-seconds``  ``0``                 poll the release for changes (0 = off;
                                                  SIGHUP always reloads)
-``--reroll-pool``         ``1024``               secure profile: SampDist re-randomisers
+``--reroll-pool``         ``0``                  secure profile: SampDist re-randomisers
                                                  (g1^r, g2^r, h^r) precomputed in the
                                                  background, each used once (0 = off)
 ``--max-connection-age-seconds``
@@ -92,7 +92,9 @@ class ServerConfig:
     # the pool's thread overlaps the scalar multiplications with the request path (+25-70 %
     # rows/s vs 0, lower p99); at batch 1 no difference was measurable above the noise.
     # 1024 rows = 32 full batches ready after idle, ~100 KB; refilled a quarter at a time.
-    reroll_pool: int = 1024
+    # Off by default: with the native backend a whole SampDist costs less CPU than the
+    # pool's additions, and a refill competing for cores made p99 spikes (docs/deploy.md).
+    reroll_pool: int = 0
     # GOAWAY after this many seconds so clients reconnect through the load balancer; 0 = off.
     # benchmarks/serving.py measured no throughput cost even at 1 s, so 300 s is on by default.
     max_connection_age_seconds: float = 300.0

@@ -83,10 +83,19 @@ class ServerMetrics:
         )
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
+        # Labelled children by (method, code): ``labels()`` costs more than the update.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(method=method, code=code).inc()
-        self.request_seconds.labels(method=method).observe(seconds)
+        child = self._children.get((method, code))
+        if child is None:  # a racing duplicate lookup is harmless: labels() is idempotent
+            child = (
+                self.requests.labels(method=method, code=code),
+                self.request_seconds.labels(method=method),
+            )
+            self._children[(method, code)] = child
+        child[0].inc()
+        child[1].observe(seconds)
 
     def start_http(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0 = a free port); returns the bound port."""

@@ -258,6 +258,30 @@ def test_client_disconnect_mid_request(secure_release: Any) -> None:
         assert health_status(server.port) == SERVING
 
 
+def test_model_stuck_in_onnxruntime_blocks_nothing_else(secure_release: Any) -> None:
+    """The event loop never runs the model: while a batch hangs in onnxruntime, health,
+    model info and new requests (queued) are still answered at once."""
+    with running_server(secure_release.licensee_dir("acme"), max_batch=1) as server:
+        loaded = server.store.current
+        assert loaded is not None
+        gated = GatedSession(loaded.model.session)
+        loaded.model.session = gated
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = encryip_pb2_grpc.EncryIPStub(channel)
+            stuck = stub.Predict.future(predict_request(sample_inputs(1)), timeout=30)
+            assert gated.entered.wait(10)
+            t0 = time.monotonic()
+            assert health_status(server.port) == SERVING
+            info = stub.GetModelInfo(encryip_pb2.GetModelInfoRequest(), timeout=2)
+            assert info.model_name == loaded.name
+            queued = stub.Predict.future(predict_request(sample_inputs(2)), timeout=30)
+            wait_until(lambda: server.batcher.depth == 1)
+            assert time.monotonic() - t0 < 2.0
+            gated.gate.set()
+            assert len(stuck.result(timeout=20).ciphertexts) == 1
+            assert len(queued.result(timeout=20).ciphertexts) == 2
+
+
 def _all_cancelled(server: EncryIPServer) -> bool:
     with server.batcher._cond:
         return all(item.future.cancelled() for item in server.batcher._queue)

@@ -51,7 +51,7 @@ def predict(port: int, x: np.ndarray) -> np.ndarray:
 
 def test_flags_and_env(tmp_path: Path) -> None:
     cfg = ServerConfig.from_args([str(tmp_path)], environ={})
-    assert cfg.reroll_pool == 1024 and cfg.max_connection_age_seconds == 300.0
+    assert cfg.reroll_pool == 0 and cfg.max_connection_age_seconds == 300.0
     env = {"ENCRYIP_REROLL_POOL": "0", "ENCRYIP_MAX_CONNECTION_AGE_SECONDS": "0"}
     cfg = ServerConfig.from_args([str(tmp_path)], environ=env)
     assert cfg.reroll_pool == 0 and cfg.max_connection_age_seconds == 0
