@@ -706,12 +706,14 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             f"{res.get('onnxruntime_threads')}; same shared machine). rows/s (p99 ms). *protected* = the "
             "EncryIP server (`encryip.v1`; *protected-v2*: its Open Inference Protocol v2 endpoint); "
             "*plain* = the same server with protection off (benchmark-only); *kserve* = KServe's v2 "
-            "server on the same ONNX file.",
+            "server on the same ONNX file; *echo* = a grpc.aio server answering canned responses "
+            "(no work at all): the ceiling of any Python gRPC server with this load generator "
+            "on this machine.",
             "",
-            "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve |",
-            "|---|---|---|---|---|---|---|",
+            "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve | echo |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        systems = ("protected", "protected-v2", "plain", "kserve")
+        systems = ("protected", "protected-v2", "plain", "kserve", "echo")
         for model, cells in res["cells"].items():
             grid: dict[tuple[int, int], dict[str, Any]] = {}
             for c in cells:
@@ -725,7 +727,8 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
         for model, m in res.get("models", {}).items():
             lines.append("")
             lines.append(
-                f"{model}: protected/KServe throughput {m.get('protected_vs_kserve_throughput', float('nan')):.2f}×, "
+                f"{model}: protected/KServe throughput {m.get('protected_vs_kserve_throughput', float('nan')):.2f}× "
+                f"(echo/KServe {m.get('echo_vs_kserve_throughput') or float('nan'):.2f}×), "
                 f"protected/plain {m.get('protected_vs_plain_throughput', float('nan')):.2f}×, crypto "
                 f"{m.get('crypto_us_per_row', float('nan')):.0f} µs/row "
                 f"({m.get('crypto_vs_raw', float('nan')):.2f}× three raw scalar multiplications)."
@@ -881,6 +884,13 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
     lines += notes_section()
     lines += train_overhead_section(results.get("train_overhead"))
     lines += serving_section(results.get("serving"), results.get("crypto"))
+    lines += [
+        "## On a GPU",
+        "",
+        "CI has no GPU: `scripts/gpu_check.sh` and what it measured on a lent H200 are in "
+        "[gpu.md](gpu.md).",
+        "",
+    ]
     path = docs / "results.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

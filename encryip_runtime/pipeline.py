@@ -11,13 +11,14 @@ import hashlib
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.scheme import Elements
+from encryip_runtime.crypto.scheme import Ciphertexts, Elements
 from encryip_runtime.exceptions import InferenceError, InputError, ModelError, SecretMaterialError
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.transfer import OneHotTransfer
@@ -27,6 +28,8 @@ __all__ = ["ProtectedModel", "RerandomizerPool", "check_no_secrets", "resolve_re
 log = logging.getLogger(__name__)
 
 _SECRET_NAMES = ("vault.json", "vault.npz")
+# Below this many rows per thread, handing work to another thread costs more than it saves.
+_MIN_ROWS_PER_THREAD = 8
 
 
 def resolve_release_dir(path: Path) -> Path:
@@ -167,6 +170,7 @@ class ProtectedModel:
         session: Any,
         directory: Path | None = None,
         pool_capacity: int = 0,
+        crypto_threads: int = 1,
     ):
         self.manifest = manifest
         self.scheme = manifest.scheme
@@ -198,6 +202,15 @@ class ProtectedModel:
                 f"model output shape {out_shape} does not match manifest output.size "
                 f"{manifest.output_size}"
             )
+        if crypto_threads < 1:
+            raise ValueError("crypto_threads must be at least 1")
+        # Helpers for one batch's SampDist; the calling thread takes a share itself.
+        self._crypto_pool: ThreadPoolExecutor | None = None
+        if crypto_threads > 1:
+            self._crypto_pool = ThreadPoolExecutor(
+                crypto_threads - 1, thread_name_prefix="encryip-sampdist"
+            )
+        self._crypto_threads = crypto_threads
         self._pool: RerandomizerPool | None = None
         if pool_capacity > 0 and manifest.profile == "secure":
             self._pool = RerandomizerPool(self, pool_capacity)
@@ -211,6 +224,7 @@ class ProtectedModel:
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         pool_capacity: int = 0,
+        crypto_threads: int = 1,
     ) -> ProtectedModel:
         import onnxruntime as ort
 
@@ -235,11 +249,13 @@ class ProtectedModel:
             session = ort.InferenceSession(data, sess_options=opts, providers=_providers(providers))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
-        return cls(manifest, session, d, pool_capacity=pool_capacity)
+        return cls(manifest, session, d, pool_capacity=pool_capacity, crypto_threads=crypto_threads)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+        if self._crypto_pool is not None:
+            self._crypto_pool.shutdown(wait=False)
 
     # -- input ----------------------------------------------------------------
     def validate_input(self, x: npt.NDArray[Any], name: str | None = None) -> npt.NDArray[Any]:
@@ -292,9 +308,23 @@ class ProtectedModel:
     def protect(self, logits: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         """Lines 2-4: c <- Φ⁻¹([y]); c_d <- SampDist(c); wire encoding of c_d."""
         cts = self.transfer.phi_inv(logits)
-        rer = self._pool.take(len(cts)) if self._pool is not None else None
-        fresh = self.scheme.sampdist(self.manifest.pk, cts, rer)
+        if self._pool is not None:
+            fresh = self.scheme.sampdist(self.manifest.pk, cts, self._pool.take(len(cts)))
+        else:
+            fresh = self._sampdist(cts)
         return self.scheme.to_wire(fresh)
+
+    def _sampdist(self, cts: Ciphertexts) -> Ciphertexts:
+        """SampDist of a batch, split across ``crypto_threads`` when it is large enough."""
+        parts = min(self._crypto_threads, len(cts) // _MIN_ROWS_PER_THREAD)
+        if self._crypto_pool is None or parts < 2:
+            return self.scheme.sampdist(self.manifest.pk, cts)
+        chunks = np.array_split(cts, parts)
+        helpers = [
+            self._crypto_pool.submit(self.scheme.sampdist, self.manifest.pk, c) for c in chunks[1:]
+        ]
+        first = self.scheme.sampdist(self.manifest.pk, chunks[0])
+        return np.concatenate([first, *(h.result() for h in helpers)])
 
     def predict(self, x: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         """Confused labels for a batch: ``uint8 (N, ciphertext_size)``."""

@@ -65,6 +65,7 @@ class EncryIPServer:
             model_name=cfg.model_name,
             intra_op_threads=cfg.intra_op_threads,
             pool_capacity=cfg.reroll_pool,
+            crypto_threads=cfg.crypto_threads,
             metrics=self.metrics,
         )
         self.batcher = MicroBatcher(

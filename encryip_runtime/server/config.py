@@ -28,6 +28,7 @@ flag                      default                meaning
 ``--reroll-pool``         ``0``                  secure profile: SampDist re-randomisers
                                                  (g1^r, g2^r, h^r) precomputed in the
                                                  background, each used once (0 = off)
+``--crypto-threads``      ``1``                  threads sharing one batch's SampDist
 ``--max-connection-age-seconds``
                           ``300``                close client connections (GOAWAY) after
                                                  this age so clients re-balance after a
@@ -88,13 +89,12 @@ class ServerConfig:
     # 0: no polling; SIGHUP always reloads.
     reload_poll_seconds: float = 0.0
     # Secure profile: precomputed SampDist re-randomisers, each used once; 0 = off.
-    # On by default from benchmarks/serving.py's ablations (2-core machine): with batch 32
-    # the pool's thread overlaps the scalar multiplications with the request path (+25-70 %
-    # rows/s vs 0, lower p99); at batch 1 no difference was measurable above the noise.
-    # 1024 rows = 32 full batches ready after idle, ~100 KB; refilled a quarter at a time.
     # Off by default: with the native backend a whole SampDist costs less CPU than the
     # pool's additions, and a refill competing for cores made p99 spikes (docs/deploy.md).
     reroll_pool: int = 0
+    # Threads sharing one batch's SampDist (the C code releases the GIL). 1 on small pods;
+    # more where inference is fast (GPU) and crypto becomes the bottleneck.
+    crypto_threads: int = 1
     # GOAWAY after this many seconds so clients reconnect through the load balancer; 0 = off.
     # benchmarks/serving.py measured no throughput cost even at 1 s, so 300 s is on by default.
     max_connection_age_seconds: float = 300.0
@@ -194,6 +194,7 @@ class ServerConfig:
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
             "max_message_bytes": self.max_message_bytes,
+            "crypto_threads": self.crypto_threads,
         }
         for name, value in positive.items():
             if value < 1:
@@ -306,6 +307,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "drain_seconds": _float,
     "reload_poll_seconds": _float,
     "reroll_pool": _int,
+    "crypto_threads": _int,
     "max_connection_age_seconds": _float,
     "log_level": _log_level,
 }
@@ -329,6 +331,8 @@ _HELP: dict[str, str] = {
     "reload_poll_seconds": "poll model.onnx/manifest.json for changes every N s, 0 = off",
     "reroll_pool": "secure profile: SampDist re-randomisers precomputed in the background "
     "(each used once), 0 = off",
+    "crypto_threads": "threads sharing one batch's SampDist "
+    "(more when inference is fast, e.g. on a GPU)",
     "max_connection_age_seconds": "send clients GOAWAY after this many seconds so they "
     "re-balance across replicas, 0 = unlimited",
     "log_level": "log level",

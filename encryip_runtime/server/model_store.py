@@ -82,6 +82,7 @@ def load_model(
     model_name: str | None = None,
     intra_op_threads: int = 0,
     pool_capacity: int = 0,
+    crypto_threads: int = 1,
 ) -> LoadedModel:
     """Load and describe the release (raises on anything wrong; never returns half a model)."""
     from encryip_runtime.pipeline import ProtectedModel
@@ -89,7 +90,10 @@ def load_model(
     refuse_secret_material(release_dir)
     signature = release_signature(release_dir)
     pm = ProtectedModel.load(
-        release_dir, intra_op_threads=intra_op_threads, pool_capacity=pool_capacity
+        release_dir,
+        intra_op_threads=intra_op_threads,
+        pool_capacity=pool_capacity,
+        crypto_threads=crypto_threads,
     )
     m = pm.manifest
     scheme = m.scheme
@@ -128,12 +132,14 @@ class ModelStore:
         model_name: str | None = None,
         intra_op_threads: int = 0,
         pool_capacity: int = 0,
+        crypto_threads: int = 1,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.release_dir = release_dir
         self._model_name = model_name
         self._threads = intra_op_threads
         self._pool_capacity = pool_capacity
+        self._crypto_threads = crypto_threads
         self._metrics = metrics
         self._current: LoadedModel | None = None
         self._reload_lock = threading.Lock()
@@ -190,6 +196,7 @@ class ModelStore:
             model_name=self._model_name,
             intra_op_threads=self._threads,
             pool_capacity=self._pool_capacity,
+            crypto_threads=self._crypto_threads,
         )
 
     def _install(self, loaded: LoadedModel) -> None:

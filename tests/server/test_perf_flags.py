@@ -197,3 +197,42 @@ def test_unlimited_connection_age_keeps_connection(secure_release: Any) -> None:
             )
             time.sleep(1.5)
             assert seen[-1] == grpc.ChannelConnectivity.READY, seen
+
+
+# -- crypto threads ----------------------------------------------------------------------
+
+
+def test_crypto_threads_split_a_batch_and_stay_correct(secure_release: Any) -> None:
+    """--crypto-threads 3: a 40-row batch is protected by three threads; every row decrypts
+    to the same label as with one thread, and no component repeats."""
+    cfg = ServerConfig.from_args([str(secure_release.root), "--crypto-threads", "3"], environ={})
+    assert cfg.crypto_threads == 3
+    with pytest.raises(ConfigError, match="--crypto-threads: must be at least 1"):
+        ServerConfig.from_args([str(secure_release.root), "--crypto-threads", "0"], environ={})
+    key = LicenseeKey.load(secure_release.key("acme"))
+    x = sample_inputs(40, seed=5)
+    one = ProtectedModel.load(secure_release.licensee_dir("acme"))
+    many = ProtectedModel.load(secure_release.licensee_dir("acme"), crypto_threads=3)
+    try:
+        names: set[str] = set()
+        original = many.scheme.sampdist
+
+        def spy(*args: Any, **kw: Any) -> Any:
+            names.add(threading.current_thread().name)
+            return original(*args, **kw)
+
+        many.scheme.sampdist = spy  # type: ignore[method-assign]
+        w1, w3 = one.predict(x), many.predict(x)
+        assert len({n for n in names if n.startswith("encryip-sampdist")}) >= 1
+        assert len(names) >= 2  # the caller took a share, helpers the rest
+        assert w3.shape == w1.shape
+        assert np.array_equal(decrypt_batch(list(w1), key), decrypt_batch(list(w3), key))
+        comps = components(np.concatenate([w1, w3]))
+        assert len(comps) == 2 * 3 * len(x)
+        assert many.predict(x[:3]).shape == (3, w1.shape[1])  # small batches: caller only
+    finally:
+        one.close()
+        many.close()
+    with running_server(secure_release.licensee_dir("acme"), crypto_threads=2) as server:
+        wire = predict(server.port, x)
+        assert np.array_equal(decrypt_batch(list(wire), key), decrypt_batch(list(w1), key))
