@@ -11,8 +11,8 @@ of batch k does (onnxruntime and libsodium both release the GIL):
   deadline has passed or whose client went away, concatenates the rest and runs the
   network once (``model.logits``);
 * the **protector** runs Φ⁻¹ → SampDist → wire once per batch (``model.protect``) and
-  hands each request its rows. When it is idle, the collector protects its batch itself
-  (one thread handoff less per request at low load).
+  hands each request its rows. When it is idle and no request is waiting, the collector
+  protects its batch itself (one thread handoff less per request at low load).
 
 Each request carries the model it was validated against; a batch never mixes models,
 so a reload swaps models between batches and no request is dropped. The queue is
@@ -286,12 +286,13 @@ class MicroBatcher:
             return
         batch = _Batch(model, items, logits)
         with self._cond:
-            idle = not self._downstream
-            if not idle:
+            # Nothing waiting and the protector idle (low load): protecting here saves a
+            # thread handoff. Otherwise hand off, so the next batch's network runs while
+            # this one's crypto does (the two stages overlap on two cores).
+            alone = not self._downstream and not self._queue
+            if not alone:
                 self._downstream += 1
-        if idle:
-            # The protector has nothing to do: protecting here saves a thread handoff
-            # (low load); new requests queue meanwhile and form the next batch.
+        if alone:
             self._protect(batch)
             return
         self._handoff.put(batch)
