@@ -377,3 +377,17 @@ def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
     assert control.returncode == 99 and "uninitialised" in control.stderr, control.stderr
     run = subprocess.run(vg_cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_random_scalars_are_reduced_distinct_and_spread() -> None:
+    """64 random bytes reduced mod L per scalar: all < L, no repeats, every byte position
+    takes many values, and the top scalar bits are set about as often as uniform says."""
+    k = G.random_scalars(4000)
+    assert k.shape == (4000, 32) and k.dtype == np.uint8
+    ints = [int.from_bytes(row.tobytes(), "little") for row in k]
+    assert max(ints) < L and len(set(ints)) == len(ints)
+    assert all(len(np.unique(k[:, j])) > 200 for j in range(31))
+    # bit 251 of a uniform scalar mod L (~2^252) is set with probability ~1/2
+    high = sum(v >> 251 & 1 for v in ints) / len(ints)
+    assert 0.45 < high < 0.55
+    assert G.random_scalars(0).shape == (0, 32)
