@@ -49,6 +49,8 @@ __all__ = ["EncryIPServer", "create_server", "serve"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# Time between health going NOT_SERVING and the first refused prediction.
+_HEALTH_SETTLE_S = 0.1
 # Longest time the port keeps refusing new predictions (UNAVAILABLE) before it closes.
 _DRAIN_SETTLE_S = 1.0
 
@@ -220,6 +222,9 @@ class EncryIPServer:
             end = time.monotonic() + grace
             self.health.set_serving(False)
             self.store.stop_polling()
+            # Keep serving a moment so health watchers (and load balancers) see the flip
+            # before the first refusal; under load a watch update can lag by a few ms.
+            time.sleep(min(_HEALTH_SETTLE_S, grace / 4))
             # Phase 1: the port stays open but new predictions get UNAVAILABLE (clean, and
             # retriable elsewhere) while accepted ones finish. Phase 2: close the port; only
             # calls still in grpc's own accept queue at that instant are cut (CANCELLED).

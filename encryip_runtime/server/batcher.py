@@ -1,33 +1,39 @@
 """Server-side micro-batching: many small requests -> one onnxruntime call -> one crypto call.
 
-Two stages, each its own thread, so that the network of batch k+1 runs while the crypto
-of batch k does (onnxruntime and libsodium both release the GIL):
+Requests are submitted and answered on the server's event loop; the work runs on two
+threads, so that the network of batch k+1 runs while the crypto of batch k does
+(onnxruntime and the SampDist C code both release the GIL):
 
-* the **collector** waits for the first request, then, while the protector is still busy
-  with earlier batches, up to ``max_delay`` (counted from that request's arrival) for
-  more, until ``max_batch`` rows. When the protector is idle it does not wait: a larger
-  batch could only start later, so at low load a request pays no batching delay, and
-  under load batches fill while the previous ones are being protected. It drops requests whose
-  deadline has passed or whose client went away, concatenates the rest and runs the
-  network once (``model.logits``);
+* ``submit`` (on the loop) puts the request in a thread-safe inbox and returns an
+  asyncio future. Nothing else happens on the loop: a slow or stuck model never blocks
+  health checks or the reading of new requests.
+* the **collector** takes the first request waiting, then whatever else waits (same
+  model, up to ``max_batch`` rows); while the protector is still busy with earlier
+  batches it waits up to ``max_delay`` (counted from the first request's arrival) for
+  more. When the protector is idle it does not wait: a larger batch could only start
+  later, so at low load a request pays no batching delay, and under load batches fill
+  while the previous ones are being protected. It drops requests whose deadline has
+  passed or whose client went away, concatenates the rest and runs the network once
+  (``model.logits``);
 * the **protector** runs Φ⁻¹ → SampDist → wire once per batch (``model.protect``) and
-  hands each request its rows. When it is idle and no request is waiting, the collector
-  protects its batch itself (one thread handoff less per request at low load).
+  answers all the batch's requests with **one** wake-up of the event loop. When it is
+  idle and no request is waiting, the collector protects its batch itself (one thread
+  handoff less at low load).
 
 Each request carries the model it was validated against; a batch never mixes models,
-so a reload swaps models between batches and no request is dropped. The queue is
+so a reload swaps models between batches and no request is dropped. The inbox is
 bounded in requests (``QueueFullError`` beyond it). Nothing here knows gRPC.
 """
 
 from __future__ import annotations
 
-import collections
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,7 +77,8 @@ class _Pending:
     onehot: bool
     deadline: float | None
     enqueued: float
-    future: Future[BatchResult] = field(default_factory=Future)
+    future: asyncio.Future[BatchResult]
+    loop: asyncio.AbstractEventLoop
     started: float = 0.0
 
 
@@ -82,11 +89,14 @@ class _Batch:
     logits: npt.NDArray[Any]
 
 
-_STOP = object()
+# What the worker threads hand back: each request with its result or its error.
+_Answers = list[tuple[_Pending, "BatchResult | BaseException"]]
+
+_STOP: Any = object()
 
 
 class MicroBatcher:
-    """Collects requests into batches; ``submit`` returns a Future of ``BatchResult``."""
+    """Collects requests into batches; ``submit`` (on an event loop) returns a future."""
 
     def __init__(
         self,
@@ -102,11 +112,13 @@ class MicroBatcher:
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self._metrics = metrics
-        self._cond = threading.Condition()
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Collector only: the request that did not fit the last batch (or _STOP).
+        self._carry: Any = None
         self._closed = False
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
-        # Batches handed to the protector and not finished yet (guarded by _cond).
+        # Batches handed to the protector and not finished yet (guarded by _lock).
+        self._lock = threading.Lock()
         self._downstream = 0
         self._collector = threading.Thread(
             target=self._collect_loop, name="encryip-batcher", daemon=True
@@ -132,8 +144,15 @@ class MicroBatcher:
         tag: Any = None,
         onehot: bool = False,
         timeout_s: float | None = None,
-    ) -> Future[BatchResult]:
-        """Queue ``x`` (already validated for ``model``); ``timeout_s`` is the time left."""
+    ) -> asyncio.Future[BatchResult]:
+        """Queue ``x`` (already validated for ``model``); call on the event loop that will
+        await the result. ``timeout_s`` is the time the request has left."""
+        if self._closed:
+            raise NotReadyError("server is shutting down")
+        depth = self._inbox.qsize()
+        if depth >= self.max_queue:
+            raise QueueFullError(f"request queue full ({self.max_queue} waiting); retry later")
+        loop = asyncio.get_running_loop()
         now = time.monotonic()
         item = _Pending(
             model=model,
@@ -142,38 +161,39 @@ class MicroBatcher:
             onehot=onehot,
             deadline=None if timeout_s is None else now + timeout_s,
             enqueued=now,
+            future=loop.create_future(),
+            loop=loop,
         )
-        with self._cond:
-            if self._closed:
-                raise NotReadyError("server is shutting down")
-            if len(self._queue) >= self.max_queue:
-                raise QueueFullError(f"request queue full ({self.max_queue} waiting); retry later")
-            self._queue.append(item)
-            depth = len(self._queue)
-            self._cond.notify()
+        self._inbox.put(item)
         if self._metrics is not None:
-            self._metrics.queue_depth.set(depth)
+            self._metrics.queue_depth.set(depth + 1)
         return item.future
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Refuse new requests, finish every queued one, stop the threads."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        """Refuse new requests, answer every queued one, stop the threads."""
+        self._closed = True
+        self._inbox.put(_STOP)
         if self._started:
             self._collector.join(timeout_s)
             self._protector.join(timeout_s)
         # Anything still queued (threads not started or timed out) is answered, not lost.
-        with self._cond:
-            leftovers = list(self._queue)
-            self._queue.clear()
-        for item in leftovers:
-            _fail(item, NotReadyError("server is shutting down"))
+        leftovers: _Answers = []
+        if self._carry is not None and self._carry is not _STOP:
+            leftovers.append((self._carry, NotReadyError("server is shutting down")))
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                leftovers.append((item, NotReadyError("server is shutting down")))
+        _answer(leftovers)
 
     @property
     def depth(self) -> int:
-        with self._cond:
-            return len(self._queue)
+        """Requests waiting (not yet taken into a batch)."""
+        carry = self._carry is not None and self._carry is not _STOP
+        return self._inbox.qsize() + carry
 
     # -- collector -------------------------------------------------------------------
 
@@ -188,55 +208,57 @@ class MicroBatcher:
         finally:
             self._handoff.put(_STOP)
 
+    def _next(self, wait_s: float | None) -> Any:
+        """The next request (or _STOP): the carried one first; None if none arrives in
+        ``wait_s`` seconds (``None``: wait for ever, 0: do not wait)."""
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        try:
+            if wait_s is None:
+                return self._inbox.get()
+            if wait_s <= 0:
+                return self._inbox.get_nowait()
+            return self._inbox.get(timeout=wait_s)
+        except queue.Empty:
+            return None
+
     def _take(self) -> list[_Pending] | None:
         """Block for the next batch: same model, at most max_batch rows (None: closed)."""
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            first = self._queue[0]
-            fill_until = first.enqueued + self.max_delay_s
-            while not self._closed:
-                rows = 0
-                for item in self._queue:
-                    if item.model is not first.model:
-                        break
-                    rows += len(item.x)
-                    if rows >= self.max_batch:
-                        break
-                if rows >= self.max_batch or not self._downstream:
-                    break  # full, or nothing to wait for: the protector is idle
-                remaining = fill_until - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            taken: list[_Pending] = []
-            rows = 0
-            while self._queue:
-                item = self._queue[0]
-                if item.model is not first.model:
-                    break
-                if taken and rows + len(item.x) > self.max_batch:
-                    break
-                self._queue.popleft()
-                taken.append(item)
-                rows += len(item.x)
-            depth = len(self._queue)
+        first = self._next(None)
+        if first is _STOP:
+            return None
+        taken = [first]
+        rows = len(first.x)
+        fill_until = first.enqueued + self.max_delay_s
+        while rows < self.max_batch:
+            with self._lock:
+                busy = self._downstream > 0
+            # Wait for a fuller batch only while the protector is busy anyway.
+            nxt = self._next(fill_until - time.monotonic() if busy else 0)
+            if nxt is None:
+                break
+            if nxt is _STOP or nxt.model is not first.model or rows + len(nxt.x) > self.max_batch:
+                self._carry = nxt  # starts the next batch (or stops after this one)
+                break
+            taken.append(nxt)
+            rows += len(nxt.x)
         if self._metrics is not None:
-            self._metrics.queue_depth.set(depth)
+            self._metrics.queue_depth.set(self._inbox.qsize())
         now = time.monotonic()
         live: list[_Pending] = []
+        expired: _Answers = []
         for item in taken:
-            if not item.future.set_running_or_notify_cancel():
+            if item.future.cancelled():
                 continue  # the client went away while queued
             if item.deadline is not None and item.deadline <= now:
-                _fail(item, DeadlineExpiredError("deadline passed while queued"))
+                expired.append((item, DeadlineExpiredError("deadline passed while queued")))
                 continue
             item.started = now
             if self._metrics is not None:
                 self._metrics.queue_seconds.observe(now - item.enqueued)
             live.append(item)
+        _answer(expired)
         return live
 
     def _infer(self, model: BatchModel, x: npt.NDArray[Any], requests: int) -> npt.NDArray[Any]:
@@ -281,15 +303,14 @@ class MicroBatcher:
             x = items[0].x if len(items) == 1 else np.concatenate([i.x for i in items], axis=0)
             logits = self._infer(model, x, len(items))
         except InferenceError as exc:
-            for item in items:
-                _fail(item, exc)
+            _answer([(item, exc) for item in items])
             return
         batch = _Batch(model, items, logits)
-        with self._cond:
+        with self._lock:
             # Nothing waiting and the protector idle (low load): protecting here saves a
             # thread handoff. Otherwise hand off, so the next batch's network runs while
             # this one's crypto does (the two stages overlap on two cores).
-            alone = not self._downstream and not self._queue
+            alone = not self._downstream and self._carry is None and self._inbox.empty()
             if not alone:
                 self._downstream += 1
         if alone:
@@ -307,17 +328,16 @@ class MicroBatcher:
             try:
                 self._protect(batch)
             finally:
-                with self._cond:
+                with self._lock:
                     self._downstream -= 1
-                    self._cond.notify_all()
 
     def _protect(self, batch: _Batch) -> None:
         try:
             wire = self._crypto(batch.model, batch.logits, len(batch.items))
         except InferenceError as exc:
-            for item in batch.items:
-                _fail(item, exc)
+            _answer([(item, exc) for item in batch.items])
             return
+        answers: _Answers = []
         start = 0
         for item in batch.items:
             rows = wire[start : start + len(item.x)]
@@ -325,15 +345,29 @@ class MicroBatcher:
             try:
                 onehot = self._onehot(batch.model, rows) if item.onehot else None
             except InferenceError as exc:
-                _fail(item, exc)
+                answers.append((item, exc))
                 continue
             queued = item.started - item.enqueued
-            item.future.set_result(BatchResult(rows, onehot, item.tag, queued))
+            answers.append((item, BatchResult(rows, onehot, item.tag, queued)))
+        _answer(answers)
 
 
-def _fail(item: _Pending, exc: BaseException) -> None:
-    if item.future.done():
-        return
-    if not item.future.running() and not item.future.set_running_or_notify_cancel():
-        return
-    item.future.set_exception(exc)
+def _answer(answers: _Answers) -> None:
+    """Settle the futures on their event loop: one wake-up per loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, _Answers] = {}
+    for item, outcome in answers:
+        by_loop.setdefault(item.loop, []).append((item, outcome))
+    for loop, group in by_loop.items():
+        # A closed loop raises RuntimeError: nobody awaits these any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, group)
+
+
+def _settle(answers: _Answers) -> None:
+    for item, outcome in answers:
+        if item.future.done():
+            continue  # cancelled meanwhile
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)

@@ -101,10 +101,9 @@ class Predictor:
                 loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
             )
             try:
-                # One wake-up of the event loop per request, from the batcher's thread.
-                result = await asyncio.wrap_future(future)
+                result = await future
             except asyncio.CancelledError:
-                future.cancel()
+                future.cancel()  # the collector skips it if it is still queued
                 raise
             return Prediction(result.wire, result.onehot, result.tag)
         finally:

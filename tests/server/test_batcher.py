@@ -1,9 +1,14 @@
-"""MicroBatcher with a fake model: batching, deadlines, bounded queue, failures, drain."""
+"""MicroBatcher with a fake model: batching, deadlines, bounded queue, failures, drain.
+
+The batcher is submitted to and answers on an event loop (as in the server): each test
+runs its body with ``asyncio.run``; the fake model runs on the batcher's threads."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -45,86 +50,144 @@ def _decode(wire: npt.NDArray[np.uint8]) -> list[int]:
     return [int(v) for v in wire.copy().view("<u4").reshape(-1)]
 
 
-@pytest.fixture
-def batcher() -> Any:
-    b = MicroBatcher(max_batch=8, max_delay_s=0.02, max_queue=16, metrics=ServerMetrics())
+def run(body: Callable[[MicroBatcher], Awaitable[None]], **kw: Any) -> None:
+    """Run ``body(batcher)`` on a fresh event loop; the batcher is closed afterwards."""
+    settings: dict[str, Any] = {"max_batch": 8, "max_delay_s": 0.02, "max_queue": 16}
+    settings.update(kw)
+    b = MicroBatcher(metrics=ServerMetrics(), **settings)
     b.start()
-    yield b
-    b.close(5)
+
+    async def main() -> None:
+        try:
+            await body(b)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, b.close, 5)
+
+    asyncio.run(main())
 
 
-def test_results_match_rows_and_batches_form(batcher: MicroBatcher) -> None:
-    model = FakeModel()
-    futures = [
-        batcher.submit(model, np.full((1, 3), i, np.uint8), onehot=(i == 0)) for i in range(8)
-    ]
-    results = [f.result(5) for f in futures]
-    assert [_decode(r.wire) for r in results] == [[3 * i] for i in range(8)]
-    assert results[0].onehot is not None and results[1].onehot is None
-    assert max(model.batches) > 1, model.batches
-    big = batcher.submit(model, np.ones((20, 2), np.uint8)).result(5)
-    assert _decode(big.wire) == [2] * 20  # larger than max_batch: runs alone
+async def result(f: Awaitable[Any]) -> Any:
+    return await asyncio.wait_for(f, 5)
 
 
-def test_never_mixes_models(batcher: MicroBatcher) -> None:
-    a, b = FakeModel(), FakeModel()
-    futs = [batcher.submit(a if i % 2 else b, np.ones((1, 1), np.uint8)) for i in range(6)]
-    for f in futs:
-        f.result(5)
-    assert sum(a.batches) == 3 and sum(b.batches) == 3
+def test_results_match_rows_and_batches_form() -> None:
+    async def body(b: MicroBatcher) -> None:
+        model = FakeModel()
+        futures = [b.submit(model, np.full((1, 3), i, np.uint8), onehot=(i == 0)) for i in range(8)]
+        results = [await result(f) for f in futures]
+        assert [_decode(r.wire) for r in results] == [[3 * i] for i in range(8)]
+        assert results[0].onehot is not None and results[1].onehot is None
+        assert max(model.batches) > 1, model.batches
+        big = await result(b.submit(model, np.ones((20, 2), np.uint8)))
+        assert _decode(big.wire) == [2] * 20  # larger than max_batch: runs alone
+
+    run(body)
+
+
+def test_never_mixes_models() -> None:
+    async def body(b: MicroBatcher) -> None:
+        a, c = FakeModel(), FakeModel()
+        futs = [b.submit(a if i % 2 else c, np.ones((1, 1), np.uint8)) for i in range(6)]
+        for f in futs:
+            await result(f)
+        assert sum(a.batches) == 3 and sum(c.batches) == 3
+
+    run(body)
 
 
 def test_deadline_and_cancel_dropped_before_inference() -> None:
-    model = FakeModel()
-    model.gate.clear()
-    b = MicroBatcher(max_batch=1, max_delay_s=0.0, max_queue=16)
-    b.start()
-    try:
+    async def body(b: MicroBatcher) -> None:
+        model = FakeModel()
+        model.gate.clear()
         blocker = b.submit(model, np.ones((1, 1), np.uint8))
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
         late = b.submit(model, np.ones((1, 1), np.uint8), timeout_s=0.01)
         gone = b.submit(model, np.ones((1, 1), np.uint8))
         assert gone.cancel()
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
         model.gate.set()
-        blocker.result(5)
+        await result(blocker)
         with pytest.raises(DeadlineExpiredError):
-            late.result(5)
+            await result(late)
         assert model.batches == [1]
-    finally:
-        b.close(5)
+
+    run(body, max_batch=1, max_delay_s=0.0)
 
 
 def test_queue_bound() -> None:
-    model = FakeModel()
-    model.gate.clear()
-    b = MicroBatcher(max_batch=1, max_delay_s=0.0, max_queue=2)
-    b.start()
-    try:
+    async def body(b: MicroBatcher) -> None:
+        model = FakeModel()
+        model.gate.clear()
         first = b.submit(model, np.ones((1, 1), np.uint8))
-        time.sleep(0.05)  # first is now inside the model
+        await asyncio.sleep(0.05)  # first is now inside the model
         queued = [b.submit(model, np.ones((1, 1), np.uint8)) for _ in range(2)]
+        assert b.depth == 2
         with pytest.raises(QueueFullError):
             b.submit(model, np.ones((1, 1), np.uint8))
         model.gate.set()
         for f in [first, *queued]:
-            f.result(5)
-    finally:
-        b.close(5)
+            await result(f)
+
+    run(body, max_batch=1, max_delay_s=0.0, max_queue=2)
 
 
-def test_model_failure_fails_batch_only(batcher: MicroBatcher) -> None:
-    with pytest.raises(InferenceError):
-        batcher.submit(FakeModel(fail=True), np.ones((1, 1), np.uint8)).result(5)
-    assert _decode(batcher.submit(FakeModel(), np.ones((1, 1), np.uint8)).result(5).wire) == [1]
+def test_model_failure_fails_batch_only() -> None:
+    async def body(b: MicroBatcher) -> None:
+        with pytest.raises(InferenceError):
+            await result(b.submit(FakeModel(fail=True), np.ones((1, 1), np.uint8)))
+        ok = await result(b.submit(FakeModel(), np.ones((1, 1), np.uint8)))
+        assert _decode(ok.wire) == [1]
+
+    run(body)
+
+
+def test_one_loop_wakeup_per_batch() -> None:
+    """A batch of 8 single-row requests is answered with one call into the loop."""
+
+    async def body(b: MicroBatcher) -> None:
+        model = FakeModel()
+        model.gate.clear()
+        loop = asyncio.get_running_loop()
+        calls = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kw: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return original(*args, **kw)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        blocker = b.submit(model, np.ones((1, 1), np.uint8))
+        await asyncio.sleep(0.05)
+        futs = [b.submit(model, np.ones((1, 1), np.uint8)) for _ in range(8)]
+        model.gate.set()
+        for f in [blocker, *futs]:
+            await result(f)
+        assert model.batches == [1, 8]
+        assert calls == 2, calls
+
+    run(body)
 
 
 def test_close_answers_everything_then_refuses() -> None:
-    model = FakeModel(delay_s=0.01)
-    b = MicroBatcher(max_batch=2, max_delay_s=0.001, max_queue=64)
-    b.start()
-    futs = [b.submit(model, np.ones((1, 1), np.uint8)) for _ in range(20)]
-    b.close(10)
-    assert all(_decode(f.result(0).wire) == [1] for f in futs)
-    with pytest.raises(NotReadyError):
-        b.submit(model, np.ones((1, 1), np.uint8))
+    async def body(b: MicroBatcher) -> None:
+        model = FakeModel(delay_s=0.01)
+        futs = [b.submit(model, np.ones((1, 1), np.uint8)) for _ in range(20)]
+        await asyncio.get_running_loop().run_in_executor(None, b.close, 10)
+        for f in futs:
+            assert _decode((await result(f)).wire) == [1]
+        with pytest.raises(NotReadyError):
+            b.submit(model, np.ones((1, 1), np.uint8))
+
+    run(body, max_batch=2, max_delay_s=0.001, max_queue=64)
+
+
+def test_close_before_start_answers_queued_requests() -> None:
+    async def main() -> None:
+        b = MicroBatcher(max_batch=2, max_delay_s=0.0, max_queue=8)
+        f = b.submit(FakeModel(), np.ones((1, 1), np.uint8))
+        b.close(1)
+        with pytest.raises(NotReadyError):
+            await result(f)
+
+    asyncio.run(main())
