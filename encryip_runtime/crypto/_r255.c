@@ -131,23 +131,10 @@ static inline void fe_neg(fe h, const fe f)
     fe_sub(h, zero, f);
 }
 
-/* h = f * g; inputs with limbs < 2^54, output reduced. */
-static inline void fe_mul(fe h, const fe f, const fe g)
+/* h = the 5 wide limbs of a product, carried down to 51 bits (+ a small excess in h1). */
+static inline void fe_carry_wide(fe h, u128 r0, u128 r1, u128 r2, u128 r3, u128 r4)
 {
-    const uint64_t f0 = f[0], f1 = f[1], f2 = f[2], f3 = f[3], f4 = f[4];
-    const uint64_t g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3], g4 = g[4];
-    const uint64_t g1_19 = 19 * g1, g2_19 = 19 * g2, g3_19 = 19 * g3, g4_19 = 19 * g4;
-    u128 r0, r1, r2, r3, r4;
     uint64_t h0, h1, h2, h3, h4, c;
-
-    r0 = (u128)f0 * g0 + (u128)f1 * g4_19 + (u128)f2 * g3_19 + (u128)f3 * g2_19 +
-         (u128)f4 * g1_19;
-    r1 = (u128)f0 * g1 + (u128)f1 * g0 + (u128)f2 * g4_19 + (u128)f3 * g3_19 +
-         (u128)f4 * g2_19;
-    r2 = (u128)f0 * g2 + (u128)f1 * g1 + (u128)f2 * g0 + (u128)f3 * g4_19 +
-         (u128)f4 * g3_19;
-    r3 = (u128)f0 * g3 + (u128)f1 * g2 + (u128)f2 * g1 + (u128)f3 * g0 + (u128)f4 * g4_19;
-    r4 = (u128)f0 * g4 + (u128)f1 * g3 + (u128)f2 * g2 + (u128)f3 * g1 + (u128)f4 * g0;
 
     r1 += (uint64_t)(r0 >> 51); h0 = (uint64_t)r0 & MASK51;
     r2 += (uint64_t)(r1 >> 51); h1 = (uint64_t)r1 & MASK51;
@@ -159,6 +146,26 @@ static inline void fe_mul(fe h, const fe f, const fe g)
     h[0] = h0; h[1] = h1; h[2] = h2; h[3] = h3; h[4] = h4;
 }
 
+/* h = f * g; inputs with limbs < 2^54, output reduced. */
+static inline void fe_mul(fe h, const fe f, const fe g)
+{
+    const uint64_t f0 = f[0], f1 = f[1], f2 = f[2], f3 = f[3], f4 = f[4];
+    const uint64_t g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3], g4 = g[4];
+    const uint64_t g1_19 = 19 * g1, g2_19 = 19 * g2, g3_19 = 19 * g3, g4_19 = 19 * g4;
+    u128 r0, r1, r2, r3, r4;
+
+    r0 = (u128)f0 * g0 + (u128)f1 * g4_19 + (u128)f2 * g3_19 + (u128)f3 * g2_19 +
+         (u128)f4 * g1_19;
+    r1 = (u128)f0 * g1 + (u128)f1 * g0 + (u128)f2 * g4_19 + (u128)f3 * g3_19 +
+         (u128)f4 * g2_19;
+    r2 = (u128)f0 * g2 + (u128)f1 * g1 + (u128)f2 * g0 + (u128)f3 * g4_19 +
+         (u128)f4 * g3_19;
+    r3 = (u128)f0 * g3 + (u128)f1 * g2 + (u128)f2 * g1 + (u128)f3 * g0 + (u128)f4 * g4_19;
+    r4 = (u128)f0 * g4 + (u128)f1 * g3 + (u128)f2 * g2 + (u128)f3 * g1 + (u128)f4 * g0;
+
+    fe_carry_wide(h, r0, r1, r2, r3, r4);
+}
+
 /* h = f^2; same bounds as fe_mul. */
 static inline void fe_sq(fe h, const fe f)
 {
@@ -166,7 +173,6 @@ static inline void fe_sq(fe h, const fe f)
     const uint64_t d0 = 2 * f0, d1 = 2 * f1, d2 = 2 * f2;
     const uint64_t f3_19 = 19 * f3, f4_19 = 19 * f4, d3_19 = 2 * f3_19;
     u128 r0, r1, r2, r3, r4;
-    uint64_t h0, h1, h2, h3, h4, c;
 
     r0 = (u128)f0 * f0 + (u128)d1 * f4_19 + (u128)d2 * f3_19;
     r1 = (u128)d0 * f1 + (u128)d2 * f4_19 + (u128)f3 * f3_19;
@@ -174,14 +180,7 @@ static inline void fe_sq(fe h, const fe f)
     r3 = (u128)d0 * f3 + (u128)d1 * f2 + (u128)f4 * f4_19;
     r4 = (u128)d0 * f4 + (u128)d1 * f3 + (u128)f2 * f2;
 
-    r1 += (uint64_t)(r0 >> 51); h0 = (uint64_t)r0 & MASK51;
-    r2 += (uint64_t)(r1 >> 51); h1 = (uint64_t)r1 & MASK51;
-    r3 += (uint64_t)(r2 >> 51); h2 = (uint64_t)r2 & MASK51;
-    r4 += (uint64_t)(r3 >> 51); h3 = (uint64_t)r3 & MASK51;
-    c = (uint64_t)(r4 >> 51);   h4 = (uint64_t)r4 & MASK51;
-    h0 += c * 19;
-    h1 += h0 >> 51; h0 &= MASK51;
-    h[0] = h0; h[1] = h1; h[2] = h2; h[3] = h3; h[4] = h4;
+    fe_carry_wide(h, r0, r1, r2, r3, r4);
 }
 
 /* h = f^(2^n), n >= 1 */
