@@ -191,3 +191,29 @@ def test_close_before_start_answers_queued_requests() -> None:
             await result(f)
 
     asyncio.run(main())
+
+
+def test_full_batches_overlap_stages_partial_ones_stay_on_the_collector() -> None:
+    """Full batches with more waiting go to the protector thread (network and crypto
+    overlap); a partial batch is protected by the collector itself."""
+
+    class Recording(FakeModel):
+        def __init__(self) -> None:
+            super().__init__(delay_s=0.005)
+            self.protected_on: list[str] = []
+
+        def protect(self, logits: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+            self.protected_on.append(threading.current_thread().name)
+            return super().protect(logits)
+
+    async def body(b: MicroBatcher) -> None:
+        full = Recording()
+        futs = [b.submit(full, np.ones((2, 1), np.uint8)) for _ in range(10)]
+        for f in futs:
+            await result(f)
+        assert "encryip-crypto" in full.protected_on, full.protected_on
+        partial = Recording()
+        await result(b.submit(partial, np.ones((1, 1), np.uint8)))
+        assert partial.protected_on == ["encryip-batcher"]
+
+    run(body, max_batch=2, max_delay_s=0.0)
