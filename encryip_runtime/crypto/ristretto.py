@@ -54,7 +54,6 @@ def _load_sodium() -> ctypes.CDLL:
         "crypto_core_ristretto255_sub",
         "crypto_core_ristretto255_is_valid_point",
         "crypto_core_ristretto255_random",
-        "crypto_core_ristretto255_scalar_random",
     ):
         if not hasattr(lib, fn):  # pragma: no cover
             raise ImportError(f"libsodium lacks {fn}: version 1.0.18 or newer is required")
@@ -68,7 +67,6 @@ _add = _lib.crypto_core_ristretto255_add
 _sub = _lib.crypto_core_ristretto255_sub
 _valid = _lib.crypto_core_ristretto255_is_valid_point
 _rand_point = _lib.crypto_core_ristretto255_random
-_rand_scalar = _lib.crypto_core_ristretto255_scalar_random
 for _f in (_smult, _add, _sub):
     _f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     _f.restype = ctypes.c_int
@@ -78,8 +76,6 @@ _valid.argtypes = [ctypes.c_void_p]
 _valid.restype = ctypes.c_int
 _rand_point.argtypes = [ctypes.c_void_p]
 _rand_point.restype = None
-_rand_scalar.argtypes = [ctypes.c_void_p]
-_rand_scalar.restype = None
 
 _BASE = np.frombuffer(
     bytes.fromhex("e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"),
@@ -232,8 +228,8 @@ class Ristretto255(Group):
     ) -> npt.NDArray[np.uint8]:
         """SampDist of a ``uint8 (N, 3, 32)`` batch: ``(g1^r u1, g2^r u2, h^r u3)`` per row.
 
-        One fresh r per row from libsodium's ``scalar_random`` unless ``scalars`` is
-        given (tests). Native: one C call for the batch; else the libsodium loops.
+        One fresh r per row from :meth:`random_scalars` unless ``scalars`` is given
+        (tests). Native: one C call for the batch; else the libsodium loops.
         """
         c = np.ascontiguousarray(cts, dtype=np.uint8)
         if c.ndim != 3 or c.shape[1:] != (3, _BYTES):
@@ -257,9 +253,7 @@ class Ristretto255(Group):
 
     # -- scalars --------------------------------------------------------------
     def random_scalar(self) -> int:
-        buf = np.empty(_BYTES, dtype=np.uint8)
-        _rand_scalar(_ptr(buf))
-        return int.from_bytes(buf.tobytes(), "little")
+        return int.from_bytes(self.random_scalars(1)[0].tobytes(), "little")
 
     def random_scalars(self, count: int) -> Scalars:
         """``count`` uniform scalars mod L: 64 bytes from ``secrets`` each, reduced (bias

@@ -7,7 +7,6 @@ the batcher drops requests whose deadline passed while queued).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -100,11 +99,8 @@ class Predictor:
             future = self.batcher.submit(
                 loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
             )
-            try:
-                result = await future
-            except asyncio.CancelledError:
-                future.cancel()  # the collector skips it if it is still queued
-                raise
+            # Cancelling this task cancels ``future`` too; the collector then skips it.
+            result = await future
             return Prediction(result.wire, result.onehot, result.tag)
         finally:
             with self._idle:

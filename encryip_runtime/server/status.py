@@ -8,7 +8,6 @@ through) an exception, and :func:`status_for` decides. Unknown exceptions become
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import time
@@ -77,8 +76,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, UnauthenticatedError):
         return grpc.StatusCode.UNAUTHENTICATED, str(exc)
-    if isinstance(exc, concurrent.futures.CancelledError):
-        return grpc.StatusCode.CANCELLED, "request cancelled"
     if isinstance(exc, InferenceError):
         return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
