@@ -262,31 +262,32 @@ class MicroBatcher:
         _answer(expired)
         return live
 
-    def _infer(self, model: BatchModel, x: npt.NDArray[Any], requests: int) -> npt.NDArray[Any]:
-        """One onnxruntime call; any failure becomes ``InferenceError`` (details logged)."""
+    @staticmethod
+    def _step(what: str, fn: Any, arg: Any, requests: int) -> tuple[Any, float]:
+        """``fn(arg)`` and its seconds; any failure becomes ``InferenceError`` (logged)."""
+        t0 = time.perf_counter()
         try:
-            t0 = time.perf_counter()
-            logits = model.logits(x)
+            out = fn(arg)
         except Exception as exc:
-            log.error("inference failed for a batch of %d request(s)", requests, exc_info=exc)
-            raise InferenceError("inference failed") from None
+            log.error("%s failed for a batch of %d request(s)", what, requests, exc_info=exc)
+            raise InferenceError(f"{what} failed") from None
+        return out, time.perf_counter() - t0
+
+    def _infer(self, model: BatchModel, x: npt.NDArray[Any], requests: int) -> npt.NDArray[Any]:
+        """One onnxruntime call for the batch."""
+        logits, seconds = self._step("inference", model.logits, x, requests)
         if self._metrics is not None:
-            self._metrics.inference_seconds.observe(time.perf_counter() - t0)
+            self._metrics.inference_seconds.observe(seconds)
             self._metrics.batch_rows.observe(len(x))
         return logits
 
     def _crypto(
         self, model: BatchModel, logits: npt.NDArray[Any], requests: int
     ) -> npt.NDArray[np.uint8]:
-        """Φ⁻¹ -> SampDist -> wire for a batch; failures become ``InferenceError``."""
-        try:
-            t0 = time.perf_counter()
-            wire = model.protect(logits)
-        except Exception as exc:
-            log.error("protection failed for a batch of %d request(s)", requests, exc_info=exc)
-            raise InferenceError("protection failed") from None
+        """Φ⁻¹ -> SampDist -> wire for the batch."""
+        wire, seconds = self._step("protection", model.protect, logits, requests)
         if self._metrics is not None:
-            self._metrics.crypto_seconds.observe(time.perf_counter() - t0)
+            self._metrics.crypto_seconds.observe(seconds)
             self._metrics.rows.inc(len(wire))
         return wire
 
