@@ -74,6 +74,7 @@ class EncryIPServer:
             max_batch=cfg.max_batch,
             max_delay_s=cfg.max_queue_delay_s,
             max_queue=cfg.max_queue,
+            threads=cfg.batch_threads,
             metrics=self.metrics,
         )
         self.predictor = Predictor(self.store, self.batcher)

@@ -1,39 +1,37 @@
 """Server-side micro-batching: many small requests -> one onnxruntime call -> one crypto call.
 
-Requests are submitted and answered on the server's event loop; the work runs on two
-threads, so that the network of batch k+1 runs while the crypto of batch k does
-(onnxruntime and the SampDist C code both release the GIL):
+All the bookkeeping runs on the server's event loop; only the work runs on threads:
 
-* ``submit`` (on the loop) puts the request in a thread-safe inbox and returns an
-  asyncio future. Nothing else happens on the loop: a slow or stuck model never blocks
-  health checks or the reading of new requests.
-* the **collector** takes the first request waiting, then whatever else waits (same
-  model, up to ``max_batch`` rows); while the protector is still busy with earlier
-  batches it waits up to ``max_delay`` (counted from the first request's arrival) for
-  more. When the protector is idle it does not wait: a larger batch could only start
-  later, so at low load a request pays no batching delay, and under load batches fill
-  while the previous ones are being protected. It drops requests whose deadline has
-  passed or whose client went away, concatenates the rest and runs the network once
-  (``model.logits``);
-* the **protector** runs Φ⁻¹ → SampDist → wire once per batch (``model.protect``) and
-  answers all the batch's requests with **one** wake-up of the event loop. The collector
-  hands a batch over only when it is full and more requests wait (compute-bound: the two
-  stages then overlap); a partial batch it protects itself (request-bound: a thread
-  handoff and GIL contention saved).
+* ``submit`` (on the loop) appends the request to a queue and, if a batch thread is free,
+  hands it a batch at once. No thread is woken per request: requests that arrive while
+  the threads are busy simply wait on the loop's queue, so batches grow with the load.
+* a batch is the requests at the head of the queue (same model, up to ``max_batch``
+  rows; one request larger than that runs alone). Requests whose deadline passed or
+  whose client went away are dropped when the batch forms, before any inference.
+* each of the ``threads`` **batch threads** runs a whole batch: the network once
+  (``model.logits``), then Φ⁻¹ → SampDist → wire once (``model.protect``), and answers
+  all the batch's requests with **one** wake-up of the event loop. onnxruntime and the
+  SampDist C code release the GIL, so with two threads one batch's crypto runs while the
+  next one's network does.
+* when no thread is busy a request is dispatched at once (no batching delay at low
+  load). While one is busy, a second thread takes a batch only when it is full or its
+  first request has waited ``max_delay``: under load a partial batch waits a little to
+  fill rather than paying a whole batch's fixed cost for one row.
 
-Each request carries the model it was validated against; a batch never mixes models,
-so a reload swaps models between batches and no request is dropped. The inbox is
-bounded in requests (``QueueFullError`` beyond it). Nothing here knows gRPC.
+A batch never mixes models, so a reload swaps models between batches and no request is
+dropped. The queue is bounded in requests (``QueueFullError`` beyond it); a stuck model
+fills it but never blocks the loop. Nothing here knows gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,25 +77,25 @@ class _Pending:
     deadline: float | None
     enqueued: float
     future: asyncio.Future[BatchResult]
-    loop: asyncio.AbstractEventLoop
-    started: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Batch:
     model: BatchModel
     items: list[_Pending]
-    logits: npt.NDArray[Any]
+    started: float
 
 
-# What the worker threads hand back: each request with its result or its error.
+# What a batch thread hands back: each request with its result or its error.
 _Answers = list[tuple[_Pending, "BatchResult | BaseException"]]
 
 _STOP: Any = object()
 
 
 class MicroBatcher:
-    """Collects requests into batches; ``submit`` (on an event loop) returns a future."""
+    """Collects requests into batches; ``submit`` (on an event loop) returns a future.
+
+    One batcher serves one event loop: the one ``submit`` is first called on."""
 
     def __init__(
         self,
@@ -105,28 +103,28 @@ class MicroBatcher:
         max_batch: int,
         max_delay_s: float,
         max_queue: int,
+        threads: int = 2,
         metrics: ServerMetrics | None = None,
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
-            raise ValueError("max_batch and max_queue must be >= 1, max_delay_s >= 0")
+        if max_batch < 1 or max_queue < 1 or threads < 1 or max_delay_s < 0:
+            raise ValueError("max_batch, max_queue and threads must be >= 1, max_delay_s >= 0")
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self._metrics = metrics
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # Collector only: the request that did not fit the last batch (or _STOP).
-        self._carry: Any = None
+        # Loop-side state: touched only on the event loop (no locks needed).
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._pending_rows = 0
+        self._busy = 0  # batches handed to threads and not answered yet
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
-        # Batches handed to the protector and not finished yet (guarded by _lock).
-        self._lock = threading.Lock()
-        self._downstream = 0
-        self._collector = threading.Thread(
-            target=self._collect_loop, name="encryip-batcher", daemon=True
-        )
-        self._protector = threading.Thread(
-            target=self._protect_loop, name="encryip-crypto", daemon=True
-        )
+        self._drained = threading.Event()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"encryip-batch-{i}", daemon=True)
+            for i in range(threads)
+        ]
         self._started = False
 
     # -- public ----------------------------------------------------------------------
@@ -134,8 +132,8 @@ class MicroBatcher:
     def start(self) -> None:
         if not self._started:
             self._started = True
-            self._collector.start()
-            self._protector.start()
+            for t in self._threads:
+                t.start()
 
     def submit(
         self,
@@ -150,10 +148,13 @@ class MicroBatcher:
         await the result. ``timeout_s`` is the time the request has left."""
         if self._closed:
             raise NotReadyError("server is shutting down")
-        depth = self._inbox.qsize()
-        if depth >= self.max_queue:
+        if len(self._pending) >= self.max_queue:
             raise QueueFullError(f"request queue full ({self.max_queue} waiting); retry later")
         loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError("a MicroBatcher serves one event loop")
         now = time.monotonic()
         item = _Pending(
             model=model,
@@ -163,104 +164,142 @@ class MicroBatcher:
             deadline=None if timeout_s is None else now + timeout_s,
             enqueued=now,
             future=loop.create_future(),
-            loop=loop,
         )
-        self._inbox.put(item)
+        self._pending.append(item)
+        self._pending_rows += len(x)
+        self._dispatch()
         if self._metrics is not None:
-            self._metrics.queue_depth.set(depth + 1)
+            self._metrics.queue_depth.set(len(self._pending))
         return item.future
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Refuse new requests, answer every queued one, stop the threads."""
+        """Refuse new requests, answer every queued one, stop the threads. Call it from
+        any thread but the event loop's (it waits for the loop to drain the queue)."""
         self._closed = True
-        self._inbox.put(_STOP)
+        waits = self._started and self._loop is not None and not _on_loop(self._loop)
+        if waits and self._post(self._check_drained):
+            self._drained.wait(timeout_s)
+        # Whatever is still queued (threads not started, stuck or timed out) is answered.
+        if self._loop is not None:
+            if _on_loop(self._loop):
+                self._abandon()
+            else:
+                self._post(self._abandon)
+        for _ in self._threads:
+            self._jobs.put(_STOP)
         if self._started:
-            self._collector.join(timeout_s)
-            self._protector.join(timeout_s)
-        # Anything still queued (threads not started or timed out) is answered, not lost.
-        leftovers: _Answers = []
-        if self._carry is not None and self._carry is not _STOP:
-            leftovers.append((self._carry, NotReadyError("server is shutting down")))
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                leftovers.append((item, NotReadyError("server is shutting down")))
-        _answer(leftovers)
+            end = None if timeout_s is None else time.monotonic() + timeout_s
+            for t in self._threads:
+                t.join(None if end is None else max(0.0, end - time.monotonic()))
 
     @property
     def depth(self) -> int:
         """Requests waiting (not yet taken into a batch)."""
-        carry = self._carry is not None and self._carry is not _STOP
-        return self._inbox.qsize() + carry
+        return len(self._pending)
 
-    # -- collector -------------------------------------------------------------------
+    # -- on the event loop -----------------------------------------------------------
 
-    def _collect_loop(self) -> None:
-        try:
-            while True:
-                items = self._take()
-                if items is None:
-                    break
-                if items:
-                    self._run_network(items)
-        finally:
-            self._handoff.put(_STOP)
+    def _dispatch(self) -> None:
+        """Hand batches to free threads: at once when none is busy (or when closing),
+        else only a full batch or one whose first request has waited ``max_delay``."""
+        while self._pending and self._started and self._busy < len(self._threads):
+            if self._busy and not self._closed and self._pending_rows < self.max_batch:
+                wait = self._pending[0].enqueued + self.max_delay_s - time.monotonic()
+                if wait > 0:
+                    if self._timer is None:  # an earlier timer re-checks soon enough
+                        assert self._loop is not None
+                        self._timer = self._loop.call_later(wait, self._on_timer)
+                    return
+            batch = self._take()
+            if batch is not None:
+                self._busy += 1
+                self._jobs.put(batch)
 
-    def _next(self, wait_s: float | None) -> Any:
-        """The next request (or _STOP): the carried one first; None if none arrives in
-        ``wait_s`` seconds (``None``: wait for ever, 0: do not wait)."""
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
-        try:
-            if wait_s is None:
-                return self._inbox.get()
-            if wait_s <= 0:
-                return self._inbox.get_nowait()
-            return self._inbox.get(timeout=wait_s)
-        except queue.Empty:
-            return None
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
 
-    def _take(self) -> list[_Pending] | None:
-        """Block for the next batch: same model, at most max_batch rows (None: closed)."""
-        first = self._next(None)
-        if first is _STOP:
-            return None
-        taken = [first]
-        rows = len(first.x)
-        fill_until = first.enqueued + self.max_delay_s
-        while rows < self.max_batch:
-            with self._lock:
-                busy = self._downstream > 0
-            # Wait for a fuller batch only while the protector is busy anyway.
-            nxt = self._next(fill_until - time.monotonic() if busy else 0)
-            if nxt is None:
-                break
-            if nxt is _STOP or nxt.model is not first.model or rows + len(nxt.x) > self.max_batch:
-                self._carry = nxt  # starts the next batch (or stops after this one)
-                break
-            taken.append(nxt)
-            rows += len(nxt.x)
-        if self._metrics is not None:
-            self._metrics.queue_depth.set(self._inbox.qsize())
+    def _take(self) -> _Batch | None:
+        """The next batch from the head of the queue (None: every request taken had
+        expired or was cancelled)."""
+        first = self._pending[0]
         now = time.monotonic()
-        live: list[_Pending] = []
-        expired: _Answers = []
-        for item in taken:
-            if item.future.cancelled():
+        items: list[_Pending] = []
+        rows = 0
+        while self._pending:
+            item = self._pending[0]
+            if item.model is not first.model or (items and rows + len(item.x) > self.max_batch):
+                break
+            self._pending.popleft()
+            self._pending_rows -= len(item.x)
+            if item.future.done():
                 continue  # the client went away while queued
             if item.deadline is not None and item.deadline <= now:
-                expired.append((item, DeadlineExpiredError("deadline passed while queued")))
+                item.future.set_exception(DeadlineExpiredError("deadline passed while queued"))
                 continue
-            item.started = now
-            if self._metrics is not None:
+            items.append(item)
+            rows += len(item.x)
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(len(self._pending))
+            for item in items:
                 self._metrics.queue_seconds.observe(now - item.enqueued)
-            live.append(item)
-        _answer(expired)
-        return live
+        return _Batch(first.model, items, now) if items else None
+
+    def _finish(self, answers: _Answers) -> None:
+        """A batch thread is done: answer its requests, give it the next batch."""
+        _settle(answers)
+        self._busy -= 1
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        self._dispatch()
+        if self._closed and not self._pending and not self._busy:
+            self._drained.set()
+
+    def _abandon(self) -> None:
+        _settle([(item, NotReadyError("server is shutting down")) for item in self._pending])
+        self._pending.clear()
+        self._pending_rows = 0
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> bool:
+        """Run ``fn(*args)`` on the loop; False if the loop is closed (nobody awaits)."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            return False
+        return True
+
+    # -- on a batch thread -----------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self._jobs.get()
+            if batch is _STOP:
+                return
+            self._post(self._finish, self._run(batch))
+
+    def _run(self, batch: _Batch) -> _Answers:
+        items = batch.items
+        try:
+            x = items[0].x if len(items) == 1 else np.concatenate([i.x for i in items], axis=0)
+            logits = self._infer(batch.model, x, len(items))
+            wire = self._crypto(batch.model, logits, len(items))
+        except InferenceError as exc:
+            return [(item, exc) for item in items]
+        answers: _Answers = []
+        start = 0
+        for item in items:
+            rows = wire[start : start + len(item.x)]
+            start += len(item.x)
+            try:
+                onehot = self._onehot(batch.model, rows) if item.onehot else None
+            except InferenceError as exc:
+                answers.append((item, exc))
+                continue
+            queued = batch.started - item.enqueued
+            answers.append((item, BatchResult(rows, onehot, item.tag, queued)))
+        return answers
 
     @staticmethod
     def _step(what: str, fn: Any, arg: Any, requests: int) -> tuple[Any, float]:
@@ -299,75 +338,12 @@ class MicroBatcher:
             log.error("one-hot form failed", exc_info=exc)
             raise InferenceError("one-hot form failed") from None
 
-    def _run_network(self, items: list[_Pending]) -> None:
-        model = items[0].model
-        try:
-            x = items[0].x if len(items) == 1 else np.concatenate([i.x for i in items], axis=0)
-            logits = self._infer(model, x, len(items))
-        except InferenceError as exc:
-            _answer([(item, exc) for item in items])
-            return
-        batch = _Batch(model, items, logits)
-        with self._lock:
-            # Hand off (the next batch's network then runs while this one's crypto does)
-            # only when batches come full and more wait: then compute is the bottleneck and
-            # the two stages overlap on two cores. A partial batch means requests, not
-            # compute, are the bottleneck: protecting here saves a thread handoff and GIL
-            # contention (benchmarks/serving.py, CNN: +10-20 % at batch 1, concurrency 32;
-            # protecting full batches here too cost 15-40 % at batch 32).
-            full = len(logits) >= self.max_batch
-            waiting = self._carry is not None or not self._inbox.empty()
-            inline = not (full and (waiting or self._downstream))
-            if not inline:
-                self._downstream += 1
-        if inline:
-            self._protect(batch)
-            return
-        self._handoff.put(batch)
 
-    # -- protector -------------------------------------------------------------------
-
-    def _protect_loop(self) -> None:
-        while True:
-            batch = self._handoff.get()
-            if batch is _STOP:
-                return
-            try:
-                self._protect(batch)
-            finally:
-                with self._lock:
-                    self._downstream -= 1
-
-    def _protect(self, batch: _Batch) -> None:
-        try:
-            wire = self._crypto(batch.model, batch.logits, len(batch.items))
-        except InferenceError as exc:
-            _answer([(item, exc) for item in batch.items])
-            return
-        answers: _Answers = []
-        start = 0
-        for item in batch.items:
-            rows = wire[start : start + len(item.x)]
-            start += len(item.x)
-            try:
-                onehot = self._onehot(batch.model, rows) if item.onehot else None
-            except InferenceError as exc:
-                answers.append((item, exc))
-                continue
-            queued = item.started - item.enqueued
-            answers.append((item, BatchResult(rows, onehot, item.tag, queued)))
-        _answer(answers)
-
-
-def _answer(answers: _Answers) -> None:
-    """Settle the futures on their event loop: one wake-up per loop, not per request."""
-    by_loop: dict[asyncio.AbstractEventLoop, _Answers] = {}
-    for item, outcome in answers:
-        by_loop.setdefault(item.loop, []).append((item, outcome))
-    for loop, group in by_loop.items():
-        # A closed loop raises RuntimeError: nobody awaits these any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, group)
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _settle(answers: _Answers) -> None:

@@ -15,7 +15,10 @@ flag                      default                meaning
 ``--metrics-port``        ``9090``               Prometheus ``/metrics`` over HTTP (0 = off)
 ``--model-name``          manifest's name        name the model is served under
 ``--max-batch``           ``32``                 most rows in one onnxruntime call
-``--max-queue-delay-ms``  ``2``                  longest wait to fill a batch
+``--max-queue-delay-ms``  ``2``                  longest a partial batch waits for more
+                                                 rows while another batch runs
+``--batch-threads``       ``2``                  batches run at once, each on its own
+                                                 thread (network, then SampDist)
 ``--max-queue``           ``1024``               queued requests before RESOURCE_EXHAUSTED
 ``--max-message-bytes``   ``16777216``           gRPC message limit, both directions
 ``--intra-op-threads``    ``0``                  onnxruntime threads (0 = its default)
@@ -78,6 +81,8 @@ class ServerConfig:
     max_batch: int = 32
     max_queue_delay_ms: float = 2.0
     max_queue: int = 1024
+    # Two: one batch's crypto runs while the next one's network does (both release the GIL).
+    batch_threads: int = 2
     max_message_bytes: int = 16 * 1024 * 1024
     # 0: onnxruntime's default.
     intra_op_threads: int = 0
@@ -193,6 +198,7 @@ class ServerConfig:
         positive = {
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
+            "batch_threads": self.batch_threads,
             "max_message_bytes": self.max_message_bytes,
             "crypto_threads": self.crypto_threads,
         }
@@ -298,6 +304,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_batch": _int,
     "max_queue_delay_ms": _float,
     "max_queue": _int,
+    "batch_threads": _int,
     "max_message_bytes": _int,
     "intra_op_threads": _int,
     "tls_cert": _path,
@@ -319,8 +326,10 @@ _HELP: dict[str, str] = {
     "metrics_port": "Prometheus /metrics HTTP port, 0 = off",
     "model_name": "name the model is served under",
     "max_batch": "most rows per onnxruntime call",
-    "max_queue_delay_ms": "longest wait (ms) to fill a batch",
+    "max_queue_delay_ms": "longest wait (ms) of a partial batch for more rows while "
+    "another batch runs",
     "max_queue": "queued requests before RESOURCE_EXHAUSTED",
+    "batch_threads": "batches run at once, each on its own thread (network, then SampDist)",
     "max_message_bytes": "largest gRPC message, both directions",
     "intra_op_threads": "onnxruntime intra-op threads, 0 = its default",
     "tls_cert": "PEM certificate chain of the server (enables TLS)",

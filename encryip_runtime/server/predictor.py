@@ -99,7 +99,7 @@ class Predictor:
             future = self.batcher.submit(
                 loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
             )
-            # Cancelling this task cancels ``future`` too; the collector then skips it.
+            # Cancelling this task cancels ``future`` too; the batcher then skips it.
             result = await future
             return Prediction(result.wire, result.onehot, result.tag)
         finally:

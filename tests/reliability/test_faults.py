@@ -229,7 +229,11 @@ def test_client_disconnect_mid_request(secure_release: Any) -> None:
     """Clients cancel while their requests wait: those never reach the model, the one in the
     model finishes, and the server answers the next client normally."""
     with running_server(
-        secure_release.licensee_dir("acme"), max_batch=1, max_queue_delay_ms=0, reroll_pool=0
+        secure_release.licensee_dir("acme"),
+        max_batch=1,
+        max_queue_delay_ms=0,
+        reroll_pool=0,
+        batch_threads=1,  # the eight then wait in the queue, not on a second thread
     ) as server:
         loaded = server.store.current
         assert loaded is not None
@@ -261,7 +265,9 @@ def test_client_disconnect_mid_request(secure_release: Any) -> None:
 def test_model_stuck_in_onnxruntime_blocks_nothing_else(secure_release: Any) -> None:
     """The event loop never runs the model: while a batch hangs in onnxruntime, health,
     model info and new requests (queued) are still answered at once."""
-    with running_server(secure_release.licensee_dir("acme"), max_batch=1) as server:
+    with running_server(
+        secure_release.licensee_dir("acme"), max_batch=1, batch_threads=1
+    ) as server:
         loaded = server.store.current
         assert loaded is not None
         gated = GatedSession(loaded.model.session)

@@ -1,7 +1,8 @@
 """MicroBatcher with a fake model: batching, deadlines, bounded queue, failures, drain.
 
 The batcher is submitted to and answers on an event loop (as in the server): each test
-runs its body with ``asyncio.run``; the fake model runs on the batcher's threads."""
+runs its body with ``asyncio.run``; the fake model runs on the batcher's threads. Tests
+of what waits in the queue use one batch thread, so that nothing reaches a second one."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def test_deadline_and_cancel_dropped_before_inference() -> None:
             await result(late)
         assert model.batches == [1]
 
-    run(body, max_batch=1, max_delay_s=0.0)
+    run(body, max_batch=1, max_delay_s=0.0, threads=1)
 
 
 def test_queue_bound() -> None:
@@ -128,7 +129,7 @@ def test_queue_bound() -> None:
         for f in [first, *queued]:
             await result(f)
 
-    run(body, max_batch=1, max_delay_s=0.0, max_queue=2)
+    run(body, max_batch=1, max_delay_s=0.0, max_queue=2, threads=1)
 
 
 def test_model_failure_fails_batch_only() -> None:
@@ -163,7 +164,7 @@ def test_one_loop_wakeup_per_batch() -> None:
         model.gate.set()
         for f in [blocker, *futs]:
             await result(f)
-        assert model.batches == [1, 8]
+        assert sorted(model.batches) == [1, 8]  # the full batch went to the second thread
         assert calls == 2, calls
 
     run(body)
@@ -193,27 +194,71 @@ def test_close_before_start_answers_queued_requests() -> None:
     asyncio.run(main())
 
 
-def test_full_batches_overlap_stages_partial_ones_stay_on_the_collector() -> None:
-    """Full batches with more waiting go to the protector thread (network and crypto
-    overlap); a partial batch is protected by the collector itself."""
-
-    class Recording(FakeModel):
-        def __init__(self) -> None:
-            super().__init__(delay_s=0.005)
-            self.protected_on: list[str] = []
-
-        def protect(self, logits: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-            self.protected_on.append(threading.current_thread().name)
-            return super().protect(logits)
+def test_full_batch_goes_to_a_free_thread_at_once_partial_waits_max_delay() -> None:
+    """While one thread is busy, a full batch goes to the other thread at once (its
+    network and crypto overlap the first); a partial batch waits up to max_delay for
+    more rows first, then goes too."""
 
     async def body(b: MicroBatcher) -> None:
-        full = Recording()
-        futs = [b.submit(full, np.ones((2, 1), np.uint8)) for _ in range(10)]
-        for f in futs:
+        slow, fast = FakeModel(), FakeModel()
+        slow.gate.clear()
+        blocker = b.submit(slow, np.ones((1, 1), np.uint8))
+        await asyncio.sleep(0.05)  # blocker is inside the model on one thread
+        t0 = time.monotonic()
+        partial = b.submit(fast, np.ones((1, 1), np.uint8))
+        assert b.depth == 1  # waits to fill
+        assert _decode((await result(partial)).wire) == [1]
+        assert time.monotonic() - t0 >= 0.2 * 0.9  # ... for max_delay, then ran alone
+        full = [b.submit(fast, np.ones((1, 1), np.uint8)) for _ in range(4)]
+        assert b.depth == 0  # dispatched on the fourth row, no waiting
+        for f in full:
             await result(f)
-        assert "encryip-crypto" in full.protected_on, full.protected_on
-        partial = Recording()
-        await result(b.submit(partial, np.ones((1, 1), np.uint8)))
-        assert partial.protected_on == ["encryip-batcher"]
+        assert fast.batches == [1, 4]
+        assert not blocker.done()
+        slow.gate.set()
+        await result(blocker)
 
-    run(body, max_batch=2, max_delay_s=0.0)
+    run(body, max_batch=4, max_delay_s=0.2, threads=2)
+
+
+def test_idle_batcher_dispatches_at_once() -> None:
+    """No thread busy: a lone request runs at once, not after max_delay."""
+
+    async def body(b: MicroBatcher) -> None:
+        t0 = time.monotonic()
+        await result(b.submit(FakeModel(), np.ones((1, 1), np.uint8)))
+        assert time.monotonic() - t0 < 1.0
+
+    run(body, max_batch=8, max_delay_s=5.0)
+
+
+def test_batches_run_on_two_threads_at_once() -> None:
+    """Two full batches run concurrently (each waits for the other inside the model)."""
+
+    class Rendezvous(FakeModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.barrier = threading.Barrier(2, timeout=5)
+
+        def logits(self, x: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            self.barrier.wait()  # raises BrokenBarrierError unless both batches are in
+            return super().logits(x)
+
+    async def body(b: MicroBatcher) -> None:
+        model = Rendezvous()
+        futs = [b.submit(model, np.ones((2, 1), np.uint8)) for _ in range(2)]
+        for f in futs:
+            assert _decode((await result(f)).wire) == [1, 1]
+
+    run(body, max_batch=2, max_delay_s=0.0, threads=2)
+
+
+def test_submit_from_a_second_event_loop_is_refused() -> None:
+    b = MicroBatcher(max_batch=1, max_delay_s=0.0, max_queue=4)
+
+    async def submit() -> None:
+        b.submit(FakeModel(), np.ones((1, 1), np.uint8))
+
+    asyncio.run(submit())
+    with pytest.raises(RuntimeError, match="one event loop"):
+        asyncio.run(submit())
