@@ -694,6 +694,13 @@ def notes_section() -> list[str]:
     ]
 
 
+def _load_generator(res: dict[str, Any]) -> str:
+    n = res.get("client_processes")
+    if res.get("load_generator") == "h2load":
+        return f"h2load (nghttp2, C, one thread, {n} connections)"
+    return f"{n} grpc.aio client processes"
+
+
 def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -> list[str]:
     """Serving (EncryIP protected, protection off, KServe) and crypto, in one table each."""
     lines = ["## Serving and crypto: EncryIP beside KServe", ""]
@@ -702,7 +709,7 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
     else:
         lines += [
             f"From `python -m benchmarks.serving` (scale {res.get('scale')}, {res.get('cell_seconds')}s per "
-            f"cell, {res.get('client_processes')} client processes, onnxruntime threads "
+            f"cell, load generator {_load_generator(res)}, onnxruntime threads "
             f"{res.get('onnxruntime_threads')}; same shared machine). rows/s (p99 ms). *protected* = the "
             "EncryIP server (`encryip.v1`; *protected-v2*: its Open Inference Protocol v2 endpoint); "
             "*plain* = the same server with protection off (benchmark-only); *kserve* = KServe's v2 "

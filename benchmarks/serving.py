@@ -23,12 +23,15 @@ it starts, side by side:
   Whatever a server does per request, it cannot beat this row.
 
 onnxruntime runs with the same threads everywhere (``--threads``, default 1 intra-op, 1
-inter-op). Load comes from ``grpc.aio`` clients in separate processes (so a client never
-holds a server's GIL) sending pre-serialised requests, at concurrency 1, 8 and 32 and
-batch 1 and 32, cells interleaved across the servers so drift on a shared machine hits
-all of them alike. Rows: ``protected`` and ``plain`` over ``encryip.v1/Predict``, and
-``protected-v2`` over ``inference/ModelInfer`` for the apples-to-apples row against
-``kserve``. Crypto per row: ``ProtectedModel.protect`` on a batch of 32 logits beside 3 x
+inter-op). Load comes from ``h2load`` (nghttp2, C: ``apt-get install nghttp2-client``)
+when it is on PATH, else from ``grpc.aio`` clients in separate processes
+(``--load-generator``); the Python clients cost about as much CPU per request as a
+server, so on a small machine they compress every ratio toward 1. Pre-serialised
+requests, at concurrency 1, 8 and 32 and batch 1 and 32, cells interleaved across the
+servers so drift on a shared machine hits all of them alike. Rows: ``protected`` and
+``plain`` over ``encryip.v1/Predict``, and ``protected-v2`` over
+``inference/ModelInfer`` for the apples-to-apples row against ``kserve``. Crypto per
+row: ``ProtectedModel.protect`` on a batch of 32 logits beside 3 x
 ``crypto_scalarmult_ristretto255`` (the raw primitive), measured here in the same run.
 
 The full run also measures two server settings against their defaults (``ablations``):
@@ -45,6 +48,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -56,7 +60,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 if __package__ in (None, ""):  # `python benchmarks/serving.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,8 +139,6 @@ def build_release(arch: str, out: Path) -> Path:
     export_onnx(model, example, tmp / "model.onnx")
     onnx_bytes = (tmp / "model.onnx").read_bytes()
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     write_release(
         out,
@@ -373,6 +375,15 @@ def request_bytes(kind: str, batch: int, seed: int = 0) -> tuple[str, bytes]:
     return INFER, req2.SerializeToString()
 
 
+def call_once(address: str, method: str, payload: bytes) -> bytes:
+    import grpc
+
+    opts = [("grpc.max_receive_message_length", 64 << 20)]
+    with grpc.insecure_channel(address, options=opts) as ch:
+        raw: bytes = ch.unary_unary(method)(payload, timeout=60)
+    return raw
+
+
 def check_response(kind: str, system: str, raw: bytes, batch: int) -> None:
     """One response decoded: the right number of rows (ciphertexts, labels or logits)."""
     if kind == "v1":
@@ -499,6 +510,73 @@ class ClientPool:
                 p.kill()
 
 
+class H2Load:
+    """nghttp2's ``h2load`` (C, one thread, epoll) as the load generator: it costs the
+    shared cores far less CPU per request than Python gRPC clients, so the servers, not
+    the clients, set the pace. gRPC over h2c: pre-framed request, ``te: trailers``.
+
+    h2load cannot read gRPC trailers, so a response counts as good only by its DATA
+    bytes: ``expect`` maps (address, method, payload) to a good response's length
+    (a refused call sends trailers only). Latencies come from its per-request log."""
+
+    def __init__(self, connections: int, workdir: Path) -> None:
+        self.connections = connections
+        self.workdir = workdir
+        self.expect: dict[tuple[str, str, bytes], int] = {}
+
+    def run(
+        self, address: str, method: str, payload: bytes, concurrency: int, warmup: float, dur: float
+    ) -> dict[str, Any]:
+        import re
+        import struct
+
+        conns = min(concurrency, self.connections)
+        streams = -(-concurrency // conns)
+        body = self.workdir / "h2load-request.bin"
+        body.write_bytes(b"\0" + struct.pack(">I", len(payload)) + payload)
+        logfile = self.workdir / "h2load-requests.tsv"
+        argv = [
+            "h2load", "-t", "1", "-c", str(conns), "-m", str(streams),
+            "--warm-up-time", f"{round(warmup * 1000)}ms", "-D", f"{round(dur * 1000)}ms",
+            "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "--log-file", str(logfile), f"http://{address}{method}",
+        ]  # fmt: skip
+        measure_from = time.time() + warmup
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=dur + warmup + 60)
+        text = proc.stdout + proc.stderr
+        done = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", text)
+        data = re.search(r"traffic: .*\((\d+)\) data", text)
+        if proc.returncode != 0 or done is None or data is None:
+            raise RuntimeError(f"h2load failed ({proc.returncode}): {text[-2000:]}")
+        ok, failed, errored = (int(g) for g in done.groups())
+        # Every good response carries its message plus a 5-byte gRPC frame header.
+        frame = 5 + self.expect[(address, method, payload)]
+        short = max(0, ok - int(data.group(1)) // frame)
+        lat = sorted(
+            float(cols[2]) / 1e6
+            for cols in (line.split("\t") for line in logfile.read_text().splitlines())
+            if len(cols) == 3 and float(cols[0]) / 1e6 >= measure_from
+        )
+        return {
+            "requests_per_s": (ok - short) / dur,
+            "p50_ms": 1e3 * _pct(lat, 50),
+            "p99_ms": 1e3 * _pct(lat, 99),
+            "requests": ok - short,
+            "errors": failed + errored + short,
+        }
+
+    def close(self) -> None:
+        pass
+
+
+class LoadGenerator(Protocol):
+    def run(
+        self, address: str, method: str, payload: bytes, concurrency: int, warmup: float, dur: float
+    ) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
 def _pct(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -578,7 +656,7 @@ def inference_cost(release: Path, threads: int, min_time: float = 0.2) -> dict[s
 
 
 def run_model(
-    arch: str, scale: Scale, out: Path, clients: ClientPool, kserve_py: Path | None, threads: int
+    arch: str, scale: Scale, out: Path, clients: LoadGenerator, kserve_py: Path | None, threads: int
 ) -> ModelRun:
     run = ModelRun(arch)
     t0 = time.monotonic()
@@ -631,14 +709,17 @@ def run_model(
         if "kserve" in servers:
             rows.append(("kserve", "v2"))
         payloads = {(k, b): request_bytes(k, b) for k in ("v1", "v2") for b in scale.batches}
-        for system, kind in rows:  # one decoded response per system before timing
-            server = servers[system.removesuffix("-v2")]
-            method, payload = payloads[(kind, 1)]
-            import grpc
-
-            with grpc.insecure_channel(server.address) as ch:
-                raw = ch.unary_unary(method)(payload, timeout=60)
-            check_response(kind, system.removesuffix("-v2"), raw, 1)
+        checks = [(s, k) for s, k in rows] + [(name, "v1") for name in ("pool-on", "age-1s")]
+        for system, kind in checks:  # one decoded response per system and batch, untimed
+            name = system.removesuffix("-v2")
+            if name not in servers:
+                continue
+            for batch in scale.batches:
+                method, payload = payloads[(kind, batch)]
+                raw = call_once(servers[name].address, method, payload)
+                check_response(kind, "plain" if name == "plain" else name, raw, batch)
+                if isinstance(clients, H2Load):
+                    clients.expect[(servers[name].address, method, payload)] = len(raw)
         order = 0
         for batch in scale.batches:
             for conc in scale.concurrency:
@@ -679,7 +760,7 @@ def run_model(
 def ablate(
     arch: str,
     servers: dict[str, Server],
-    clients: ClientPool,
+    clients: LoadGenerator,
     payloads: dict[tuple[str, int], tuple[str, bytes]],
     scale: Scale,
 ) -> list[dict[str, Any]]:
@@ -687,36 +768,64 @@ def ablate(
     out = []
     pairs = [("pool-on", c, b) for b in scale.batches for c in (1, 32)]
     pairs += [("age-1s", 8, 1), ("age-1s", 32, 32)]
-    for i, (other, conc, batch) in enumerate(pairs):
-        method, payload = payloads[("v1", batch)]
-        res: dict[str, Any] = {}
-        seq = ("protected", other) if i % 2 else (other, "protected")
-        for name in seq:
-            res[name] = clients.run(
-                servers[name].address, method, payload, conc, scale.warmup_s, scale.duration_s
+    # h2load does not reconnect after a GOAWAY (a connection-age limit): the age ablation
+    # always uses the grpc clients, which reconnect as real clients do.
+    reconnecting = ClientPool(2) if isinstance(clients, H2Load) else clients
+    try:
+        for i, (other, conc, batch) in enumerate(pairs):
+            gen = reconnecting if other == "age-1s" else clients
+            out.append(
+                _ablate_pair(
+                    arch, servers, gen, payloads[("v1", batch)], other, conc, batch, scale, i
+                )
             )
-        base, alt = res["protected"], res[other]
-        row = {
-            "variant": other,
-            "concurrency": conc,
-            "batch": batch,
-            "default_rows_per_s": base["requests_per_s"] * batch,
-            "variant_rows_per_s": alt["requests_per_s"] * batch,
-            "default_p50_ms": base["p50_ms"],
-            "variant_p50_ms": alt["p50_ms"],
-            "default_p99_ms": base["p99_ms"],
-            "variant_p99_ms": alt["p99_ms"],
-            "variant_errors": alt["errors"],
-        }
-        out.append(row)
-        log.info(
-            "%-9s ablation %-8s c=%-3d b=%-3d default %8.1f rows/s p50 %6.2f p99 %6.2f | "
-            "variant %8.1f rows/s p50 %6.2f p99 %6.2f ms",
-            arch, other, conc, batch, row["default_rows_per_s"], row["default_p50_ms"],
-            row["default_p99_ms"], row["variant_rows_per_s"], row["variant_p50_ms"],
-            row["variant_p99_ms"],
-        )  # fmt: skip
+    finally:
+        if reconnecting is not clients:
+            reconnecting.close()
     return out
+
+
+def _ablate_pair(
+    arch: str,
+    servers: dict[str, Server],
+    clients: LoadGenerator,
+    request: tuple[str, bytes],
+    other: str,
+    conc: int,
+    batch: int,
+    scale: Scale,
+    i: int,
+) -> dict[str, Any]:
+    """The default server and ``other`` measured back to back (order alternating)."""
+    method, payload = request
+    res: dict[str, Any] = {}
+    seq = ("protected", other) if i % 2 else (other, "protected")
+    for name in seq:
+        res[name] = clients.run(
+            servers[name].address, method, payload, conc, scale.warmup_s, scale.duration_s
+        )
+    base, alt = res["protected"], res[other]
+    row = {
+        "variant": other,
+        "concurrency": conc,
+        "batch": batch,
+        "default_rows_per_s": base["requests_per_s"] * batch,
+        "variant_rows_per_s": alt["requests_per_s"] * batch,
+        "default_p50_ms": base["p50_ms"],
+        "variant_p50_ms": alt["p50_ms"],
+        "default_p99_ms": base["p99_ms"],
+        "variant_p99_ms": alt["p99_ms"],
+        "variant_errors": alt["errors"],
+        "load_generator": "h2load" if isinstance(clients, H2Load) else "python",
+    }
+    log.info(
+        "%-9s ablation %-8s c=%-3d b=%-3d default %8.1f rows/s p50 %6.2f p99 %6.2f | "
+        "variant %8.1f rows/s p50 %6.2f p99 %6.2f ms",
+        arch, other, conc, batch, row["default_rows_per_s"], row["default_p50_ms"],
+        row["default_p99_ms"], row["variant_rows_per_s"], row["variant_p50_ms"],
+        row["variant_p99_ms"],
+    )  # fmt: skip
+    return row
 
 
 def summarise(run: ModelRun) -> dict[str, Any]:
@@ -820,7 +929,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--models", help="comma-separated subset of cnn,resnet18")
     ap.add_argument("--duration", type=float, help="seconds measured per cell")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (all)")
-    ap.add_argument("--clients", type=int, default=2, help="load-generator processes")
+    ap.add_argument(
+        "--clients", type=int, default=2, help="load-generator processes (or h2load connections)"
+    )
+    ap.add_argument(
+        "--load-generator",
+        choices=("auto", "h2load", "python"),
+        default="auto",
+        help="h2load (nghttp2-client; auto: if on PATH) or grpc.aio client processes",
+    )
     ap.add_argument(
         "--kserve",
         choices=("build", "existing", "off"),
@@ -843,7 +960,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     kserve_py = kserve_python(out, args.kserve)
-    clients = ClientPool(args.clients)
+    use_h2load = args.load_generator == "h2load" or (
+        args.load_generator == "auto" and shutil.which("h2load") is not None
+    )
+    if args.load_generator == "h2load" and shutil.which("h2load") is None:
+        ap.error("--load-generator h2load: h2load not on PATH (apt-get install nghttp2-client)")
+    clients: LoadGenerator = H2Load(args.clients, out) if use_h2load else ClientPool(args.clients)
     runs: list[ModelRun] = []
     try:
         for arch in scale.models:
@@ -857,6 +979,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "scale": scale.name,
         "kserve": kserve_py is not None,
         "onnxruntime_threads": args.threads,
+        "load_generator": "h2load" if use_h2load else "python",
         "client_processes": args.clients,
         "cell_seconds": scale.duration_s,
         "wall_s": round(time.monotonic() - t0, 1),

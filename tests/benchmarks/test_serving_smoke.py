@@ -8,6 +8,7 @@ takes minutes); otherwise its rows are skipped and the JSON says ``"kserve": fal
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_serving_benchmark_tiny(tmp_path: Path) -> None:
+@pytest.mark.parametrize("load_generator", ["python", "h2load"])
+def test_serving_benchmark_tiny(tmp_path: Path, load_generator: str) -> None:
     pytest.importorskip("torch")  # the benchmark builds its models with the exporter
+    if load_generator == "h2load" and shutil.which("h2load") is None:
+        pytest.skip("h2load not installed (scripts/bootstrap.sh installs nghttp2-client)")
     out = subprocess.run(
         [
             sys.executable, "-m", "benchmarks.serving", "--tiny", "--kserve", "existing",
-            "--out", str(tmp_path / "serving"),
+            "--load-generator", load_generator, "--out", str(tmp_path / "serving"),
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -30,6 +34,7 @@ def test_serving_benchmark_tiny(tmp_path: Path) -> None:
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
     result = json.loads(lines[-1])
     assert result["benchmark"] == "serving" and result["scale"] == "tiny"
+    assert result["load_generator"] == load_generator
     cnn = result["models"]["cnn"]
     for key in (
         "protected_vs_plain_throughput",
