@@ -15,7 +15,7 @@ flag                      default                meaning
 ``--metrics-port``        ``9090``               Prometheus ``/metrics`` over HTTP (0 = off)
 ``--model-name``          manifest's name        name the model is served under
 ``--max-batch``           ``32``                 most rows in one onnxruntime call
-``--max-queue-delay-ms``  ``2``                  longest a partial batch waits for more
+``--max-queue-delay-ms``  ``5``                  longest a partial batch waits for more
                                                  rows while another batch runs
 ``--batch-threads``       ``2``                  batches run at once, each on its own
                                                  thread (network, then SampDist)
@@ -79,7 +79,7 @@ class ServerConfig:
     # None: the manifest's model_name.
     model_name: str | None = None
     max_batch: int = 32
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 5.0
     max_queue: int = 1024
     # Two: one batch's crypto runs while the next one's network does (both release the GIL).
     batch_threads: int = 2

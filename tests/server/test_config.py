@@ -13,7 +13,7 @@ def test_defaults(tmp_path: Path) -> None:
     cfg = ServerConfig.from_args([str(tmp_path)], environ={})
     assert cfg.release_dir == tmp_path
     assert (cfg.host, cfg.port, cfg.health_port, cfg.metrics_port) == ("0.0.0.0", 8001, 8081, 9090)
-    assert (cfg.max_batch, cfg.max_queue_delay_ms, cfg.max_queue) == (32, 2.0, 1024)
+    assert (cfg.max_batch, cfg.max_queue_delay_ms, cfg.max_queue) == (32, 5.0, 1024)
     assert cfg.max_message_bytes == 16 * 1024 * 1024
     assert (cfg.drain_seconds, cfg.reload_poll_seconds, cfg.log_level) == (20.0, 0.0, "INFO")
     assert cfg.model_name is None and not cfg.tls and cfg.read_token() is None
