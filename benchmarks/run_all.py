@@ -746,6 +746,15 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
                 f"{m.get('crypto_us_per_row', float('nan')):.0f} µs/row "
                 f"({m.get('crypto_vs_raw', float('nan')):.2f}× three raw scalar multiplications)."
             )
+            cpu = {k: v for k, v in (m.get("server_cpu_us_per_request") or {}).items() if v}
+            if cpu:
+                cell = m.get("headline_cell") or {}
+                lines[-1] += (
+                    f" Server CPU per request (batch {cell.get('batch')}, concurrency "
+                    f"{cell.get('concurrency')}; /proc): "
+                    + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpu.items())
+                    + "."
+                )
         lines.append("")
     if crypto:
         lines += [

@@ -340,6 +340,15 @@ def wait_ready(servers: Sequence[Server], timeout_s: float = 120) -> None:
             time.sleep(0.2)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process, all its threads (Linux /proc; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scrape(server: Server) -> dict[str, float]:
     """``encryip_crypto_seconds_sum`` and ``encryip_rows_total`` from /metrics."""
     if not server.metrics_port:
@@ -729,10 +738,16 @@ def run_model(
                     server = servers[system.removesuffix("-v2")]
                     method, payload = payloads[(kind, batch)]
                     before = scrape(server) if system == "protected" else {}
+                    cpu0 = process_cpu_seconds(server.proc.pid)
                     res = clients.run(
                         server.address, method, payload, conc, scale.warmup_s, scale.duration_s
                     )
+                    cpu1 = process_cpu_seconds(server.proc.pid)
                     res.update(system=system, protocol=kind, concurrency=conc, batch=batch)
+                    if cpu0 is not None and cpu1 is not None and res["requests_per_s"] > 0:
+                        # Warm-up and measured requests alike (same rate): an estimate.
+                        calls = res["requests_per_s"] * (scale.warmup_s + scale.duration_s)
+                        res["server_cpu_us_per_request"] = 1e6 * (cpu1 - cpu0) / calls
                     res["rows_per_s"] = res["requests_per_s"] * batch
                     if before:
                         after = scrape(server)
@@ -858,6 +873,13 @@ def summarise(run: ModelRun) -> dict[str, Any]:
         "raw_3_scalarmult_us_per_row": raw,
         "crypto_vs_raw": run.crypto["crypto_vs_raw"],
         "inference_us_per_row": run.inference_us_per_row,
+        # What each request cost the server process in CPU, in the headline cell: on a
+        # saturated machine throughput follows it (a server that does nothing is "echo").
+        "server_cpu_us_per_request": {
+            sys_: run.cell(sys_, conc, batch).get("server_cpu_us_per_request")  # type: ignore[union-attr]
+            for sys_ in ("protected", "plain", "protected-v2", "kserve", "echo")
+            if run.cell(sys_, conc, batch) is not None
+        },
         "p99_ms": {
             f"{sys_}_c{c}_b{b}": get(sys_, c, b, "p99_ms")
             for sys_ in ("protected", "plain", "protected-v2", "kserve", "echo")

@@ -49,6 +49,9 @@ def test_serving_benchmark_tiny(tmp_path: Path, load_generator: str) -> None:
     want |= {"kserve"} if result["kserve"] else set()
     assert systems == want
     assert all(cell["errors"] == 0 for cell in result["cells"]["cnn"])
+    if sys.platform == "linux":  # server CPU per request comes from /proc
+        costs = [c["server_cpu_us_per_request"] for c in result["cells"]["cnn"] if c["requests"]]
+        assert costs and all(v > 0 for v in costs), result["cells"]["cnn"]
     for system in systems:  # 0.3 s cells on a busy machine: some may see no completion
         assert sum(c["requests"] for c in result["cells"]["cnn"] if c["system"] == system) > 0
     # Every server it started has stopped (each wrote its log, none is still listening).
