@@ -277,7 +277,14 @@ class MicroBatcher:
             batch = self._jobs.get()
             if batch is _STOP:
                 return
-            self._post(self._finish, self._run(batch))
+            try:
+                answers = self._run(batch)
+            except Exception as exc:  # a bug here must not kill the thread (the batcher
+                # would stall with the thread counted busy for ever)
+                log.error("batch of %d request(s) failed", len(batch.items), exc_info=exc)
+                failure = InferenceError("batch failed")
+                answers = [(item, failure) for item in batch.items]
+            self._post(self._finish, answers)
 
     def _run(self, batch: _Batch) -> _Answers:
         items = batch.items

@@ -142,6 +142,27 @@ def test_model_failure_fails_batch_only() -> None:
     run(body)
 
 
+def test_unexpected_error_in_a_batch_thread_fails_the_batch_not_the_batcher() -> None:
+    """A bug outside the model calls (here: rows that cannot be concatenated) answers
+    that batch with InferenceError; the thread lives on and serves the next batch."""
+
+    async def body(b: MicroBatcher) -> None:
+        model = FakeModel()
+        model.gate.clear()
+        blocker = b.submit(model, np.ones((1, 1), np.uint8))
+        await asyncio.sleep(0.05)
+        odd = [b.submit(model, np.ones((1, n), np.uint8)) for n in (2, 3)]  # one batch
+        model.gate.set()
+        await result(blocker)
+        for f in odd:
+            with pytest.raises(InferenceError):
+                await result(f)
+        ok = await result(b.submit(model, np.ones((1, 2), np.uint8)))
+        assert _decode(ok.wire) == [2]
+
+    run(body, threads=1)
+
+
 def test_one_loop_wakeup_per_batch() -> None:
     """A batch of 8 single-row requests is answered with one call into the loop."""
 
