@@ -32,6 +32,8 @@ flag                      default                meaning
                                                  (g1^r, g2^r, h^r) precomputed in the
                                                  background, each used once (0 = off)
 ``--crypto-threads``      ``1``                  threads sharing one batch's SampDist
+                                                 (not used with ``--reroll-pool``, whose
+                                                 path is additions only)
 ``--max-connection-age-seconds``
                           ``300``                close client connections (GOAWAY) after
                                                  this age so clients re-balance after a
@@ -341,7 +343,7 @@ _HELP: dict[str, str] = {
     "reroll_pool": "secure profile: SampDist re-randomisers precomputed in the background "
     "(each used once), 0 = off",
     "crypto_threads": "threads sharing one batch's SampDist "
-    "(more when inference is fast, e.g. on a GPU)",
+    "(more when inference is fast, e.g. on a GPU; not used with --reroll-pool)",
     "max_connection_age_seconds": "send clients GOAWAY after this many seconds so they "
     "re-balance across replicas, 0 = unlimited",
     "log_level": "log level",
