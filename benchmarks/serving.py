@@ -718,7 +718,7 @@ def run_model(
         if "kserve" in servers:
             rows.append(("kserve", "v2"))
         payloads = {(k, b): request_bytes(k, b) for k in ("v1", "v2") for b in scale.batches}
-        checks = [(s, k) for s, k in rows] + [(name, "v1") for name in ("pool-on", "age-1s")]
+        checks = [*rows, ("pool-on", "v1"), ("age-1s", "v1")]
         for system, kind in checks:  # one decoded response per system and batch, untimed
             name = system.removesuffix("-v2")
             if name not in servers:
@@ -726,7 +726,7 @@ def run_model(
             for batch in scale.batches:
                 method, payload = payloads[(kind, batch)]
                 raw = call_once(servers[name].address, method, payload)
-                check_response(kind, "plain" if name == "plain" else name, raw, batch)
+                check_response(kind, name, raw, batch)
                 if isinstance(clients, H2Load):
                     clients.expect[(servers[name].address, method, payload)] = len(raw)
         order = 0
@@ -876,9 +876,9 @@ def summarise(run: ModelRun) -> dict[str, Any]:
         # What each request cost the server process in CPU, in the headline cell: on a
         # saturated machine throughput follows it (a server that does nothing is "echo").
         "server_cpu_us_per_request": {
-            sys_: run.cell(sys_, conc, batch).get("server_cpu_us_per_request")  # type: ignore[union-attr]
+            sys_: cell.get("server_cpu_us_per_request")
             for sys_ in ("protected", "plain", "protected-v2", "kserve", "echo")
-            if run.cell(sys_, conc, batch) is not None
+            if (cell := run.cell(sys_, conc, batch)) is not None
         },
         "p99_ms": {
             f"{sys_}_c{c}_b{b}": get(sys_, c, b, "p99_ms")

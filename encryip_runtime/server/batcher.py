@@ -241,8 +241,6 @@ class MicroBatcher:
             rows += len(item.x)
         if self._metrics is not None:
             self._metrics.queue_depth.set(len(self._pending))
-            for item in items:
-                self._metrics.queue_seconds.observe(now - item.enqueued)
         return _Batch(first.model, items, now) if items else None
 
     def _finish(self, answers: _Answers) -> None:
@@ -288,6 +286,9 @@ class MicroBatcher:
 
     def _run(self, batch: _Batch) -> _Answers:
         items = batch.items
+        if self._metrics is not None:  # here, not on the event loop: it is off the hot path
+            for item in items:
+                self._metrics.queue_seconds.observe(batch.started - item.enqueued)
         try:
             x = items[0].x if len(items) == 1 else np.concatenate([i.x for i in items], axis=0)
             logits = self._infer(batch.model, x, len(items))

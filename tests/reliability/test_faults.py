@@ -215,6 +215,15 @@ class GatedSession:
         self.entered = threading.Event()
         self.rows = 0
 
+    @classmethod
+    def install(cls, server: EncryIPServer) -> GatedSession:
+        """Swap the serving model's onnxruntime session for a gated one."""
+        loaded = server.store.current
+        assert loaded is not None
+        gated = cls(loaded.model.session)
+        loaded.model.session = gated
+        return gated
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -235,10 +244,7 @@ def test_client_disconnect_mid_request(secure_release: Any) -> None:
         reroll_pool=0,
         batch_threads=1,  # the eight then wait in the queue, not on a second thread
     ) as server:
-        loaded = server.store.current
-        assert loaded is not None
-        gated = GatedSession(loaded.model.session)
-        loaded.model.session = gated
+        gated = GatedSession.install(server)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = encryip_pb2_grpc.EncryIPStub(channel)
             first = stub.Predict.future(predict_request(sample_inputs(1)), timeout=30)
@@ -268,10 +274,7 @@ def test_model_stuck_in_onnxruntime_blocks_nothing_else(secure_release: Any) -> 
     with running_server(
         secure_release.licensee_dir("acme"), max_batch=1, batch_threads=1
     ) as server:
-        loaded = server.store.current
-        assert loaded is not None
-        gated = GatedSession(loaded.model.session)
-        loaded.model.session = gated
+        gated = GatedSession.install(server)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = encryip_pb2_grpc.EncryIPStub(channel)
             stuck = stub.Predict.future(predict_request(sample_inputs(1)), timeout=30)
@@ -279,7 +282,7 @@ def test_model_stuck_in_onnxruntime_blocks_nothing_else(secure_release: Any) -> 
             t0 = time.monotonic()
             assert health_status(server.port) == SERVING
             info = stub.GetModelInfo(encryip_pb2.GetModelInfoRequest(), timeout=2)
-            assert info.model_name == loaded.name
+            assert info.model_name == server.store.current.name  # type: ignore[union-attr]
             queued = stub.Predict.future(predict_request(sample_inputs(2)), timeout=30)
             wait_until(lambda: server.batcher.depth == 1)
             assert time.monotonic() - t0 < 2.0
@@ -307,10 +310,7 @@ def test_deadline_shorter_than_queue_delay(secure_release: Any) -> None:
         metrics_port=free_port(),
         reroll_pool=0,
     ) as server:
-        loaded = server.store.current
-        assert loaded is not None
-        gated = GatedSession(loaded.model.session)
-        loaded.model.session = gated
+        gated = GatedSession.install(server)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = encryip_pb2_grpc.EncryIPStub(channel)
             slow = stub.Predict.future(predict_request(sample_inputs(3)), timeout=30)
@@ -347,6 +347,15 @@ class PoisonSession:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.failed_batches = 0
+
+    @classmethod
+    def install(cls, server: EncryIPServer) -> GatedSession:
+        """Swap the serving model's onnxruntime session for a gated one."""
+        loaded = server.store.current
+        assert loaded is not None
+        gated = cls(loaded.model.session)
+        loaded.model.session = gated
+        return gated
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
