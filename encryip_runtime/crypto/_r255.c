@@ -783,6 +783,81 @@ EIP_EXPORT int eip_is_valid(const uint8_t s[32])
     return r255_decode(&p, s) == 0;
 }
 
+/* SampDist of any width (secure format v2): `m` components per row, row-major
+ * (n, m, 32); out row i, component k = encode(decode(u_k) + s * base_k) where s is
+ * scalars[i] for k < m - 1 and last_scalars[i] for the last component (the shifted
+ * r + K m of format v2). tables[k] is base_k's table. Returns -1 on success, the
+ * index of the first row holding an invalid encoding, or -2 for a bad table / m. */
+EIP_EXPORT long eip_sampdist_n(const void *const *tables, size_t m, const uint8_t *cts,
+                               const uint8_t *scalars, const uint8_t *last_scalars, size_t n,
+                               uint8_t *out)
+{
+    ge_p3 u[34], r;
+    if (m < 2 || m > 34) {
+        return -2;
+    }
+    for (size_t k = 0; k < m; k++) {
+        if (!table_ok(tables[k])) {
+            return -2;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < m; k++) {
+            if (r255_decode(&u[k], cts + 32 * (m * i + k)) != 0) {
+                secure_wipe(&r, sizeof r);
+                return (long)i;
+            }
+        }
+        for (size_t k = 0; k < m; k++) {
+            const uint8_t *sc = (k + 1 < m ? scalars : last_scalars) + 32 * i;
+            fixed_mul(&r, (const eip_table *)tables[k], sc);
+            ge_add(&r, &r, &u[k]);
+            r255_encode(out + 32 * (m * i + k), &r);
+        }
+    }
+    secure_wipe(&r, sizeof r);
+    return -1;
+}
+
+/* Secure format v2 decryption: out[r] = encode(sum_i coeffs[i] * P[r][i]) for `count`
+ * rows of `np` (<= 32) encodings each, row-major (count, np, 32). Coefficients are a
+ * licensee's small secret b_i < 2^bits (bits <= 32): the same sequence of group
+ * operations for any coefficients (each bit adds P or the identity, chosen with
+ * fe_cmov). Returns -1 on success, the first row holding an invalid encoding, or -2
+ * for bad arguments. */
+EIP_EXPORT long eip_small_msm(const uint8_t *points, size_t np, const uint32_t *coeffs, int bits,
+                              size_t count, uint8_t *out)
+{
+    ge_p3 pts[32];
+    if (np == 0 || np > 32 || bits < 1 || bits > 32) {
+        return -2;
+    }
+    for (size_t r = 0; r < count; r++) {
+        ge_p3 acc, t;
+        for (size_t i = 0; i < np; i++) {
+            if (r255_decode(&pts[i], points + 32 * (r * np + i)) != 0) {
+                return (long)r;
+            }
+        }
+        ge_identity(&acc);
+        for (int bit = bits - 1; bit >= 0; bit--) {
+            ge_add(&acc, &acc, &acc);
+            for (size_t i = 0; i < np; i++) {
+                int on = (int)((coeffs[i] >> bit) & 1u);
+                ge_identity(&t);
+                fe_cmov(t.X, pts[i].X, on);
+                fe_cmov(t.Y, pts[i].Y, on);
+                fe_cmov(t.Z, pts[i].Z, on);
+                fe_cmov(t.T, pts[i].T, on);
+                ge_add(&acc, &acc, &t);
+            }
+        }
+        r255_encode(out + 32 * r, &acc);
+    }
+    secure_wipe(pts, sizeof pts);
+    return -1;
+}
+
 /* ------------------------------------------------------------ CPython shell */
 
 #ifdef EIP_PYMODULE

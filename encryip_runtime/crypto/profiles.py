@@ -6,9 +6,25 @@ from typing import Literal
 
 from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
 from encryip_runtime.crypto.scheme import CSLite
+from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2, choose_width
 from encryip_runtime.crypto.zp import ZpGroup, paper_prime
 
-__all__ = ["PROFILES", "Profile", "make_scheme"]
+__all__ = [
+    "DEFAULT_SECURE_FORMAT",
+    "PROFILES",
+    "SECURE_FORMATS",
+    "AnyScheme",
+    "Profile",
+    "make_scheme",
+    "make_scheme_v2",
+]
+
+#: Format versions of the secure profile: 1 (CS_lite as in the paper, still read and
+#: served) and 2 (triggers a single key holder cannot tell from classes). New releases: 2.
+SECURE_FORMATS: tuple[int, ...] = (1, 2)
+DEFAULT_SECURE_FORMAT = 2
+
+AnyScheme = CSLite | CSLiteV2
 
 Profile = Literal["paper", "secure"]
 PROFILES: tuple[str, ...] = ("paper", "secure")
@@ -25,3 +41,10 @@ def make_scheme(profile: str, num_classes: int) -> CSLite:
 
         return CSLite(Ristretto255(), HashLabelCodec(num_classes), "secure")
     raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+
+
+def make_scheme_v2(
+    num_classes: int, num_licensees: int, shift_range: int = DEFAULT_SHIFT_RANGE
+) -> CSLiteV2:
+    """Secure format v2 for K classes, sized for ``num_licensees`` (width n from K)."""
+    return CSLiteV2(num_classes, choose_width(num_classes, num_licensees), shift_range)

@@ -30,10 +30,13 @@ __all__ = [
     "FixedBase",
     "add",
     "available",
+    "has_small_msm",
     "is_valid",
     "rerandomizers",
     "sampdist",
+    "sampdist_n",
     "scalarmult",
+    "small_msm",
     "table_for",
 ]
 
@@ -78,6 +81,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eip_add_batch.restype = ctypes.c_long
     lib.eip_is_valid.argtypes = [_P]
     lib.eip_is_valid.restype = ctypes.c_int
+    if hasattr(lib, "eip_small_msm"):  # secure format v2 decryption (newer builds)
+        lib.eip_small_msm.argtypes = [_P, _N, _P, ctypes.c_int, _N, _P]
+        lib.eip_small_msm.restype = ctypes.c_long
+    if hasattr(lib, "eip_sampdist_n"):
+        lib.eip_sampdist_n.argtypes = [_P, _N, _P, _P, _P, _N, _P]
+        lib.eip_sampdist_n.restype = ctypes.c_long
 
 
 def _load() -> ctypes.CDLL | None:
@@ -266,3 +275,59 @@ def is_valid(encoding: bytes) -> bool:
         return False
     buf = np.frombuffer(bytes(encoding), dtype=np.uint8)
     return bool(lib.eip_is_valid(_ptr(buf)))
+
+
+def has_small_msm() -> bool:
+    """Whether the loaded build has ``eip_small_msm`` and ``eip_sampdist_n`` (format v2's
+    fast paths; an older in-tree build lacks them and format v2 then composes the rest)."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "eip_small_msm") and hasattr(lib, "eip_sampdist_n")
+
+
+def sampdist_n(
+    tables: list[FixedBase],
+    cts: npt.NDArray[np.uint8],
+    scalars: npt.NDArray[np.uint8],
+    last_scalars: npt.NDArray[np.uint8],
+) -> npt.NDArray[np.uint8]:
+    """``u_k + s * base_k`` per row and component: ``s`` = ``scalars`` except the last
+    component, which takes ``last_scalars``. ``cts`` is ``uint8 (N, m, 32)``."""
+    lib = _require()
+    m = len(tables)
+    c = np.ascontiguousarray(cts, dtype=np.uint8)
+    if c.ndim != 3 or c.shape[1:] != (m, 32):
+        raise EncodingError(f"expected uint8 (N, {m}, 32) ciphertexts, got {c.shape}")
+    ks = _rows(scalars, 32, "scalars")
+    ls = _rows(last_scalars, 32, "scalars")
+    if len(ks) != len(c) or len(ls) != len(c):
+        raise ValueError(f"{len(ks)}/{len(ls)} scalars for {len(c)} ciphertexts")
+    addrs = (ctypes.c_void_p * m)(*(t.address for t in tables))
+    out = np.empty_like(c)
+    rc = int(lib.eip_sampdist_n(addrs, m, _ptr(c), _ptr(ks), _ptr(ls), len(c), _ptr(out)))
+    if rc == -2:
+        raise RuntimeError("eip_sampdist_n: table not initialised")  # pragma: no cover
+    if rc != -1:
+        raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
+    return out
+
+
+def small_msm(
+    points: list[npt.NDArray[np.uint8]], coeffs: tuple[int, ...], bits: int
+) -> npt.NDArray[np.uint8]:
+    """``sum_i coeffs[i] * points[i]`` per row, coefficients in ``[0, 2^bits)``."""
+    lib = _require()
+    if not points or len(points) != len(coeffs) or len(points) > 32:
+        raise ValueError(f"{len(points)} point columns for {len(coeffs)} coefficients (1..32)")
+    if not 1 <= bits <= 32 or any(not 0 <= c < 1 << bits for c in coeffs):
+        raise ValueError(f"coefficients must lie in [0, 2^{bits})")
+    cols = [_rows(p, 32, "ristretto255 elements") for p in points]
+    n = len(cols[0])
+    stacked = np.ascontiguousarray(np.stack(cols, axis=1))
+    cs = np.array(coeffs, dtype=np.uint32)
+    out = np.empty((n, 32), dtype=np.uint8)
+    rc = int(lib.eip_small_msm(_ptr(stacked), len(cols), _ptr(cs), bits, n, _ptr(out)))
+    if rc == -2:
+        raise ValueError("eip_small_msm: bad arguments")  # pragma: no cover
+    if rc != -1:
+        raise EncodingError(f"element {rc}: not a valid ristretto255 encoding")
+    return out

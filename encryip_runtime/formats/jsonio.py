@@ -74,8 +74,9 @@ def write_json(path: Path, doc: Any, *, secret: bool = False) -> None:
     )
 
 
-def read_json_document(path: Path, expected_format: str) -> Fields:
-    """Read a JSON object whose ``format`` field must equal ``expected_format``."""
+def read_json_document(path: Path, expected_format: str | tuple[str, ...]) -> Fields:
+    """Read a JSON object whose ``format`` field must equal ``expected_format`` (or one
+    of several accepted versions)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -98,10 +99,10 @@ def read_json_document(path: Path, expected_format: str) -> Fields:
         raise FormatError(f"cannot read: {exc.strerror}", path=str(path)) from None
     fields = Fields(doc, str(path), "")
     fmt = fields.str("format")
-    if fmt != expected_format:
-        raise FormatError(
-            f"expected {expected_format!r}, got {fmt!r}", path=str(path), field="format"
-        )
+    accepted = (expected_format,) if isinstance(expected_format, str) else expected_format
+    if fmt not in accepted:
+        want = " or ".join(repr(a) for a in accepted)
+        raise FormatError(f"expected {want}, got {fmt!r}", path=str(path), field="format")
     return fields
 
 

@@ -18,24 +18,42 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily, PublicKey, SecretKey
-from encryip_runtime.exceptions import FormatError
+from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.scheme import Ciphertexts, KeyFamily
+from encryip_runtime.crypto.scheme_v2 import (
+    CSLiteV2,
+    KeyFamilyV2,
+    PublicKeyV2,
+    SecretKeyV2,
+    Trigger,
+)
+from encryip_runtime.exceptions import EncodingError, FormatError
 from encryip_runtime.formats.common import (
+    AnyPublicKey,
+    AnySecretKey,
     SchemeBound,
     ciphertexts_from_json,
     ciphertexts_to_json,
+    label_table_from_fields,
+    label_table_to_json,
     optional_digest,
     pk_from_fields,
     pk_to_json,
     scheme_from_fields,
+    scheme_v2_from_fields,
+    scheme_v2_to_json,
     sk_from_fields,
     sk_to_json,
+    triggers_from_fields,
+    triggers_to_json,
 )
 from encryip_runtime.formats.jsonio import atomic_write_bytes, read_json_document, write_json
 
-__all__ = ["VAULT_FORMAT", "LicenseeRecord", "Vault", "VaultArrays"]
+__all__ = ["VAULT_FORMAT", "VAULT_FORMAT_V2", "LicenseeRecord", "Vault", "VaultArrays"]
 
 VAULT_FORMAT = "encryip-vault/1"
+#: Secure format v2: ``scheme``, ``trapdoor`` {s, t[]}, ``labels``, ``triggers`` {d, k}.
+VAULT_FORMAT_V2 = "encryip-vault/2"
 _ARRAY_DTYPES = {
     "trigger_inputs": np.uint8,
     "probe_inputs": np.uint8,
@@ -46,7 +64,7 @@ _ARRAY_DTYPES = {
 @dataclass(frozen=True)
 class LicenseeRecord:
     name: str
-    sk: SecretKey = field(repr=False)
+    sk: AnySecretKey = field(repr=False)
     #: Output k of this licensee's model file is output ``permutation[k]`` of the base model.
     permutation: tuple[int, ...] = field(repr=False)
 
@@ -102,9 +120,9 @@ class VaultArrays:
 
 @dataclass(frozen=True)
 class Vault(SchemeBound):
-    scheme: CSLite
-    pk: PublicKey
-    t: int = field(repr=False)
+    scheme: AnyScheme
+    pk: AnyPublicKey
+    t: int = field(repr=False)  # format v1: g2 = t g1 (format v2: 0, see ``trapdoor``)
     class_names: tuple[str, ...]
     licensees: tuple[LicenseeRecord, ...]
     messages: npt.NDArray[Any] = field(repr=False)  # M_y per class (elements)
@@ -119,6 +137,9 @@ class Vault(SchemeBound):
     arrays_file: str = "vault.npz"
     arrays_sha256: str = ""
     root_index: int = 0  # which licensee record holds (a1, b1)
+    #: format v2: (s, (t_1..t_n)) with h = s g1, g_(i+1) = t_i g1; and the Fakes' offsets
+    trapdoor: tuple[int, tuple[int, ...]] | None = field(default=None, repr=False)
+    triggers: tuple[Trigger, ...] = field(default=(), repr=False)
 
     @property
     def num_triggers(self) -> int:
@@ -127,7 +148,14 @@ class Vault(SchemeBound):
     def family(self) -> KeyFamily:
         keys = [r.sk for r in self.licensees]
         keys.insert(0, keys.pop(self.root_index))
-        return KeyFamily(self.pk, self.t, tuple(keys))
+        return KeyFamily(self.pk, self.t, tuple(keys))  # type: ignore[arg-type]
+
+    def family_v2(self) -> KeyFamilyV2:
+        """Format v2: the owner's trapdoor and every key (licensee order)."""
+        if self.trapdoor is None or not isinstance(self.pk, PublicKeyV2):
+            raise ValueError("not a format v2 vault")
+        keys = tuple(r.sk for r in self.licensees if isinstance(r.sk, SecretKeyV2))
+        return KeyFamilyV2(self.pk, self.trapdoor[0], self.trapdoor[1], keys)
 
     def expected_trigger_labels(self) -> dict[str, npt.NDArray[np.int64]]:
         """Dec(sk_j, Fake_i) as labels, for every licensee (paper Eqn. 5)."""
@@ -145,13 +173,25 @@ class Vault(SchemeBound):
     def to_json(self) -> dict[str, Any]:
         g = self.scheme.group
         doc: dict[str, Any] = {
-            "format": VAULT_FORMAT,
+            "format": VAULT_FORMAT_V2 if isinstance(self.scheme, CSLiteV2) else VAULT_FORMAT,
             "profile": self.profile,
             "group": g.name,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "pk": pk_to_json(self.scheme, self.pk),
-            "t": g.scalar_to_json(self.t),
+        }
+        if isinstance(self.scheme, CSLiteV2):
+            assert self.trapdoor is not None
+            doc["scheme"] = scheme_v2_to_json(self.scheme)
+            doc["trapdoor"] = {
+                "s": g.scalar_to_json(self.trapdoor[0]),
+                "t": [g.scalar_to_json(t) for t in self.trapdoor[1]],
+            }
+            doc["labels"] = label_table_to_json(self.scheme.codec)
+            doc["triggers"] = triggers_to_json(self.triggers)
+        else:
+            doc["t"] = g.scalar_to_json(self.t)
+        doc |= {
             "root_index": self.root_index,
             "licensees": [
                 {
@@ -217,12 +257,29 @@ class Vault(SchemeBound):
 
     @classmethod
     def load(cls, path: Path) -> Vault:
-        f = read_json_document(Path(path), VAULT_FORMAT)
-        scheme = scheme_from_fields(f)
+        f = read_json_document(Path(path), (VAULT_FORMAT, VAULT_FORMAT_V2))
+        v2 = f.str("format") == VAULT_FORMAT_V2
+        scheme: AnyScheme = scheme_v2_from_fields(f) if v2 else scheme_from_fields(f)
         g = scheme.group
         k = scheme.num_classes
         pk = pk_from_fields(scheme, f)
-        t = f.parse("t", g.scalar_from_json)
+        t = 0
+        trapdoor: tuple[int, tuple[int, ...]] | None = None
+        triggers: tuple[Trigger, ...] = ()
+        if isinstance(scheme, CSLiteV2):
+            scheme = scheme.with_table(label_table_from_fields(scheme, pk, f))
+            tf = f.obj_("trapdoor")
+            ts = tf.list("t", length=scheme.width)
+            parsed_t = []
+            for i, v in enumerate(ts):
+                try:
+                    parsed_t.append(g.scalar_from_json(v))
+                except EncodingError as exc:
+                    raise tf.error(f"t[{i}]", str(exc)) from None
+            trapdoor = (tf.parse("s", g.scalar_from_json), tuple(parsed_t))
+            triggers = triggers_from_fields(scheme, f)
+        else:
+            t = f.parse("t", g.scalar_from_json)
         size = f.int("output_size", lo=1)
         trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
         want_size = (
@@ -294,7 +351,17 @@ class Vault(SchemeBound):
             arrays_file=arrays_file,
             arrays_sha256=optional_digest(arrays, "sha256"),
             root_index=root_index,
+            trapdoor=trapdoor,
+            triggers=triggers,
         )
-        if g.pow(pk.g1, t) is not None and not g.equal(g.pow(pk.g1, t), pk.g2):
+        if isinstance(pk, PublicKeyV2) and trapdoor is not None:
+            if len(triggers) != len(trig_cts):
+                raise f.error("triggers", f"{len(triggers)} entries for {len(trig_cts)} Fakes")
+            if not g.equal(g.pow(pk.g1, trapdoor[0]), pk.h):
+                raise f.error("trapdoor", "s g1 != h: s does not belong to this public key")
+            for i, ti in enumerate(trapdoor[1]):
+                if not g.equal(g.pow(pk.g1, ti), pk.gens[i + 1 : i + 2]):
+                    raise f.error(f"trapdoor.t[{i}]", "t_i g1 != g_(i+1)")
+        elif not g.equal(g.pow(pk.g1, t), pk.g2):
             raise f.error("t", "g1^t != g2: t does not belong to this public key")
         return vault
