@@ -32,6 +32,7 @@ import numpy.typing as npt
 from encryip_runtime.arbitrator import stats
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import SuspectModel, check_alpha, load_vault_with_arrays
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.formats.vault import Vault, VaultArrays
 from encryip_runtime.transfer import OneHotTransfer
@@ -388,6 +389,24 @@ def _manifest_order(vault: Vault, manifest_path: Path) -> npt.NDArray[np.int64]:
         return np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
     assert m.codebook is not None and vault.class_slots is not None
     assert vault.trigger_slots is not None
+    if isinstance(vault.scheme, CSLiteV2):
+        # format v2: triggers decrypt to class messages, so match by the trapdoor view
+        family = vault.family_v2()
+        base = np.zeros((vault.output_size, *m.codebook.shape[1:]), dtype=np.uint8)
+        base[list(vault.class_slots)] = vault.class_ciphertexts
+        base[list(vault.trigger_slots)] = vault.trigger_ciphertexts
+        # rows with the same signature (same offsets and label) decrypt alike under
+        # every key, so any assignment among them is as good
+        sigs: dict[bytes, list[int]] = {}
+        for i, sig in enumerate(vault.scheme.owner_signatures(family, base)):
+            sigs.setdefault(sig, []).append(i)
+        got = vault.scheme.owner_signatures(family, m.codebook)
+        order = [sigs[s].pop() if sigs.get(s) else -1 for s in got]
+        if -1 in order or len(set(order)) != len(order):
+            raise ArbitrationInputError(
+                f"{manifest_path}: its codebook is not a permutation of this release's codebook"
+            )
+        return np.asarray(order, dtype=np.int64)
     # Match codebook entries by what they decrypt to under the root key: SampDist does
     # not change it, so a re-randomised codebook is matched too.
     scheme, sk = vault.scheme, vault.family().root

@@ -553,6 +553,28 @@ class CSLiteV2:
             raise InvalidKeyError("no label table: load the scheme from a key file or the vault")
         return self.table.indices_of(self.dec(sk, cts))
 
+    def owner_signatures(self, family: KeyFamilyV2, cts: npt.NDArray[np.uint8]) -> list[bytes]:
+        """What a ciphertext is, seen with the trapdoor; unchanged by SampDist.
+
+        ``u_{i+1} - t_i u_1`` is ``k_i h`` for a Fake and the identity for an Enc, and
+        ``u_last - s u_1`` is ``M_index`` (``index mod K`` is kept, the shift is not), so
+        the bytes of these identify a codebook row even after re-randomisation.
+        """
+        c = self._check_cts(cts)
+        g = self.group
+        cols = [g.div(c[:, i + 1], g.pow(c[:, 0], t)) for i, t in enumerate(family.t)]
+        base = g.div(c[:, -1], g.pow(c[:, 0], family.s))
+        if self.table is not None:
+            idx, found = self.table.indices_of(base)
+            label = np.where(found, np.mod(idx, self.num_classes), -1)
+            tail = [
+                int(v).to_bytes(4, "little", signed=True) + (b"" if f else bytes(row))
+                for v, f, row in zip(label, found, base, strict=True)
+            ]
+        else:
+            tail = [bytes(row) for row in base]
+        return [b"".join(bytes(col[r]) for col in cols) + tail[r] for r in range(len(c))]
+
     # -- wire -----------------------------------------------------------------
     def to_wire(self, cts: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         c = self._check_cts(cts)

@@ -159,8 +159,10 @@ def scheme_v2_from_fields(f: Fields) -> CSLiteV2:
     profile = f.str("profile")
     if profile != "secure":
         raise f.error(
-            "profile", f"format version 2 exists only for the secure profile, got {profile!r}"
+            "format", f"format version 2 exists only for the secure profile, not {profile!r}"
         )
+    if not f.has("scheme"):
+        raise f.error("format", "format version 2 needs the 'scheme' object (a v1 document?)")
     k = f.int("num_classes", lo=2, hi=65_000)
     sf = f.obj_("scheme")
     width = sf.int("width", lo=1, hi=32)
