@@ -279,6 +279,8 @@ class Ristretto255(Group):
     def scalar_from_json(self, value: Any) -> int:
         if not isinstance(value, str):
             raise EncodingError(f"scalar must be a hex string, got {type(value).__name__}")
+        if value != value.lower():
+            raise EncodingError("scalar must be lowercase hex (canonical form)")
         try:
             raw = bytes.fromhex(value)
         except ValueError:
@@ -326,6 +328,8 @@ class Ristretto255(Group):
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise EncodingError(f"element {i}: expected a hex string, got {type(v).__name__}")
+            if v != v.lower():
+                raise EncodingError(f"element {i}: expected lowercase hex (canonical form)")
             try:
                 raw = bytes.fromhex(v)
             except ValueError:
