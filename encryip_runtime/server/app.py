@@ -208,6 +208,11 @@ class EncryIPServer:
             self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
             self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
         )  # fmt: skip
+        if self.cfg.token_file is not None and not self.cfg.tls:
+            log.warning(
+                "bearer token over plaintext (--allow-insecure-token): anyone on the path "
+                "can read it; end TLS in front of this port"
+            )
 
     def reload(self) -> bool:
         """Load the release again; True if the new model serves now (else the old one does)."""
@@ -268,8 +273,10 @@ def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
     """Load the model and bind every port; call ``server.start()`` to begin serving.
 
     Raises ``SecretMaterialError`` for a directory with keys or the vault, and the
-    loader's errors (``FormatError``, ``ModelError``) for a bad release.
+    loader's errors (``FormatError``, ``ModelError``) for a bad release, and
+    ``ConfigError`` for inconsistent settings (e.g. a token over plaintext not allowed).
     """
+    cfg.validate()
     server = EncryIPServer(cfg)
     server._open()
     return server, server.port
