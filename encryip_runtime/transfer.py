@@ -3,7 +3,7 @@
 * paper: Φ(c) = one-hot(u1) ‖ one-hot(u2) ‖ one-hot(u3), each over p positions
   (position = element value), so the network has 3p logits; Φ⁻¹ = argmax per block.
 * secure: a codebook of S = K + T fixed ciphertexts; Φ(c) = one-hot of c's slot,
-  Φ⁻¹(logits) = codebook[argmax] (DESIGN §3.2).
+  Φ⁻¹(logits) = codebook[argmax] (docs/design.md §3.2).
 
 Per-licensee variants permute the network's outputs: output k of the variant is
 output ``order[k]`` of the base network. The paper profile stores ``order`` in the
