@@ -226,7 +226,9 @@ class EncryIPServer:
             grace = self.cfg.drain_seconds if grace is None else grace
             log.info("draining (up to %.1f s)", grace)
             end = time.monotonic() + grace
-            self.health.set_serving(False)
+            # Watch streams on the main port end now (they sent NOT_SERVING): an open
+            # stream must not hold the drain for the whole grace.
+            self.health.begin_drain()
             self.store.stop_polling()
             # Keep serving a moment so health watchers (and load balancers) see the flip
             # before the first refusal; under load a watch update can lag by a few ms.
