@@ -165,6 +165,11 @@ def _run_key(args: argparse.Namespace) -> int:
             f"verify-key {v.key}",
             f"  verdict: {v.status.upper()}" + (f", licensee {v.licensee!r}" if v.licensee else ""),
             f"  {v.summary}",
+            *(
+                [f"  key generation: {v.generation} of {v.current_generation}"]
+                if v.generation is not None
+                else []
+            ),
         ],
     )
     return v.exit_code
@@ -187,8 +192,10 @@ def _run_labels(args: argparse.Namespace) -> int:
             "triggers matching one licensee",
             f"  null:      {v.null}",
         ]
+        many = v.current_generation > 1
         lines += [
             f"    {m.name:<20} {m.matches:>4}/{v.answered:<4} p <= {_p(m.log10_p_value)}"
+            + (f"  (key generation {m.generation})" if many else "")
             for m in v.licensees
         ]
         return lines

@@ -16,6 +16,12 @@ Two tests, each with its own null hypothesis (docs/arbitrator.md):
    positions the probes revealed, bounded exactly from the secret Fake draws.
 
 The overall p-value is Bonferroni over both tests and all candidates.
+
+Key generations: ``keys rotate`` keeps each licensee's file (and so its output
+order) and re-encrypts the codebook; the candidates are the orders of every
+generation the vault keeps, each naming the generations it belongs to, and a
+``--manifest`` of any generation is matched to the generation whose public key it
+carries.
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ class CandidateEvidence:
     probe_accuracy: float | None  # decrypted probe accuracy after undoing this order
     log10_p_value: float  # this candidate alone, before the multiplicity correction
     manifest_agrees: bool = False  # the --manifest describes this very order
+    #: the key generations in which this order was issued (a licensee keeps its file
+    #: across rotations, so usually all of them)
+    generations: tuple[int, ...] = ()
 
     @property
     def p_value(self) -> float:
@@ -110,6 +119,9 @@ class OnnxVerdict:
     null: str
     summary: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the generation whose public key the --manifest carries (None without one)
+    manifest_generation: int | None = None
+    current_generation: int = 1
 
     @property
     def p_value(self) -> float:
@@ -368,41 +380,65 @@ def _majority_positions(
 # ----------------------------------------------------------------------------- candidates
 
 
-def _manifest_order(vault: Vault, manifest_path: Path) -> npt.NDArray[np.int64]:
-    """suspect output k -> base output, as the suspect's manifest describes it."""
+def _manifest_order(vault: Vault, manifest_path: Path) -> tuple[npt.NDArray[np.int64], int]:
+    """(suspect output k -> base output, the key generation), as the manifest describes it."""
     m = Manifest.load(manifest_path)
     if m.profile != vault.profile or m.num_classes != vault.num_classes:
         raise ArbitrationInputError(
             f"{manifest_path}: profile {m.profile}/{m.num_classes} classes, but the vault is "
             f"{vault.profile}/{vault.num_classes} classes (another release)"
         )
-    if m.pk != vault.pk:
+    gen = next((g for g in vault.generations() if m.pk == g.pk), None)
+    if gen is None:
         raise ArbitrationInputError(
-            f"{manifest_path}: its public key is not the vault's (a manifest of another release)"
+            f"{manifest_path}: its public key is none of the vault's "
+            f"{len(vault.generations())} key generation(s) (a manifest of another release)"
         )
     if m.output_size != vault.output_size:
         raise ArbitrationInputError(
             f"{manifest_path}: {m.output_size} outputs, the vault's release has {vault.output_size}"
         )
     if vault.profile == "paper":
-        return np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
-    assert m.codebook is not None and vault.class_slots is not None
-    assert vault.trigger_slots is not None
+        order = np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
+        return order, gen.generation
+    assert m.codebook is not None and gen.class_slots is not None
+    assert gen.trigger_slots is not None
     # Match codebook entries by what they decrypt to under the root key: SampDist does
     # not change it, so a re-randomised codebook is matched too.
-    scheme, sk = vault.scheme, vault.family().root
+    scheme, sk = gen.scheme, gen.family().root
     g = scheme.group
-    base_msgs = np.zeros((vault.output_size, g.element_size), dtype=np.uint8)
-    base_msgs[list(vault.class_slots)] = g.to_bytes(vault.messages)
-    base_msgs[list(vault.trigger_slots)] = g.to_bytes(scheme.dec(sk, vault.trigger_ciphertexts))
+    base_msgs = np.zeros((gen.output_size, g.element_size), dtype=np.uint8)
+    base_msgs[list(gen.class_slots)] = g.to_bytes(gen.messages)
+    base_msgs[list(gen.trigger_slots)] = g.to_bytes(scheme.dec(sk, gen.trigger_ciphertexts))
     index = {bytes(row): i for i, row in enumerate(base_msgs)}
     got = g.to_bytes(scheme.dec(sk, m.codebook))
-    order = [index.get(bytes(row), -1) for row in got]
-    if -1 in order or len(set(order)) != len(order):
+    found = [index.get(bytes(row), -1) for row in got]
+    if -1 in found or len(set(found)) != len(found):
         raise ArbitrationInputError(
             f"{manifest_path}: its codebook is not a permutation of this release's codebook"
         )
-    return np.asarray(order, dtype=np.int64)
+    return np.asarray(found, dtype=np.int64), gen.generation
+
+
+def _candidates(vault: Vault) -> list[tuple[str, str, npt.NDArray[np.int64], tuple[int, ...]]]:
+    """(name, kind, order, generations): the base order and every issued licensee order."""
+    all_gens = tuple(g.generation for g in vault.generations())
+    ident = np.arange(vault.output_size, dtype=np.int64)
+    out: list[tuple[str, str, npt.NDArray[np.int64], tuple[int, ...]]] = [
+        ("base", "base", ident, all_gens)
+    ]
+    index: dict[tuple[str, bytes], int] = {}
+    for gen in vault.generations():
+        for r in gen.licensees:
+            perm = np.asarray(r.permutation, dtype=np.int64)
+            key = (r.name, perm.tobytes())
+            if key in index:
+                name, kind, p, gs = out[index[key]]
+                out[index[key]] = (name, kind, p, (*gs, gen.generation))
+                continue
+            index[key] = len(out)
+            out.append((r.name, "licensee", perm, (gen.generation,)))
+    return [(n, k, p, tuple(sorted(gs))) for n, k, p, gs in out]
 
 
 def verify_onnx(
@@ -451,18 +487,20 @@ def decide(
     """The decision from the suspect's raw outputs on the triggers (``lt``) and probes (``lp``)."""
     prof: _Profile = _Secure(vault) if vault.profile == "secure" else _Paper(vault)
     labels = arrays.probe_labels
-    ident = np.arange(vault.output_size, dtype=np.int64)
-    cands: list[tuple[str, str, npt.NDArray[np.int64]]] = [("base", "base", ident)]
-    cands += [
-        (r.name, "licensee", np.asarray(r.permutation, dtype=np.int64)) for r in vault.licensees
-    ]
+    cands = _candidates(vault)
     same_as: str | None = None
     notes: list[str] = []
+    manifest_gen: int | None = None
     if manifest_path is not None:
-        order = _manifest_order(vault, manifest_path)
-        same_as = next((n for n, _, p in cands if np.array_equal(p, order)), None)
+        order, manifest_gen = _manifest_order(vault, manifest_path)
+        same_as = next((n for n, _, p, _g in cands if np.array_equal(p, order)), None)
+        if manifest_gen != vault.generation:
+            notes.append(
+                f"the manifest is of key generation {manifest_gen}, before a rotation "
+                f"(current: {vault.generation})"
+            )
         if same_as is None:
-            cands.append(("manifest", "manifest", order))
+            cands.append(("manifest", "manifest", order, (manifest_gen,)))
             notes.append(
                 "the manifest's output order is none of the issued ones: "
                 "the file was re-permuted consistently with its manifest"
@@ -485,7 +523,7 @@ def decide(
         )
 
     evidence = []
-    for name, kind, perm in cands:
+    for name, kind, perm, gens in cands:
         hits, acc = prof.evidence(perm, lt, lp, labels)
         evidence.append(
             CandidateEvidence(
@@ -496,6 +534,7 @@ def decide(
                 acc,
                 prof.fingerprint_log10(hits),
                 manifest_agrees=same_as == name,
+                generations=gens,
             )
         )
     recovery = prof.recover(lt, lp, labels)
@@ -557,4 +596,6 @@ def decide(
         null=NULL_FINGERPRINT,
         summary=summary,
         notes=tuple(notes),
+        manifest_generation=manifest_gen,
+        current_generation=vault.generation,
     )

@@ -21,7 +21,7 @@ from encryip_runtime.crypto.scheme import CSLite, KeyFamily, SecretKey
 from encryip_runtime.formats.jsonio import atomic_write_bytes
 from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.formats.manifest import InputSpec, Manifest
-from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays
+from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays, utc_now
 from encryip_runtime.release.onnx_permute import permute_onnx_outputs
 from encryip_runtime.release.plan import ProtectionPlan, random_permutation
 
@@ -101,7 +101,7 @@ def write_licensee(
     manifest.save(d / "manifest.json")
     key = LicenseeKey(scheme, name, base.pk, sk, base.class_names, manifest.digest)
     key.save(paths.key(name))
-    return LicenseeRecord(name, sk, tuple(int(v) for v in order))
+    return LicenseeRecord(name, sk, tuple(int(v) for v in order), utc_now())
 
 
 def write_release(
@@ -164,6 +164,7 @@ def vault_from_plan(plan: ProtectionPlan, records: list[LicenseeRecord], base: M
         else tuple(int(v) for v in plan.trigger_slots),
         manifest_digest=base.digest,
         model_sha256=base.model_sha256,
+        created=utc_now(),
     )
 
 
