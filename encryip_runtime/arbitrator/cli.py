@@ -147,6 +147,17 @@ def _run_onnx(args: argparse.Namespace) -> int:
         r = v.slot_recovery
         lines.append(f"  slot recovery: {r.detail}; p <= {_p(r.log10_p_value)}")
         lines.append(f"    null: {r.null}")
+        w = v.weights
+        if w is None:
+            lines.append(
+                "  weight fingerprint: not run (no fingerprint, base model or same shapes)"
+            )
+        else:
+            lines.append(f"  weight fingerprint: {w.detail}")
+            lines += [
+                f"    {m.name:<20} z = {m.z:8.2f}  p <= {_p(m.log10_p_value)}" for m in w.licensees
+            ]
+            lines.append(f"    null: {w.null}")
         lines += [f"  note: {n}" for n in v.notes]
         return lines
 

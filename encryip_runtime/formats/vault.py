@@ -69,6 +69,10 @@ class LicenseeRecord:
     permutation: tuple[int, ...] = field(repr=False)
     #: UTC date (ISO 8601) the licensee was added; "" when not recorded (older vaults)
     added: str = ""
+    #: secret seed (64 hex) and strength of the licensee file's weight fingerprint
+    #: (release/fingerprint.py); "" / 0 when the file carries none (older releases)
+    fingerprint_seed: str = field(default="", repr=False)
+    fingerprint_strength: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,16 @@ class Vault(SchemeBound):
                     "sk": sk_to_json(self.scheme, r.sk),
                     "permutation": list(r.permutation),
                     **({"added": r.added} if r.added else {}),
+                    **(
+                        {
+                            "fingerprint": {
+                                "seed": r.fingerprint_seed,
+                                "strength": r.fingerprint_strength,
+                            }
+                        }
+                        if r.fingerprint_seed
+                        else {}
+                    ),
                 }
                 for r in self.licensees
             ],
@@ -289,7 +303,26 @@ class Vault(SchemeBound):
             except Exception as exc:
                 raise rf.error("sk", str(exc)) from None
             added = rf.str("added") if rf.has("added") else ""
-            recs.append(LicenseeRecord(name, sk, tuple(rf.permutation("permutation", size)), added))
+            fp_seed, fp_strength = "", 0.0
+            if rf.has("fingerprint"):
+                ff = rf.obj_("fingerprint")
+                fp_seed = ff.str("seed")
+                if len(fp_seed) != 64 or any(c not in "0123456789abcdef" for c in fp_seed):
+                    raise ff.error("seed", "expected 64 lowercase hex digits")
+                raw = ff.raw("strength")
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < 1:
+                    raise ff.error("strength", f"expected a number in (0, 1), got {raw!r}")
+                fp_strength = float(raw)
+            recs.append(
+                LicenseeRecord(
+                    name,
+                    sk,
+                    tuple(rf.permutation("permutation", size)),
+                    added,
+                    fp_seed,
+                    fp_strength,
+                )
+            )
         if not recs:
             raise f.error("licensees", "at least one licensee expected")
         messages = f.parse("messages", g.from_json)

@@ -14,7 +14,7 @@ from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.formats.vault import Vault, utc_now
 from encryip_runtime.release.plan import validate_licensee_names
-from encryip_runtime.release.writer import ReleasePaths, write_licensee
+from encryip_runtime.release.writer import ReleasePaths, record_fingerprint, write_licensee
 
 __all__ = ["add_licensee", "rotate_keys"]
 
@@ -83,6 +83,8 @@ def rotate_keys(release_dir: Path) -> list[Path]:
             rec.name,
             sk,
             np.asarray(rec.permutation, dtype=np.int64),
+            record_fingerprint(rec),
+            fresh_fingerprint=False,
         )
         records.append(replace(written, added=rec.added or written.added))
     new = replace(

@@ -7,7 +7,9 @@ tests pin are the ones benchmarks/attacks.py measures on MNIST (docs/results.md)
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,3 +120,38 @@ def test_consistent_repermutation_erases_the_slot_fingerprint(
     assert v.owned
     assert v.licensee in (None, "acme")
     json.dumps(v.to_json())
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_weight_fingerprint_names_the_leaker_of_a_repermuted_file(
+    secure_release: Any, tmp_path: Path, hidden: bool
+) -> None:
+    """Outputs (and hidden units) re-permuted consistently: the weights still name acme."""
+    src = secure_release.licensee_dir("acme")
+    model, manifest, _ = repermute_variant(
+        (src / "model.onnx").read_bytes(), Manifest.load(src / "manifest.json"), hidden=hidden
+    )
+    (tmp_path / "model.onnx").write_bytes(model)
+    v = verify_onnx(tmp_path / "model.onnx", secure_release.paths.vault)
+    assert v.weights is not None
+    assert v.weights.realigned_layers == (1 if hidden else 0)
+    assert (v.owned, v.licensee, v.attribution) == (True, "acme", "licensee"), v.summary
+    assert v.p_value < 1e-6
+    z = {m.name: m.z for m in v.weights.licensees}
+    assert z["acme"] > 30 and abs(z["globex"]) < 5 and abs(z["initech"]) < 5
+    assert json.loads(json.dumps(v.to_json()))["weights"]["licensees"][0]["name"] == "acme"
+
+
+def test_weight_fingerprint_names_nobody_for_other_files(
+    secure_release: Any, tmp_path: Path
+) -> None:
+    from tiny_release import make_tiny_release
+
+    v = verify_onnx(secure_release.paths.model, secure_release.paths.vault)
+    assert v.weights is not None and v.licensee is None
+    assert all(math.isnan(m.z) for m in v.weights.licensees)  # no residual at all
+    # another release's licensee file of the same architecture: z ~ N(0, 1)
+    other = make_tiny_release(tmp_path / "other", "secure", seed=5)
+    v = verify_onnx(other.licensee_dir("acme") / "model.onnx", secure_release.paths.vault)
+    assert v.weights is not None and v.licensee is None
+    assert all(abs(m.z) < 5 for m in v.weights.licensees)
