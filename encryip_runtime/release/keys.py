@@ -51,9 +51,10 @@ def add_licensee(release_dir: Path, name: str) -> Path:
 def rotate_keys(release_dir: Path) -> list[Path]:
     """Secure profile: new key family, re-encrypted codebook; every old key stops working.
 
-    The network is untouched: the codebook sits outside it. The vault keeps the old
-    generation (keys, codebook messages, Fake ciphertexts, permutations, date), so a
-    key, file or service of before the rotation is still attributed.
+    The network is untouched: the codebook sits outside it (docs/design.md §3.2). The
+    vault keeps the old generation (keys, codebook messages, Fake ciphertexts,
+    permutations, fingerprints, date), so a key, file or service of before the rotation
+    is still attributed.
     """
     paths, manifest, vault, model = _open(release_dir)
     scheme = vault.scheme
