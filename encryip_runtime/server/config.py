@@ -10,6 +10,10 @@ flag                      default                meaning
 ========================  =====================  ==========================================
 ``--host``                ``0.0.0.0``            address to bind (main and health ports)
 ``--port``                ``8001``               gRPC port (0 = pick a free one)
+``--http-port``           ``8000``               Open Inference Protocol v2 REST port
+                                                 (0 = off); same TLS, token and limits
+``--cors-origin``         off                    browser origins allowed to call the REST
+                                                 port (comma-separated, or ``*``)
 ``--health-port``         ``8081``               plaintext gRPC port with only
                                                  grpc.health.v1 (0 = off)
 ``--metrics-port``        ``9090``               Prometheus ``/metrics`` over HTTP (0 = off)
@@ -48,6 +52,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +81,10 @@ class ServerConfig:
     release_dir: Path
     host: str = "0.0.0.0"
     port: int = 8001
+    # Open Inference Protocol v2 over HTTP/REST (KServe's and Triton's default 8000); 0 = off.
+    http_port: int = 8000
+    # Origins a browser may call the REST port from (comma-separated, "*" = any); None = no CORS.
+    cors_origin: str | None = None
     health_port: int = 8081
     metrics_port: int = 9090
     # None: the manifest's model_name.
@@ -126,7 +135,7 @@ class ServerConfig:
             env = ENV_PREFIX + f.name.upper()
             default = f.default
             shown = "the manifest's model_name" if default is None else default
-            if f.name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
+            if f.name in ("tls_cert", "tls_key", "tls_client_ca", "token_file", "cors_origin"):
                 shown = "off"
             parser.add_argument(
                 flag,
@@ -187,16 +196,24 @@ class ServerConfig:
         out: list[str] = []
         if not self.release_dir.is_dir():
             out.append(f"RELEASE_DIR: not a directory: '{self.release_dir}'")
-        for name in ("port", "health_port", "metrics_port"):
+        for name in ("port", "http_port", "health_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 out.append(f"--{name.replace('_', '-')}: must be in 0..65535 (got {value})")
-        fixed = [p for p in (self.port, self.health_port, self.metrics_port) if p != 0]
+        ports = (self.port, self.http_port, self.health_port, self.metrics_port)
+        fixed = [p for p in ports if p != 0]
         if len(set(fixed)) != len(fixed):
             out.append(
-                f"--port/--health-port/--metrics-port: must differ "
-                f"(got {self.port}, {self.health_port}, {self.metrics_port})"
+                "--port/--http-port/--health-port/--metrics-port: must differ "
+                f"(got {', '.join(map(str, ports))})"
             )
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                out.append(
+                    f"--cors-origin: {origin!r} is not an origin (scheme://host[:port], or *)"
+                )
+        if self.cors_origin is not None and not self.cors_origins:
+            out.append("--cors-origin: no origin given")
         positive = {
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
@@ -238,6 +255,13 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """The allowed browser origins (empty: CORS off)."""
+        if self.cors_origin is None:
+            return ()
+        return tuple(o.strip().rstrip("/") for o in self.cors_origin.split(",") if o.strip())
 
     @property
     def max_queue_delay_s(self) -> float:
@@ -300,6 +324,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "release_dir": _path,
     "host": _text,
     "port": _int,
+    "http_port": _int,
+    "cors_origin": _text,
     "health_port": _int,
     "metrics_port": _int,
     "model_name": _text,
@@ -324,6 +350,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 _HELP: dict[str, str] = {
     "host": "address to bind",
     "port": "gRPC port, 0 picks a free one",
+    "http_port": "Open Inference Protocol v2 REST (HTTP/1.1) port, 0 = off",
+    "cors_origin": "browser origins allowed to call the REST port, comma-separated or *",
     "health_port": "plaintext gRPC port serving only grpc.health.v1 (Kubernetes probes), 0 = off",
     "metrics_port": "Prometheus /metrics HTTP port, 0 = off",
     "model_name": "name the model is served under",
