@@ -46,6 +46,8 @@ class LoadedModel:
     onehot_size: int
     loaded_at: float
     signature: tuple[tuple[str, int, int], ...]
+    # The version it is served as (a repository's version directory; "1" otherwise).
+    version: str = "1"
 
 
 def release_signature(release_dir: Path) -> tuple[tuple[str, int, int], ...]:
