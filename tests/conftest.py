@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The vault is encrypted at rest; the suite (and the commands it runs as subprocesses,
+# which inherit this) unlock it with this test passphrase. Tests of the missing or wrong
+# passphrase remove or change it themselves.
+os.environ.setdefault("ENCRYIP_VAULT_PASSPHRASE", "encryip-test-suite-passphrase")
 
 from tiny_release import TinyRelease, make_tiny_release
 
