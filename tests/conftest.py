@@ -15,6 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 # passphrase remove or change it themselves.
 os.environ.setdefault("ENCRYIP_VAULT_PASSPHRASE", "encryip-test-suite-passphrase")
 
+# `encryip serve` opens the REST port 8000 by default; servers that tests start (in this
+# process or as subprocesses, which inherit this) leave it off unless a test asks for it,
+# so that concurrent test runs on one machine do not collide on port 8000.
+os.environ.setdefault("ENCRYIP_HTTP_PORT", "0")
+
 from tiny_release import TinyRelease, make_tiny_release
 
 
