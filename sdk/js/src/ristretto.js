@@ -1,6 +1,5 @@
 // ristretto255 through libsodium (WebAssembly): strict decoding of elements and scalars,
 // and the few group operations a licensee needs. Mirrors encryip_runtime/crypto/ristretto.py.
-import sodiumModule from 'libsodium-wrappers-sumo';
 import { EncodingError } from './errors.js';
 
 /** @type {any} */
@@ -9,8 +8,15 @@ let sodium = null;
 /** Resolve once libsodium's WebAssembly is loaded. Every other call needs it. */
 export async function ready() {
   if (sodium === null) {
-    await sodiumModule.ready;
-    sodium = sodiumModule;
+    // libsodium's ESM build wants Web Crypto's getRandomValues, global from Node 19 on;
+    // on Node 18 take it from node:crypto (browsers always have it).
+    if (typeof globalThis.crypto?.getRandomValues !== 'function') {
+      const { webcrypto } = await import('node:crypto');
+      Object.defineProperty(globalThis, 'crypto', { value: webcrypto, configurable: true });
+    }
+    const mod = await import('libsodium-wrappers-sumo');
+    await mod.default.ready;
+    sodium = mod.default;
   }
 }
 
