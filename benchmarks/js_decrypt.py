@@ -69,8 +69,8 @@ def main() -> None:
     print(f"python SDK: {py_us:8.1f} µs/row")
     print(f"JS SDK    : {js['us_per_row']:8.1f} µs/row  ({js['us_per_row'] / py_us:.2f}x Python)")
     print(
-        f"  JS parts: decode 3 elements {js['decode_us']:.1f}, a·u1 + b·u2 {js['scalarmult_us']:.1f}, "
-        f"sub + SHA-256 {js['sub_hash_us']:.1f} µs/row"
+        f"  JS parts: decode 3 elements {js['decode_us']:.1f}, "
+        f"a·u1 + b·u2 {js['scalarmult_us']:.1f}, sub + SHA-256 {js['sub_hash_us']:.1f} µs/row"
     )
     summary = {
         "rows": len(wire),

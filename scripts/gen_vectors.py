@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 from encryip_runtime.client import check_key_matches, decrypt_batch  # noqa: E402
 from encryip_runtime.crypto.labels import HashLabelCodec  # noqa: E402
 from encryip_runtime.exceptions import EncryIPError  # noqa: E402
-from encryip_runtime.formats.jsonio import Fields  # noqa: E402
 from encryip_runtime.formats.keyfile import LicenseeKey  # noqa: E402
 from encryip_runtime.formats.manifest import Manifest  # noqa: E402
 from encryip_runtime.formats.vault import Vault  # noqa: E402
@@ -100,13 +99,26 @@ def key_vectors(keys: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
     a = base["sk"]["a"]
     b = base["sk"]["b"]
-    b_plus_one = ((int.from_bytes(bytes.fromhex(b), "little") + 1) % (2**252 + 27742317777372353535851937790883648493)).to_bytes(32, "little").hex()
+    b_plus_one = (
+        (
+            (int.from_bytes(bytes.fromhex(b), "little") + 1)
+            % (2**252 + 27742317777372353535851937790883648493)
+        )
+        .to_bytes(32, "little")
+        .hex()
+    )
     case("sk.b changed: g1^a * g2^b != h", set_("sk.b", b_plus_one), "InvalidKeyError")
     case("sk.a and sk.b swapped", lambda d: d["sk"].update(a=b, b=a), "InvalidKeyError")
     # case("sk.a uppercase hex", set_("sk.a", a.upper()), "FormatError")
     case("sk.a 31 bytes", set_("sk.a", a[:62]), "FormatError")
     case("sk.a not hex", set_("sk.a", "zz" + a[2:]), "FormatError")
-    case("sk.a = L (not reduced)", set_("sk.a", (2**252 + 27742317777372353535851937790883648493).to_bytes(32, "little").hex()), "FormatError")
+    case(
+        "sk.a = L (not reduced)",
+        set_(
+            "sk.a", (2**252 + 27742317777372353535851937790883648493).to_bytes(32, "little").hex()
+        ),
+        "FormatError",
+    )
     case("sk.a a number, not a string", set_("sk.a", 5), "FormatError")
     case("sk missing", lambda d: d.pop("sk"), "FormatError")
     for why, raw in BAD_ELEMENTS.items():
@@ -151,7 +163,9 @@ def bad_ciphertext_vectors(key: LicenseeKey, good: bytes) -> list[dict[str, Any]
 
     def case(why: str, data: bytes) -> None:
         _expect(why, "EncodingError", lambda: decrypt_batch([data], key))
-        out.append({"why": why, "key": key.licensee, "ciphertext": data.hex(), "error": "EncodingError"})
+        out.append(
+            {"why": why, "key": key.licensee, "ciphertext": data.hex(), "error": "EncodingError"}
+        )
 
     case(f"{w - 1} bytes", good[:-1])
     case(f"{w + 1} bytes", good + b"\x00")
@@ -176,14 +190,25 @@ def label_rule_vectors() -> list[dict[str, Any]]:
     for k in (2, 3, 10, 256, 1000, 65000):
         codec = HashLabelCodec(k)
         for what, m in messages.items():
-            out.append({"message": bytes(m[0]).hex(), "what": what, "num_classes": k, "label": int(codec.labels_of(m)[0])})
+            out.append(
+                {
+                    "message": bytes(m[0]).hex(),
+                    "what": what,
+                    "num_classes": k,
+                    "label": int(codec.labels_of(m)[0]),
+                }
+            )
     return out
 
 
 def generate(out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        rel = make_tiny_release(Path(tmp) / "release", "secure", LICENSEES, num_classes=10, num_triggers=8)
-        other = make_tiny_release(Path(tmp) / "other", "secure", ("mallory",), num_classes=10, num_triggers=4)
+        rel = make_tiny_release(
+            Path(tmp) / "release", "secure", LICENSEES, num_classes=10, num_triggers=8
+        )
+        other = make_tiny_release(
+            Path(tmp) / "other", "secure", ("mallory",), num_classes=10, num_triggers=4
+        )
         key_docs = {n: json.loads(rel.key(n).read_text()) for n in LICENSEES}
         keys = {n: LicenseeKey.load(rel.key(n)) for n in LICENSEES}
         manifest_doc = json.loads((rel.root / "manifest.json").read_text())
@@ -196,15 +221,36 @@ def generate(out_dir: Path) -> Path:
     decrypts = ciphertext_vectors(keys, manifest, {"kind": slots})
     good = bytes.fromhex(decrypts[0]["ciphertext"])
     wrong_key = [
-        {**v, "key": "mallory", "label": int(decrypt_batch([bytes.fromhex(v["ciphertext"])], other_key)[0]), "kind": v["kind"] + " (wrong key)"}
+        {
+            **v,
+            "key": "mallory",
+            "label": int(decrypt_batch([bytes.fromhex(v["ciphertext"])], other_key)[0]),
+            "kind": v["kind"] + " (wrong key)",
+        }
         for v in decrypts
         if v["key"] == "acme"
     ]
     mismatch = []
     other_pk = tuple(other_manifest_doc["pk"][p] for p in ("g1", "g2", "h"))
-    _expect("key of another pk", "InvalidKeyError", lambda: check_key_matches(keys["acme"], other_pk))
-    mismatch.append({"why": "acme's key against another release's manifest", "key": "acme", "manifest": "other", "error": "InvalidKeyError"})
-    mismatch.append({"why": "acme's key against its own release's manifest", "key": "acme", "manifest": "release", "error": None})
+    _expect(
+        "key of another pk", "InvalidKeyError", lambda: check_key_matches(keys["acme"], other_pk)
+    )
+    mismatch.append(
+        {
+            "why": "acme's key against another release's manifest",
+            "key": "acme",
+            "manifest": "other",
+            "error": "InvalidKeyError",
+        }
+    )
+    mismatch.append(
+        {
+            "why": "acme's key against its own release's manifest",
+            "key": "acme",
+            "manifest": "release",
+            "error": None,
+        }
+    )
 
     doc = {
         "format": VECTORS_FORMAT,
@@ -229,7 +275,7 @@ def generate(out_dir: Path) -> Path:
 
 
 def vault_slot_kinds(vault: Vault, manifest: Manifest) -> list[str]:
-    """"class <y>" or "trigger <t>" for each codebook slot of the base manifest."""
+    """ "class <y>" or "trigger <t>" for each codebook slot of the base manifest."""
     assert manifest.codebook is not None
     kinds = ["?"] * len(manifest.codebook)
     for y, slot in enumerate(np.asarray(vault.class_slots).tolist()):

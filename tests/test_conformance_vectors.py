@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,9 @@ def test_invalid_keys(vectors: dict[str, Any]) -> None:
 def test_invalid_ciphertexts(vectors: dict[str, Any]) -> None:
     keys = {n: _key(d) for n, d in vectors["keys"].items()}
     for v in vectors["invalid_ciphertexts"]:
-        _raises(v["error"], lambda v=v: decrypt_batch([bytes.fromhex(v["ciphertext"])], keys[v["key"]]))
+        _raises(
+            v["error"], lambda v=v: decrypt_batch([bytes.fromhex(v["ciphertext"])], keys[v["key"]])
+        )
 
 
 def test_key_against_manifest(vectors: dict[str, Any]) -> None:

@@ -30,7 +30,12 @@ def node() -> str:
     if exe is None:
         _missing("node is not installed")
     assert exe is not None
-    major = int(subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v").split(".")[0])
+    major = int(
+        subprocess.run([exe, "--version"], capture_output=True, text=True)
+        .stdout.strip()
+        .lstrip("v")
+        .split(".")[0]
+    )
     if major < 18:
         _missing(f"node {major} is older than 18")
     if not (SDK / "node_modules" / "libsodium-wrappers-sumo").is_dir():

@@ -3,6 +3,7 @@ that takes a key file and an image, calls the server's REST endpoint and shows t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import subprocess
 import threading
@@ -27,14 +28,14 @@ CHROMIUM_FLAGS = [
 
 
 class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def static_site() -> Iterator[str]:
-    """The repository root over HTTP on loopback (pages, the SDK's modules, vectors)."""
-    handler = functools.partial(_Quiet, directory=str(ROOT))
+@contextlib.contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """A static HTTP server for ``directory`` on loopback; yields its origin."""
+    handler = functools.partial(_Quiet, directory=str(directory))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -43,6 +44,13 @@ def static_site() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def static_site() -> Iterator[str]:
+    """The repository root over HTTP (pages, the SDK's modules, vectors)."""
+    with serve_directory(ROOT) as origin:
+        yield origin
 
 
 def dump_dom(chromium: str, url: str, tmp_path: Path, budget_ms: int = 30000) -> str:
