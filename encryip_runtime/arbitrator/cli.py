@@ -147,6 +147,17 @@ def _run_onnx(args: argparse.Namespace) -> int:
         r = v.slot_recovery
         lines.append(f"  slot recovery: {r.detail}; p <= {_p(r.log10_p_value)}")
         lines.append(f"    null: {r.null}")
+        w = v.weights
+        if w is None:
+            lines.append(
+                "  weight fingerprint: not run (no fingerprint, base model or same shapes)"
+            )
+        else:
+            lines.append(f"  weight fingerprint: {w.detail}")
+            lines += [
+                f"    {m.name:<20} z = {m.z:8.2f}  p <= {_p(m.log10_p_value)}" for m in w.licensees
+            ]
+            lines.append(f"    null: {w.null}")
         lines += [f"  note: {n}" for n in v.notes]
         return lines
 
@@ -165,6 +176,11 @@ def _run_key(args: argparse.Namespace) -> int:
             f"verify-key {v.key}",
             f"  verdict: {v.status.upper()}" + (f", licensee {v.licensee!r}" if v.licensee else ""),
             f"  {v.summary}",
+            *(
+                [f"  key generation: {v.generation} of {v.current_generation}"]
+                if v.generation is not None
+                else []
+            ),
         ],
     )
     return v.exit_code
@@ -187,8 +203,10 @@ def _run_labels(args: argparse.Namespace) -> int:
             "triggers matching one licensee",
             f"  null:      {v.null}",
         ]
+        many = v.current_generation > 1
         lines += [
             f"    {m.name:<20} {m.matches:>4}/{v.answered:<4} p <= {_p(m.log10_p_value)}"
+            + (f"  (key generation {m.generation})" if many else "")
             for m in v.licensees
         ]
         return lines
