@@ -9,12 +9,14 @@ PY=${PYTHON:-python3}
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
-# 1. System packages: libsodium (ristretto255), the Fashion-MNIST package, h2load.
+# 1. System packages: libsodium (ristretto255), the Fashion-MNIST package, h2load, valgrind.
 need=()
 if ! ldconfig -p 2>/dev/null | grep -q 'libsodium\.so\.23'; then need+=(libsodium23); fi
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then need+=(dataset-fashion-mnist); fi
 # h2load: the serving benchmark's load generator (C, so it leaves the cores to the servers).
 if ! command -v h2load >/dev/null 2>&1; then need+=(nghttp2-client); fi
+# valgrind: the constant-time test of the C crypto (under CI=true it fails without it).
+if ! command -v valgrind >/dev/null 2>&1; then need+=(valgrind); fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   log "installing system packages: ${need[*]}"
