@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
-# 1. System packages: libsodium (ristretto255), the Fashion-MNIST package, h2load.
+# 1. System packages: libsodium (ristretto255), the Fashion-MNIST package, h2load, valgrind.
 need=()
 if ! ldconfig -p 2>/dev/null | grep -q 'libsodium\.so\.23'; then need+=(libsodium23); fi
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then need+=(dataset-fashion-mnist); fi
@@ -20,6 +20,8 @@ node_major=$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/' || true)
 if [ -z "$node_major" ] || [ "$node_major" -lt 18 ]; then need+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then need+=(npm); fi
 if ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
+# valgrind: the constant-time test of the C crypto (under CI=true it fails without it).
+if ! command -v valgrind >/dev/null 2>&1; then need+=(valgrind); fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   log "installing system packages: ${need[*]}"
