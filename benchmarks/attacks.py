@@ -848,7 +848,7 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
 
     rob = [judge_torch(stolen, "none (torch copy of the leaked file)")]
     gen = torch.Generator().manual_seed(0)
-    for rel in (0.01, 0.03, 0.1):
+    for rel in (0.01, 0.03, 0.1, 0.3, 1.0):
         m = _copy.deepcopy(stolen)
         with torch.no_grad():
             for mod in m.modules():
