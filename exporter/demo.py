@@ -48,6 +48,7 @@ def _serve_and_decrypt(
             host="127.0.0.1",
             port=0,
             health_port=0,
+            http_port=0,
             metrics_port=0,
             max_batch=64,
             log_level="WARNING",

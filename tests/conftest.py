@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# `encryip serve` opens the REST port 8000 by default; servers that tests start (in this
+# process or as subprocesses, which inherit this) leave it off unless a test asks for it,
+# so that concurrent test runs on one machine do not collide on port 8000.
+os.environ.setdefault("ENCRYIP_HTTP_PORT", "0")
 
 from tiny_release import TinyRelease, make_tiny_release
 
