@@ -14,6 +14,10 @@ Three answers:
   colluding licensees (t = (a1 - a2) / (b2 - b1)); in the paper profile anyone can
   (discrete logs in Z_p^* are a table look-up). The key alone names nobody (exit 1);
 * **foreign**: it does not match this release's pk (exit 1).
+
+After ``keys rotate`` the vault keeps every earlier key generation: the key is
+compared with the keys of all of them, and the verdict says which generation
+matched (a pre-rotation key is still ``issued``, to the same licensee).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import load_vault
 from encryip_runtime.crypto.scheme import SecretKey
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2, PublicKeyV2, SecretKeyV2
 from encryip_runtime.exceptions import FormatError
 from encryip_runtime.formats.common import pk_fingerprint
 from encryip_runtime.formats.vault import Vault
@@ -49,6 +54,9 @@ class KeyVerdict:
     summary: str
     re_encoded: bool  # the key file's scalars were not in the canonical form
     key_licensee_field: str | None  # what the file itself claims (not trusted)
+    #: the key generation that matched (1 = before any rotation); None when foreign
+    generation: int | None = None
+    current_generation: int = 1
 
     @property
     def exit_code(self) -> int:
@@ -96,7 +104,9 @@ def _is_hex(s: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in s)
 
 
-def read_leaked_key(path: Path, vault: Vault) -> tuple[SecretKey, bool, dict[str, Any]]:
+def read_leaked_key(
+    path: Path, vault: Vault
+) -> tuple[SecretKey | SecretKeyV2, bool, dict[str, Any]]:
     """(sk reduced mod the order, canonical?, the JSON document)."""
     path = Path(path)
     try:
@@ -121,6 +131,13 @@ def read_leaked_key(path: Path, vault: Vault) -> tuple[SecretKey, bool, dict[str
         raise FormatError(f"unknown profile {profile!r}", path=str(path), field="profile")
     n = vault.scheme.group.order
     a, ca = parse_scalar(sk_obj["a"], vault.profile, f"{path}: field 'sk.a'")
+    if isinstance(sk_obj["b"], list):  # secure format v2: b_1..b_n, small integers
+        bs = [
+            parse_scalar(v, "paper", f"{path}: field 'sk.b[{i}]'")[0]
+            for i, v in enumerate(sk_obj["b"][:64])
+        ]
+        canonical = ca and 0 <= a < n and all(0 <= v < vault.num_classes for v in bs)
+        return SecretKeyV2(a % n, tuple(v % n for v in bs)), canonical, doc
     b, cb = parse_scalar(sk_obj["b"], vault.profile, f"{path}: field 'sk.b'")
     canonical = ca and cb and 0 <= a < n and 0 <= b < n
     return SecretKey(a % n, b % n), canonical, doc
@@ -133,14 +150,38 @@ def _foreign_reason(doc: dict[str, Any], vault: Vault) -> str | None:
     if doc.get("num_classes", vault.num_classes) != vault.num_classes:
         return f"{doc.get('num_classes')} classes, the vault has {vault.num_classes}"
     fp = doc.get("pk_fingerprint")
-    if isinstance(fp, str) and fp and fp != pk_fingerprint(vault.scheme, vault.pk):
-        return "its pk_fingerprint is not this release's public key"
+    known = {pk_fingerprint(g.scheme, g.pk) for g in vault.generations()}
+    if isinstance(fp, str) and fp and fp not in known:
+        return "its pk_fingerprint is not the public key of any key generation of this release"
     return None
 
 
-def _scalar_bytes(vault: Vault, sk: SecretKey) -> bytes:
+def _scalar_bytes(vault: Vault, sk: SecretKey | SecretKeyV2) -> bytes:
     size = max(1, (vault.scheme.group.order.bit_length() + 7) // 8)
+    if isinstance(sk, SecretKeyV2):
+        return sk.a.to_bytes(size, "little") + b"".join(b.to_bytes(size, "little") for b in sk.b)
     return sk.a.to_bytes(size, "little") + sk.b.to_bytes(size, "little")
+
+
+def _matches_family(gen: Vault, sk: SecretKey | SecretKeyV2) -> bool:
+    """``sk`` is a working key of this generation's public key (the algebra only: a
+    format v2 key with large b_i, e.g. an affine mix of colluders' keys, works too)."""
+    if isinstance(gen.scheme, CSLiteV2) != isinstance(sk, SecretKeyV2):
+        return False
+    if isinstance(sk, SecretKeyV2):
+        pk = gen.pk
+        if not isinstance(pk, PublicKeyV2) or len(sk.b) != pk.width:
+            return False
+        g = gen.scheme.group
+        acc = g.pow(pk.g1, sk.a)
+        for i, bi in enumerate(sk.b):
+            acc = g.mul(acc, g.pow(pk.gens[i + 1 : i + 2], bi))
+        return g.equal(acc, pk.h)
+    try:
+        gen.scheme.check_key(gen.pk, sk)  # type: ignore[arg-type]
+    except Exception:
+        return False
+    return True
 
 
 def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
@@ -149,7 +190,9 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
     sk, canonical, doc = read_leaked_key(Path(key_path), vault)
     claimed = doc.get("licensee") if isinstance(doc.get("licensee"), str) else None
 
-    def verdict(status: str, licensee: str | None, summary: str) -> KeyVerdict:
+    def verdict(
+        status: str, licensee: str | None, summary: str, generation: int | None = None
+    ) -> KeyVerdict:
         return KeyVerdict(
             str(key_path),
             str(vault_path),
@@ -159,40 +202,71 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
             summary,
             not canonical,
             claimed,
+            generation,
+            vault.generation,
         )
 
     reason = _foreign_reason(doc, vault)
     if reason is not None:
         return verdict("foreign", None, f"foreign: the key belongs to another release ({reason})")
     mine = _scalar_bytes(vault, sk)
-    match: str | None = None
-    for rec in vault.licensees:  # no early exit: every comparison runs
-        if hmac.compare_digest(mine, _scalar_bytes(vault, rec.sk)) and match is None:
-            match = rec.name
+    match: tuple[str, int] | None = None
+    for gen in vault.generations():  # no early exit: every comparison runs
+        for rec in gen.licensees:
+            if hmac.compare_digest(mine, _scalar_bytes(vault, rec.sk)) and match is None:
+                match = (rec.name, gen.generation)
     if match is not None:
+        name, generation = match
         form = " (re-encoded: same key in another form)" if not canonical else ""
         note = ""
-        if claimed is not None and claimed != match:
+        if claimed is not None and claimed != name:
             note = f"; the file's own 'licensee' field says {claimed!r}, which is not trusted"
-        return verdict("issued", match, f"issued to licensee {match!r}{form}{note}")
-    try:
-        vault.scheme.check_key(vault.pk, sk)
-    except Exception:
+        return verdict(
+            "issued",
+            name,
+            f"issued to licensee {name!r}{form}, {_generation_words(vault, generation)}{note}",
+            generation,
+        )
+    derived_in: int | None = None
+    for gen in vault.generations():
+        if _matches_family(gen, sk):
+            derived_in = gen.generation
+            break
+    if derived_in is None:
         return verdict(
             "foreign",
             None,
-            "foreign: the key does not match this release's public key (g1^a * g2^b != h)",
+            "foreign: the key does not match this release's public key (g1^a * g2^b != h) "
+            f"in any of its {len(vault.generations())} key generation(s)",
         )
     who = (
         "anyone (the paper profile's group is tiny: discrete logs are a table look-up)"
         if vault.profile == "paper"
         else "the owner (t is in the vault) or two colluding licensees (t = (a1 - a2)/(b2 - b1))"
     )
+    if isinstance(sk, SecretKeyV2):
+        who = (
+            "the owner (the trapdoor is in the vault), colluding licensees mixing their own "
+            "keys (an affine combination), or n + 1 colluders for any key"
+        )
     return verdict(
         "derived",
         None,
         "derived: a working key of this release's family that was never issued "
-        f"(a' + t*b' = a1 + t*b1). Deriving it needs t, known to {who}; the key alone "
+        f"(a' + t*b' = a1 + t*b1; {_generation_words(vault, derived_in)}). Deriving it "
+        f"needs t, known to {who}; the key alone "
         "does not name a licensee: attribute it with more evidence (verify-labels on the "
         "service that uses it, or the keys the suspect also holds)",
+        derived_in,
+    )
+
+
+def _generation_words(vault: Vault, generation: int) -> str:
+    if generation == vault.generation:
+        return f"key generation {generation} (current)"
+    gen = next(g for g in vault.generations() if g.generation == generation)
+    when = f" of {gen.created}" if gen.created else ""
+    return (
+        f"key generation {generation}{when}, before a rotation "
+        f"(current: generation {vault.generation})"
     )

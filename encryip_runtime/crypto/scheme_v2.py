@@ -295,6 +295,7 @@ class CSLiteV2:
         width: int,
         shift_range: int = DEFAULT_SHIFT_RANGE,
         table: LabelTable | None = None,
+        group: Ristretto255 | None = None,
     ):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
@@ -302,7 +303,7 @@ class CSLiteV2:
             raise ValueError(f"width must be in [1, {_MAX_WIDTH}], got {width}")
         if not 1 <= shift_range <= 1 << 20:
             raise ValueError(f"shift_range must be in [1, 2^20], got {shift_range}")
-        self.group = Ristretto255()
+        self.group = Ristretto255() if group is None else group
         self.num_classes = num_classes
         self.width = width
         self.shift_range = shift_range
@@ -334,7 +335,7 @@ class CSLiteV2:
         return self.table
 
     def with_table(self, table: LabelTable | None) -> CSLiteV2:
-        return CSLiteV2(self.num_classes, self.width, self.shift_range, table)
+        return CSLiteV2(self.num_classes, self.width, self.shift_range, table, self.group)
 
     # -- Gen ------------------------------------------------------------------
     def gen(self, num_licensees: int, triggers: tuple[Trigger, ...] = ()) -> KeyFamilyV2:
@@ -521,21 +522,40 @@ class CSLiteV2:
         call; libsodium otherwise (same bytes for the same scalars).
         """
         c = self._check_cts(cts)
-        from encryip_runtime.crypto import r255_native
-
         if rerandomizers is None:
             rs, shifted = scalars if scalars is not None else self.shift_scalars(len(c))
-            if r255_native.available() and r255_native.has_small_msm():
-                tables = [r255_native.table_for(p[0].tobytes()) for p in pk.parts()]
-                return r255_native.sampdist_n(tables, c, rs, shifted)
-            parts = self._rows(rs, pk)
-            parts.append(self.group.pow_fixed(pk.h, shifted))
-            rerandomizers = tuple(parts)
+            g, parts = self.group, pk.parts()
+            head = g.sampdist_rows(parts[:-1], c[:, :-1], rs)
+            last = g.sampdist_rows(parts[-1:], c[:, -1:], shifted)
+            return np.concatenate([head, last], axis=1)
         rr = rerandomizers
         if len(rr) != self.components or any(len(x) != len(c) for x in rr):
             raise ValueError(f"re-randomisers do not match {len(c)} ciphertexts")
         g = self.group
         return np.stack([g.mul(rr[i], c[:, i]) for i in range(self.components)], axis=1)
+
+    def prepare_codebook(self, codebook: npt.NDArray[np.uint8]) -> Any:
+        """The codebook split in the form the group's fast codebook SampDist wants: the
+        first n + 1 components (one scalar r) and the last (its own r + K m)."""
+        cb = self._check_cts(codebook)
+        g = self.group
+        return g.prepare_codebook(cb[:, :-1]), g.prepare_codebook(cb[:, -1:])
+
+    def sampdist_codebook(
+        self,
+        pk: PublicKeyV2,
+        prepared: Any,
+        slots: npt.NDArray[np.integer],
+        scalars: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None,
+    ) -> npt.NDArray[np.uint8]:
+        """``sampdist(pk, codebook[slots])``, from :meth:`prepare_codebook`'s form."""
+        head_cb, last_cb = prepared
+        sl = np.asarray(slots)
+        rs, shifted = scalars if scalars is not None else self.shift_scalars(len(sl))
+        g, parts = self.group, pk.parts()
+        head = g.sampdist_codebook(parts[:-1], head_cb, sl, rs)
+        last = g.sampdist_codebook(parts[-1:], last_cb, sl, shifted)
+        return np.concatenate([head, last], axis=1)
 
     def _check_cts(self, cts: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         c = np.ascontiguousarray(cts, dtype=np.uint8)
@@ -638,7 +658,7 @@ def _small_msm(
     from encryip_runtime.crypto import r255_native
 
     n = len(points[0]) if points else 0
-    if r255_native.available() and r255_native.has_small_msm():
+    if g.backend == "native" and r255_native.has_small_msm():
         return r255_native.small_msm(points, coeffs, (num_classes - 1).bit_length())
     bits = max(1, (num_classes - 1).bit_length())
     zero = g.identity(n)

@@ -7,6 +7,7 @@ each manifest is written in the format of its scheme.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from encryip_runtime.formats.common import (
     scheme_v2_to_json,
 )
 from encryip_runtime.formats.jsonio import Fields, canonical_json, read_json_document, write_json
-from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer, Transfer
+from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer, Transfer
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FORMATS", "MANIFEST_FORMAT_V2", "InputSpec", "Manifest"]
 
@@ -40,14 +41,66 @@ _DTYPES = ("uint8", "float32")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The ONNX input: raw pixels ``[batch, C, H, W]`` (normalisation is in the graph)."""
+    """The ONNX input: raw pixels ``[batch, C, H, W]`` (normalisation is in the graph).
+
+    ``mean``/``std`` (torchvision's [0, 1] scale, one per channel the network takes) and
+    ``channel_repeat`` (3: the grey channel is repeated for an RGB network) describe what
+    the graph does to the pixels: ``(repeat(x) / 255 - mean) / std``. Informational
+    (clients send raw pixels); manifests written before they existed leave them out.
+    """
 
     name: str = "pixels"
     dtype: str = "uint8"
     shape: tuple[int, int, int] = (1, 28, 28)  # C, H, W; the batch axis is dynamic
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_repeat: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": [None, *self.shape]}
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": [None, *self.shape],
+        }
+        if self.mean is not None and self.std is not None:
+            c, h, w = self.shape
+            doc.update(channels=c, size=[h, w], mean=list(self.mean), std=list(self.std))
+            doc["normalization"] = "(pixels / 255 - mean) / std, inside the graph"
+        if self.channel_repeat != 1:
+            doc["channel_repeat"] = self.channel_repeat
+        return doc
+
+    @classmethod
+    def from_fields(cls, inp: Fields) -> InputSpec:
+        shape = inp.list("shape", length=4)
+        if shape[0] is not None and shape[0] != -1:
+            raise inp.error("shape", "the batch axis (first) must be null (dynamic)")
+        for i, d in enumerate(shape[1:], start=1):
+            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 1 << 16:
+                raise inp.error(f"shape[{i}]", f"expected a positive integer, got {d!r}")
+        dtype = inp.str("dtype")
+        if dtype not in _DTYPES:
+            raise inp.error("dtype", f"unsupported dtype {dtype!r} (expected one of {_DTYPES})")
+        repeat = inp.int("channel_repeat", lo=1) if inp.has("channel_repeat") else 1
+        stats: list[tuple[float, ...] | None] = [None, None]
+        for j, key in enumerate(("mean", "std")):
+            if not inp.has(key):
+                continue
+            values = inp.list(key, length=shape[1] * repeat)
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            ) or (key == "std" and any(v <= 0 for v in values)):
+                raise inp.error(key, f"expected {shape[1] * repeat} finite numbers, got {values!r}")
+            stats[j] = tuple(float(v) for v in values)
+        return cls(
+            inp.str("name"),
+            dtype,
+            (shape[1], shape[2], shape[3]),
+            mean=stats[0],
+            std=stats[1],
+            channel_repeat=repeat,
+        )
 
 
 @dataclass(frozen=True)
@@ -63,6 +116,11 @@ class Manifest(SchemeBound):
     model_name: str = "encryip"
     codebook: Ciphertexts | None = None  # secure profile
     output_order: tuple[int, ...] | None = None  # paper profile, licensee variants
+    # paper profile: the Φ⁻¹ rule and, for "joint", the K + T ciphertexts it chooses
+    # among (base order: element values, not output positions). None = "argmax", what
+    # every manifest written before the joint decoder means.
+    decoder: str | None = None
+    codewords: Ciphertexts | None = None
     licensee: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -75,7 +133,9 @@ class Manifest(SchemeBound):
             assert self.codebook is not None
             return CodebookTransfer(self.codebook)
         p = self.scheme.group.order + 1
-        return OneHotTransfer(p, self.output_order)
+        return OneHotTransfer(
+            p, self.output_order, self.codewords if self.decoder == "joint" else None
+        )
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -102,6 +162,10 @@ class Manifest(SchemeBound):
             doc["codebook"] = ciphertexts_to_json(self.scheme, self.codebook)
         if self.output_order is not None:
             doc["output_order"] = list(self.output_order)
+        if self.decoder is not None:
+            doc["decoder"] = self.decoder
+        if self.codewords is not None:
+            doc["codewords"] = ciphertexts_to_json(self.scheme, self.codewords)
         doc.update(self.extra)
         return doc
 
@@ -131,17 +195,7 @@ class Manifest(SchemeBound):
         pk = pk_from_fields(scheme, f)
         if f.has("pk_fingerprint") and f.str("pk_fingerprint") != pk_fingerprint(scheme, pk):
             raise f.error("pk_fingerprint", "does not match pk")
-        inp = f.obj_("input")
-        shape = inp.list("shape", length=4)
-        if shape[0] is not None and shape[0] != -1:
-            raise inp.error("shape", "the batch axis (first) must be null (dynamic)")
-        for i, d in enumerate(shape[1:], start=1):
-            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 1 << 16:
-                raise inp.error(f"shape[{i}]", f"expected a positive integer, got {d!r}")
-        dtype = inp.str("dtype")
-        if dtype not in _DTYPES:
-            raise inp.error("dtype", f"unsupported dtype {dtype!r} (expected one of {_DTYPES})")
-        spec = InputSpec(inp.str("name"), dtype, (shape[1], shape[2], shape[3]))
+        spec = InputSpec.from_fields(f.obj_("input"))
         out = f.obj_("output")
         size = out.int("size", lo=1)
         model = f.obj_("model")
@@ -153,6 +207,8 @@ class Manifest(SchemeBound):
             raise model.error("sha256", "expected 64 lowercase hex digits")
         codebook = None
         order: tuple[int, ...] | None = None
+        decoder: str | None = None
+        codewords: Ciphertexts | None = None
         if scheme.profile == "secure":
             codebook = ciphertexts_from_json(scheme, f, "codebook")
             if len(codebook) != size:
@@ -169,6 +225,20 @@ class Manifest(SchemeBound):
                 )
             if f.has("output_order"):
                 order = tuple(f.permutation("output_order", size))
+            if f.has("decoder"):
+                decoder = f.str("decoder")
+                if decoder not in DECODERS:
+                    raise f.error(
+                        "decoder", f"unknown decoder {decoder!r} (expected one of {DECODERS})"
+                    )
+            if f.has("codewords"):
+                codewords = ciphertexts_from_json(scheme, f, "codewords")
+                if len(codewords) < k:
+                    raise f.error(
+                        "codewords", f"{len(codewords)} entries: expected at least K = {k}"
+                    )
+            if decoder == "joint" and codewords is None:
+                raise f.error("codewords", "the joint decoder needs the release's codewords")
         model_name = f.str("model_name") if f.has("model_name") else "encryip"
         if not model_name or len(model_name) > 128:
             raise f.error("model_name", "must be 1-128 characters")
@@ -184,6 +254,8 @@ class Manifest(SchemeBound):
             model_name=model_name,
             codebook=codebook,
             output_order=order,
+            decoder=decoder,
+            codewords=codewords,
             licensee=f.str("licensee") if f.has("licensee") else None,
         )
 

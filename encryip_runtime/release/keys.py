@@ -15,9 +15,9 @@ from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2
 from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.formats.common import AnySecretKey
 from encryip_runtime.formats.manifest import Manifest
-from encryip_runtime.formats.vault import Vault
+from encryip_runtime.formats.vault import Vault, utc_now
 from encryip_runtime.release.plan import new_label_table, validate_licensee_names
-from encryip_runtime.release.writer import ReleasePaths, write_licensee
+from encryip_runtime.release.writer import ReleasePaths, record_fingerprint, write_licensee
 
 __all__ = ["add_licensee", "rotate_keys"]
 
@@ -53,16 +53,19 @@ def add_licensee(release_dir: Path, name: str) -> Path:
         scheme.check_key(vault.family().pk, sk)
     record = write_licensee(paths, manifest, model, scheme, name, sk)
     replace(vault, licensees=(*vault.licensees, record)).save(paths.vault)
-    log.info("added licensee %s", name)
+    log.info("added licensee %s to key generation %d", name, vault.generation)
     return paths.key(name)
 
 
 def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[Path]:
     """Secure profile: new key family, re-encrypted codebook; every old key stops working.
 
-    The network is untouched: the codebook sits outside it. ``secure_format`` (default:
-    the release's own) may move a format v1 release to format v2, or re-size a v2
-    release's width n for today's number of licensees.
+    The network is untouched: the codebook sits outside it (docs/design.md §3.2). The
+    vault keeps the old generation (keys, codebook messages, Fake ciphertexts,
+    permutations, fingerprints, date), so a key, file or service of before the rotation
+    is still attributed. ``secure_format`` (default: the release's own) may move a
+    format v1 release to format v2, or re-size a v2 release's width n for today's
+    number of licensees.
     """
     paths, manifest, vault, model = _open(release_dir)
     scheme = vault.scheme
@@ -91,18 +94,19 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
     new_manifest.save(paths.manifest)
     records = []
     for rec, sk in zip(vault.licensees, family.keys, strict=True):
-        records.append(
-            write_licensee(
-                paths,
-                new_manifest,
-                model,
-                scheme,
-                rec.name,
-                sk,
-                np.asarray(rec.permutation, dtype=np.int64),
-            )
+        written = write_licensee(
+            paths,
+            new_manifest,
+            model,
+            scheme,
+            rec.name,
+            sk,
+            np.asarray(rec.permutation, dtype=np.int64),
+            record_fingerprint(rec),
+            fresh_fingerprint=False,
         )
-    replace(
+        records.append(replace(written, added=rec.added or written.added))
+    new = replace(
         vault,
         pk=family.pk,
         t=family.t,
@@ -112,8 +116,16 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
         trigger_ciphertexts=trig_cts,
         manifest_digest=new_manifest.digest,
         root_index=0,
-    ).save(paths.vault)
-    log.info("rotated keys for %d licensees", len(records))
+        created=utc_now(),
+    )
+    rotated = vault.rotated(new)
+    rotated.save(paths.vault)
+    log.info(
+        "rotated keys for %d licensees: generation %d (the vault keeps generations 1-%d)",
+        len(records),
+        rotated.generation,
+        rotated.generation,
+    )
     return [paths.key(r.name) for r in records]
 
 
@@ -134,8 +146,9 @@ def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: byt
     codebook[list(vault.trigger_slots)] = trig_cts
     new_manifest = replace(manifest, scheme=scheme, pk=family.pk, codebook=codebook)
     new_manifest.save(paths.manifest)
-    records = [
-        write_licensee(
+    records = []
+    for rec, sk in zip(vault.licensees, family.keys, strict=True):
+        written = write_licensee(
             paths,
             new_manifest,
             model,
@@ -143,10 +156,11 @@ def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: byt
             rec.name,
             sk,
             np.asarray(rec.permutation, dtype=np.int64),
+            record_fingerprint(rec),
+            fresh_fingerprint=False,
         )
-        for rec, sk in zip(vault.licensees, family.keys, strict=True)
-    ]
-    replace(
+        records.append(replace(written, added=rec.added or written.added))
+    new = replace(
         vault,
         scheme=scheme,
         pk=family.pk,
@@ -159,6 +173,14 @@ def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: byt
         trigger_ciphertexts=trig_cts,
         manifest_digest=new_manifest.digest,
         root_index=0,
-    ).save(paths.vault)
-    log.info("rotated keys for %d licensees (secure format v2, n = %d)", len(records), scheme.width)
+        created=utc_now(),
+    )
+    rotated = vault.rotated(new)
+    rotated.save(paths.vault)
+    log.info(
+        "rotated keys for %d licensees (secure format v2, n = %d): generation %d",
+        len(records),
+        scheme.width,
+        rotated.generation,
+    )
     return [paths.key(r.name) for r in records]

@@ -30,7 +30,7 @@ from encryip_runtime.crypto.scheme_v2 import (
 from encryip_runtime.exceptions import EncodingError
 from encryip_runtime.formats.common import SchemeBound
 from encryip_runtime.formats.manifest import InputSpec, Manifest
-from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer
+from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer
 
 __all__ = [
     "ProtectionPlan",
@@ -77,6 +77,7 @@ class ProtectionPlan(SchemeBound):
     output_size: int
     class_slots: npt.NDArray[np.int64] | None = None  # secure only
     trigger_slots: npt.NDArray[np.int64] | None = None
+    decoder: str | None = None  # paper only: Φ⁻¹ rule, "joint" or "argmax" (transfer.DECODERS)
     triggers: tuple[Trigger, ...] = ()  # format v2: each Fake's base index and offsets
 
     @property
@@ -92,6 +93,17 @@ class ProtectionPlan(SchemeBound):
         book[self.class_slots] = self.class_ciphertexts
         book[self.trigger_slots] = self.trigger_ciphertexts
         return book
+
+    def codewords(self) -> Ciphertexts:
+        """The K + T ciphertexts the network is trained to emit (classes, then triggers)."""
+        return np.concatenate([self.class_ciphertexts, self.trigger_ciphertexts])
+
+    def transfer(self) -> CodebookTransfer | OneHotTransfer:
+        """Φ / Φ⁻¹ of the base (unpermuted) model, with this plan's decoder."""
+        if self.profile == "secure":
+            return CodebookTransfer(self.codebook())
+        joint = self.decoder == "joint"
+        return OneHotTransfer(self.output_size // 3, None, self.codewords() if joint else None)
 
     def _targets(
         self, cts: Ciphertexts, slots: npt.NDArray[np.int64] | None
@@ -129,6 +141,8 @@ class ProtectionPlan(SchemeBound):
             model_sha256=model_sha256,
             model_name=model_name,
             codebook=self.codebook() if self.profile == "secure" else None,
+            decoder=self.decoder,
+            codewords=self.codewords() if self.decoder == "joint" else None,
         )
 
 
@@ -170,7 +184,7 @@ def _plan_v2(
         size,
         order[:k],
         order[k:],
-        triggers,
+        triggers=triggers,
     )
 
 
@@ -179,18 +193,23 @@ def plan_protection(
     class_names: list[str],
     licensees: list[str],
     num_triggers: int = 32,
+    decoder: str = "joint",
     *,
     secure_format: int = DEFAULT_SECURE_FORMAT,
     shift_range: int = DEFAULT_SHIFT_RANGE,
 ) -> ProtectionPlan:
     """Gen(P), one Enc per label, ``num_triggers`` Fakes, and (secure) a secret slot order.
 
-    The secure profile writes format ``secure_format`` (2 by default; 1 for the paper's
-    CS_lite construction over ristretto255)."""
+    ``decoder`` (paper profile only): the Φ⁻¹ rule written into the manifest. The secure
+    profile writes format ``secure_format`` (2 by default; 1 for the paper's CS_lite
+    construction over ristretto255).
+    """
     k = len(class_names)
     validate_licensee_names(list(licensees))
     if num_triggers < 0:
         raise ValueError("num_triggers must be >= 0")
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
     if profile == "secure" and secure_format == 2:
         return _plan_v2(list(class_names), list(licensees), num_triggers, shift_range)
     if secure_format not in (1, 2):
@@ -222,5 +241,13 @@ def plan_protection(
         )
     p = scheme.group.order + 1
     return ProtectionPlan(
-        scheme, family, tuple(licensees), tuple(class_names), messages, class_cts, trig_cts, 3 * p
+        scheme,
+        family,
+        tuple(licensees),
+        tuple(class_names),
+        messages,
+        class_cts,
+        trig_cts,
+        3 * p,
+        decoder=decoder,
     )

@@ -116,7 +116,7 @@ def test_check_key_rejects(setup: tuple[CSLiteV2, KeyFamilyV2, tuple]) -> None:
     with pytest.raises(InvalidKeyError):
         scheme.check_key(family.pk, SecretKeyV2((key.a + 1) % (2**252), key.b))
     with pytest.raises(InvalidKeyError, match="out of range"):
-        scheme.check_key(family.pk, SecretKeyV2(key.a, (K,) + key.b[1:]))
+        scheme.check_key(family.pk, SecretKeyV2(key.a, (K, *key.b[1:])))
     with pytest.raises(InvalidKeyError):
         scheme.check_key(family.pk, SecretKeyV2(key.a, key.b[:-1]))
     # another key of the family is valid; b alone does not make a key

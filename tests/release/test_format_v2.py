@@ -36,7 +36,7 @@ def test_files_are_format_v2(v2_release: Any) -> None:
     assert key["format"] == "encryip-key/2"
     assert len(key["sk"]["b"]) == width and all(0 <= b < 10 for b in key["sk"]["b"])
     assert key["labels"]["index_min"] <= 0 < 10 <= key["labels"]["index_max"]
-    vault = json.loads(v2_release.paths.vault.read_text())
+    vault = Vault.load(v2_release.paths.vault).to_json()  # sealed at rest
     assert vault["format"] == "encryip-vault/2"
     assert len(vault["triggers"]) == 8 and len(vault["trapdoor"]["t"]) == width
 
@@ -69,17 +69,19 @@ def test_grpc_serves_v2_and_the_sdk_checks_the_key(v2_release: Any, tmp_path: Pa
 
     v1 = make_selector_release(tmp_path / "v1", "secure", secure_format=1)
     x = images_for_slots(np.arange(12) % 10)
-    with running_server(v2_release.licensee_dir("acme")) as server:
-        with EncryIPClient(f"127.0.0.1:{server.port}") as client:
-            info = client.info()
-            key = client.load_key(v2_release.key("acme"))
-            assert info.ciphertext_size == key.scheme.ciphertext_size > 96
-            pred = client.predict(x)
-            pm = ProtectedModel.load(v2_release.licensee_dir("acme"))
-            plain = key.scheme.decrypt_labels(key.sk, pm.transfer.phi_inv(pm.logits(x)))
-            np.testing.assert_array_equal(decrypt_batch(pred, key), plain)
-            with pytest.raises(InvalidKeyError, match="96-byte"):
-                client.load_key(v1.key("acme"))
+    with (
+        running_server(v2_release.licensee_dir("acme")) as server,
+        EncryIPClient(f"127.0.0.1:{server.port}") as client,
+    ):
+        info = client.info()
+        key = client.load_key(v2_release.key("acme"))
+        assert info.ciphertext_size == key.scheme.ciphertext_size > 96
+        pred = client.predict(x)
+        pm = ProtectedModel.load(v2_release.licensee_dir("acme"))
+        plain = key.scheme.decrypt_labels(key.sk, pm.transfer.phi_inv(pm.logits(x)))
+        np.testing.assert_array_equal(decrypt_batch(pred, key), plain)
+        with pytest.raises(InvalidKeyError, match="96-byte"):
+            client.load_key(v1.key("acme"))
 
 
 def test_v1_releases_still_load_serve_and_decrypt(tmp_path: Path) -> None:
