@@ -220,7 +220,7 @@ def decrypt_batch(preds: Prediction | Sequence[bytes], key: LicenseeKey) -> npt.
     if not items:
         return np.zeros(0, dtype=np.int64)
     cts = key.scheme.from_wire([bytes(b) for b in items])
-    return key.scheme.decrypt_labels(key.sk, cts)  # type: ignore[arg-type]
+    return key.scheme.decrypt_labels(key.sk, cts)
 
 
 def _parse_endpoint(endpoint: str) -> str:

@@ -157,7 +157,7 @@ class RerandomizerPool:
                 if self._stop:
                     return
                 want = self._chunk
-            r = self._model.scheme.rerandomizers(self._model.manifest.pk, want)  # type: ignore[arg-type]
+            r = self._model.scheme.rerandomizers(self._model.manifest.pk, want)
             with self._lock:
                 self._parts.append(tuple(r))
                 self._size += want
@@ -180,7 +180,7 @@ class RerandomizerPool:
             self._size -= count - need
             self._wake.notify()
         if need:  # pool ran dry: compute the rest inline
-            got.append(tuple(self._model.scheme.rerandomizers(self._model.manifest.pk, need)))  # type: ignore[arg-type]
+            got.append(tuple(self._model.scheme.rerandomizers(self._model.manifest.pk, need)))
         if len(got) == 1:
             return got[0]
         return tuple(np.concatenate([g[k] for g in got]) for k in range(len(got[0])))

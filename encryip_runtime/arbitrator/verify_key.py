@@ -178,7 +178,7 @@ def _matches_family(gen: Vault, sk: SecretKey | SecretKeyV2) -> bool:
             acc = g.mul(acc, g.pow(pk.gens[i + 1 : i + 2], bi))
         return g.equal(acc, pk.h)
     try:
-        gen.scheme.check_key(gen.pk, sk)  # type: ignore[arg-type]
+        gen.scheme.check_key(gen.pk, sk)
     except Exception:
         return False
     return True

@@ -468,12 +468,12 @@ def _manifest_order(vault: Vault, manifest_path: Path) -> tuple[npt.NDArray[np.i
         for i, sig in enumerate(gen.scheme.owner_signatures(family, base)):
             sigs.setdefault(sig, []).append(i)
         got_sigs = gen.scheme.owner_signatures(family, m.codebook)
-        order = [sigs[s].pop() if sigs.get(s) else -1 for s in got_sigs]
-        if -1 in order or len(set(order)) != len(order):
+        v2_order = [sigs[s].pop() if sigs.get(s) else -1 for s in got_sigs]
+        if -1 in v2_order or len(set(v2_order)) != len(v2_order):
             raise ArbitrationInputError(
                 f"{manifest_path}: its codebook is not a permutation of this release's codebook"
             )
-        return np.asarray(order, dtype=np.int64), gen.generation
+        return np.asarray(v2_order, dtype=np.int64), gen.generation
     # Match codebook entries by what they decrypt to under the root key: SampDist does
     # not change it, so a re-randomised codebook is matched too.
     scheme, sk = gen.scheme, gen.family().root

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
+from encryip_runtime.crypto.group import Group
 from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
 from encryip_runtime.crypto.scheme import CSLite
 from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2, choose_width
@@ -24,7 +28,35 @@ __all__ = [
 SECURE_FORMATS: tuple[int, ...] = (1, 2)
 DEFAULT_SECURE_FORMAT = 2
 
-AnyScheme = CSLite | CSLiteV2
+
+class AnyScheme(Protocol):
+    """What every scheme (format v1 ``CSLite``, format v2 ``CSLiteV2``) offers; keys and
+    public keys are the scheme's own types (narrow with ``isinstance`` where it matters)."""
+
+    profile: str
+    format_version: int
+
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def group(self) -> Group: ...
+    @property
+    def codec(self) -> Any: ...
+    @property
+    def ciphertext_size(self) -> int: ...
+    @property
+    def max_licensees(self) -> int: ...
+    def enc(self, pk: Any, messages: Any) -> Any: ...
+    def sampdist(self, pk: Any, cts: Any, rerandomizers: Any = None) -> Any: ...
+    def prepare_codebook(self, codebook: Any) -> Any: ...
+    def sampdist_codebook(self, pk: Any, prepared: Any, slots: Any) -> Any: ...
+    def rerandomizers(self, pk: Any, count: int) -> Any: ...
+    def dec(self, sk: Any, cts: Any) -> Any: ...
+    def decrypt_labels(self, sk: Any, cts: Any) -> npt.NDArray[np.int64]: ...
+    def check_key(self, pk: Any, sk: Any) -> None: ...
+    def to_wire(self, cts: Any) -> npt.NDArray[np.uint8]: ...
+    def from_wire(self, data: Any) -> Any: ...
+
 
 Profile = Literal["paper", "secure"]
 PROFILES: tuple[str, ...] = ("paper", "secure")

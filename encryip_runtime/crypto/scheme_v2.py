@@ -365,6 +365,11 @@ class CSLiteV2:
         a = (family.s - sum(bi * ti for bi, ti in zip(b, family.t, strict=True))) % L
         return SecretKeyV2(a, tuple(b))
 
+    def random_key(self) -> SecretKeyV2:
+        """A key of the right shape, almost surely of no family (tests, wrong-key accuracy)."""
+        b = tuple(secrets.randbelow(self.num_classes) for _ in range(self.width))
+        return SecretKeyV2(self.group.random_scalar(), b)
+
     def trigger_labels(self, b: tuple[int, ...], triggers: tuple[Trigger, ...]) -> list[int]:
         return [tr.base_index(b) % self.num_classes for tr in triggers]
 

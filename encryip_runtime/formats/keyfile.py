@@ -97,7 +97,7 @@ class LicenseeKey(SchemeBound):
             raise f.error("pk_fingerprint", "does not match pk")
         sk = sk_from_fields(scheme, f)
         try:
-            scheme.check_key(pk, sk)  # type: ignore[arg-type]
+            scheme.check_key(pk, sk)
         except InvalidKeyError as exc:
             raise InvalidKeyError(f"{f.path}: field 'sk': {exc}") from None
         names = (

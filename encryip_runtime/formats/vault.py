@@ -395,13 +395,15 @@ class Vault(SchemeBound):
         class_cts = ciphertexts_from_json(scheme, f, "class_ciphertexts")
         if len(class_cts) != k:
             raise f.error("class_ciphertexts", f"expected {k} ciphertexts, got {len(class_cts)}")
-        if not g.equal(scheme.dec(recs[0].sk, class_cts), messages):
+        root_sk: Any = recs[0].sk
+        if not g.equal(scheme.dec(root_sk, class_cts), messages):
             raise f.error("class_ciphertexts", "do not decrypt to the vault's messages")
         if f.has("expected_trigger_labels"):
             ef = f.obj_("expected_trigger_labels")
             for rec in recs:
                 got = ef.int_list(rec.name, length=len(trig_cts), hi=k - 1)
-                if got != scheme.decrypt_labels(rec.sk, trig_cts).tolist():
+                rec_sk: Any = rec.sk
+                if got != scheme.decrypt_labels(rec_sk, trig_cts).tolist():
                     raise ef.error(rec.name, "does not match Dec(sk, trigger_ciphertexts)")
         class_slots: tuple[int, ...] | None = None
         trigger_slots: tuple[int, ...] | None = None

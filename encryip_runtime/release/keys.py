@@ -11,6 +11,7 @@ import numpy as np
 
 from encryip_runtime.crypto.labels import HashLabelCodec
 from encryip_runtime.crypto.profiles import make_scheme_v2
+from encryip_runtime.crypto.scheme import CSLite
 from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2
 from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.formats.common import AnySecretKey
@@ -49,6 +50,7 @@ def add_licensee(release_dir: Path, name: str) -> Path:
         sk = scheme.add_licensee(vault.family_v2(), vault.triggers).keys[-1]
         scheme.check_key(vault.family_v2().pk, sk)
     else:
+        assert isinstance(scheme, CSLite)
         sk = scheme.add_licensee(vault.family()).keys[-1]
         scheme.check_key(vault.family().pk, sk)
     record = write_licensee(paths, manifest, model, scheme, name, sk)
@@ -79,7 +81,7 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
         return _rotate_v2(paths, manifest, vault, model)
     if target != 1:
         raise EncryIPError(f"unknown secure format {target} (expected 1 or 2)")
-    if isinstance(scheme, CSLiteV2):
+    if not isinstance(scheme, CSLite):
         raise EncryIPError("a format v2 release cannot be rotated back to format v1")
     assert isinstance(scheme.codec, HashLabelCodec)
     assert vault.class_slots is not None and vault.trigger_slots is not None

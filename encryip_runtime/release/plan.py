@@ -28,7 +28,7 @@ from encryip_runtime.crypto.scheme_v2 import (
     cached_table,
 )
 from encryip_runtime.exceptions import EncodingError
-from encryip_runtime.formats.common import SchemeBound
+from encryip_runtime.formats.common import AnySecretKey, SchemeBound
 from encryip_runtime.formats.manifest import InputSpec, Manifest
 from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer
 
@@ -79,6 +79,10 @@ class ProtectionPlan(SchemeBound):
     trigger_slots: npt.NDArray[np.int64] | None = None
     decoder: str | None = None  # paper only: Φ⁻¹ rule, "joint" or "argmax" (transfer.DECODERS)
     triggers: tuple[Trigger, ...] = ()  # format v2: each Fake's base index and offsets
+
+    def licensee_keys(self) -> tuple[AnySecretKey, ...]:
+        """Each licensee's secret key, in ``licensees`` order."""
+        return tuple(self.family.keys)
 
     @property
     def num_triggers(self) -> int:

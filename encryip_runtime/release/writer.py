@@ -170,7 +170,7 @@ def write_release(
     base.save(paths.manifest)
     records = [
         write_licensee(paths, base, model_onnx, plan.scheme, name, sk)
-        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+        for name, sk in zip(plan.licensees, plan.licensee_keys(), strict=True)
     ]
     vault = vault_from_plan(plan, records, base)
     vault.save(
