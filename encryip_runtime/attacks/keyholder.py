@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.scheme_v2 import CSLiteV2, SecretKeyV2
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2, SecretKeyV2, Trigger
 from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.formats.vault import Vault
 
@@ -34,6 +34,7 @@ __all__ = [
     "MembershipDetector",
     "RequeryDetector",
     "advantage",
+    "requery_advantage",
     "requery_advantage_v2",
 ]
 
@@ -132,25 +133,30 @@ def advantage(flags_on_triggers: npt.ArrayLike, flags_on_classes: npt.ArrayLike)
     return float(t.mean() - c.mean()) if t.size and c.size else 0.0
 
 
-def requery_advantage_v2(vault: Vault, k: int) -> tuple[float, float]:
-    """Exact (mean, worst) advantage over triggers and licensees of the best detector
-    that knows the class windows and sees ``k`` decryptions of one trigger query.
+def requery_advantage(
+    scheme: CSLiteV2, triggers: Sequence[Trigger], bs: Sequence[tuple[int, ...]], k: int
+) -> tuple[float, float]:
+    """Exact (mean, worst) advantage, over triggers and the key vectors ``bs``, of the
+    best detector that knows the class windows and sees ``k`` decryptions of one query.
 
     A trigger's base index ``e`` lies ``q = floor(e / K)`` windows off its class base;
     each decryption then falls outside the class window with probability ``|q| / R``
     (uniform shift), and nowhere else differs from a class output, so the advantage
     for ``k`` decryptions is ``1 - (1 - |q| / R)^k``. Class queries are never flagged.
     """
-    scheme = vault.scheme
-    if not isinstance(scheme, CSLiteV2):
-        raise ValueError("format v2 vaults only (format v1 Fakes are always detected)")
     big_k, r = scheme.num_classes, scheme.shift_range
-    advs = []
-    for rec in vault.licensees:
-        assert isinstance(rec.sk, SecretKeyV2)
-        for tr in vault.triggers:
-            q = abs(tr.base_index(rec.sk.b) // big_k)
-            advs.append(1.0 - (1.0 - min(q, r) / r) ** k)
+    advs = [
+        1.0 - (1.0 - min(abs(tr.base_index(b) // big_k), r) / r) ** k for b in bs for tr in triggers
+    ]
     if not advs:
         return 0.0, 0.0
     return float(np.mean(advs)), float(np.max(advs))
+
+
+def requery_advantage_v2(vault: Vault, k: int) -> tuple[float, float]:
+    """:func:`requery_advantage` for a format v2 vault's triggers and licensees."""
+    scheme = vault.scheme
+    if not isinstance(scheme, CSLiteV2):
+        raise ValueError("format v2 vaults only (format v1 Fakes are always detected)")
+    bs = [rec.sk.b for rec in vault.licensees if isinstance(rec.sk, SecretKeyV2)]
+    return requery_advantage(scheme, vault.triggers, bs, k)

@@ -1193,6 +1193,35 @@ EIP_EXPORT long eip_small_msm(const uint8_t *points, size_t np, const uint32_t *
     return -1;
 }
 
+/* Secure format v2 label table: out[i] = ENCODE(2 (start + i * step)) for i < count,
+ * i.e. the progression M_i = M_start + i h when start and step are the halves of M_start
+ * and h. One addition per entry and the batch encoding of doubles (no square root).
+ * Public data only. -1 on success, -2 for an invalid start or step encoding. */
+EIP_EXPORT long eip_progression(const uint8_t start[32], const uint8_t step[32], size_t count,
+                                uint8_t *out)
+{
+    dbl_state st[EIP_BATCH];
+    uint8_t *dst[EIP_BATCH];
+    ge_p3 q, s;
+    size_t m = 0;
+    if (r255_decode(&q, start) != 0 || r255_decode(&s, step) != 0) {
+        return -2;
+    }
+    for (size_t i = 0; i < count; i++) {
+        dbl_prepare(&st[m], &q);
+        dst[m++] = out + 32 * i;
+        if (m == EIP_BATCH) {
+            dbl_encode_batch(dst, st, m);
+            m = 0;
+        }
+        ge_add(&q, &q, &s);
+    }
+    if (m > 0) {
+        dbl_encode_batch(dst, st, m);
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------ CPython shell */
 
 #ifdef EIP_PYMODULE

@@ -35,8 +35,10 @@ __all__ = [
     "dec",
     "disabled_by_env",
     "fixed_rows",
+    "has_progression",
     "has_small_msm",
     "is_valid",
+    "progression",
     "rerandomizers",
     "sampdist",
     "sampdist_n",
@@ -102,6 +104,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eip_sampdist_n.restype = ctypes.c_long
     lib.eip_dec.argtypes = [_P, _P, _P, _N, _P]
     lib.eip_dec.restype = ctypes.c_long
+    if hasattr(lib, "eip_progression"):  # secure format v2 label tables (newer builds)
+        lib.eip_progression.argtypes = [_P, _P, _N, _P]
+        lib.eip_progression.restype = ctypes.c_long
     if hasattr(lib, "eip_small_msm"):  # secure format v2 decryption (newer builds)
         lib.eip_small_msm.argtypes = [_P, _N, _P, ctypes.c_int, _N, _P]
         lib.eip_small_msm.restype = ctypes.c_long
@@ -442,4 +447,23 @@ def small_msm(
         raise ValueError("eip_small_msm: bad arguments")  # pragma: no cover
     if rc != -1:
         raise EncodingError(f"element {rc}: not a valid ristretto255 encoding")
+    return out
+
+
+def has_progression() -> bool:
+    """Whether the loaded build has ``eip_progression`` (format v2 label tables)."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "eip_progression")
+
+
+def progression(start_half: bytes, step_half: bytes, count: int) -> npt.NDArray[np.uint8]:
+    """``encode(2 (start + i step))`` for ``i < count``, ``uint8 (count, 32)``."""
+    lib = _require()
+    a = np.frombuffer(bytes(start_half), dtype=np.uint8)
+    b = np.frombuffer(bytes(step_half), dtype=np.uint8)
+    if len(a) != 32 or len(b) != 32 or count < 0:
+        raise ValueError("progression: 32-byte start and step, count >= 0")
+    out = np.empty((count, 32), dtype=np.uint8)
+    if int(lib.eip_progression(_ptr(a), _ptr(b), count, _ptr(out))) != -1:
+        raise EncodingError("progression: start or step is not a valid encoding")
     return out

@@ -161,3 +161,18 @@ def test_a_thousand_licensees_fit(setup: tuple[CSLiteV2, KeyFamilyV2, tuple]) ->
     np.fill_diagonal(agree, 0)
     assert int(agree.max()) <= max_agreement(32, K)
     assert len({k.b for k in family.keys}) == 1000
+
+
+def test_label_table_native_and_libsodium_agree() -> None:
+    from encryip_runtime.crypto.ristretto import Ristretto255
+    from encryip_runtime.crypto.scheme_v2 import LabelTable
+
+    if not r255_native.available():
+        pytest.skip("native backend not built")
+    native, sodium = Ristretto255(native=True), Ristretto255(native=False)
+    m0, h = native.random_elements(1), native.random_elements(1)
+    a = LabelTable(native, K, m0, h, -20, 300)._encodings()
+    b = LabelTable(sodium, K, m0, h, -20, 300)._encodings()
+    assert np.array_equal(a, b)
+    # the table's entries are M_0 + i h
+    assert np.array_equal(a[20 + 7], native.mul(m0, native.pow(h, 7))[0])
