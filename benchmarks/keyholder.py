@@ -36,6 +36,7 @@ from encryip_runtime.attacks.keyholder import (
     requery_advantage,
 )
 from encryip_runtime.crypto import make_scheme
+from encryip_runtime.crypto.labels import HashLabelCodec
 from encryip_runtime.crypto.profiles import make_scheme_v2
 from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2, KeyFamilyV2, Trigger
 from encryip_runtime.formats.keyfile import LicenseeKey
@@ -136,6 +137,7 @@ def detectors(quick: bool) -> dict[str, Any]:
     # format v1, the same membership detector: every Fake is flagged
     v1 = make_scheme("secure", k)
     fam1 = v1.gen(2)
+    assert isinstance(v1.codec, HashLabelCodec)
     msgs = v1.codec.sample_messages(v1.group)
     c1 = v1.enc(fam1.pk, msgs)
     f1 = v1.fake(fam1.pk, NUM_TRIGGERS)
@@ -160,6 +162,7 @@ def cost(quick: bool) -> dict[str, Any]:
     v2, fam2, _triggers, _ = _release(k, 1000 if not quick else 50, DEFAULT_SHIFT_RANGE)
     v1 = make_scheme("secure", k)
     fam1 = v1.gen(2)
+    assert isinstance(v1.codec, HashLabelCodec)
     book1 = v1.enc(fam1.pk, v1.codec.sample_messages(v1.group))
     book2 = v2.enc(fam2.pk, v2.codec.messages(np.arange(k)))
     slots = np.arange(n_rows) % k
