@@ -184,3 +184,23 @@ def test_key_v2_with_another_b_fails_at_the_boundary(v2_release: Any, tmp_path: 
 
     with pytest.raises(InvalidKeyError):
         LicenseeKey.load(_corrupt(v2_release.key("acme"), tmp_path / "k.key", edit))
+
+
+def test_affine_mix_of_two_keys_is_derived_not_issued(v2_release: Any, tmp_path: Path) -> None:
+    """Two colluders' keys mix into a working key (2 k1 - k2): verify-key calls it
+    derived and names nobody; each issued key is still named."""
+    from encryip_runtime.arbitrator.verify_key import verify_key
+    from encryip_runtime.crypto.ristretto import L
+
+    k1, k2 = (LicenseeKey.load(v2_release.key(n)) for n in ("acme", "globex"))
+    assert isinstance(k1.sk.b, tuple) and isinstance(k2.sk.b, tuple)
+    a = (2 * k1.sk.a - k2.sk.a) % L
+    b = [2 * x - y for x, y in zip(k1.sk.b, k2.sk.b, strict=True)]
+    doc = json.loads(v2_release.key("acme").read_text())
+    doc["sk"] = {"a": a.to_bytes(32, "little").hex(), "b": b}
+    doc.pop("licensee")
+    path = tmp_path / "mix.key"
+    path.write_text(json.dumps(doc))
+    v = verify_key(path, v2_release.paths.vault)
+    assert v.status == "derived" and v.licensee is None, v.summary
+    assert verify_key(v2_release.key("globex"), v2_release.paths.vault).licensee == "globex"
