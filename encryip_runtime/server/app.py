@@ -329,6 +329,7 @@ def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
     ``ConfigError`` for inconsistent settings (e.g. a token over plaintext not allowed).
     """
     cfg.validate()
+    refuse_secret_material(cfg.release_dir)  # before anything starts (or logs)
     server = EncryIPServer(cfg)
     server._open()
     return server, server.port

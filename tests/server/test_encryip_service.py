@@ -166,7 +166,10 @@ def test_bad_input_invalid_argument(stub: Any, case: str) -> None:
     request, needle = BAD_REQUESTS[case]
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(request, timeout=10)
-    assert rpc_code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+    want = (
+        grpc.StatusCode.NOT_FOUND if case == "unknown model" else grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert rpc_code(info.value) == want
     assert needle in info.value.details(), info.value.details()
     ok = stub.Predict(encryip_pb2.PredictRequest(input=tensor(X)), timeout=10)
     assert len(ok.ciphertexts) == 2
@@ -186,7 +189,7 @@ def test_nan_and_inf_rejected_for_float_inputs() -> None:
 def test_unknown_model_info(stub: Any) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.GetModelInfo(encryip_pb2.GetModelInfoRequest(model_name="nope"), timeout=10)
-    assert rpc_code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert rpc_code(info.value) == grpc.StatusCode.NOT_FOUND
 
 
 def test_oversize_message_resource_exhausted(secure_release: Any) -> None:
