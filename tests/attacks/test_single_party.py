@@ -128,7 +128,7 @@ def test_weight_fingerprint_names_the_leaker_of_a_repermuted_file(
 ) -> None:
     """Outputs (and hidden units) re-permuted consistently: the weights still name acme."""
     src = secure_release.licensee_dir("acme")
-    model, manifest, _ = repermute_variant(
+    model, _manifest, _ = repermute_variant(
         (src / "model.onnx").read_bytes(), Manifest.load(src / "manifest.json"), hidden=hidden
     )
     (tmp_path / "model.onnx").write_bytes(model)
