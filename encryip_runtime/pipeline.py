@@ -411,10 +411,6 @@ class ProtectedModel:
             raise InputError("the one-hot form Φ(c) exists only in the paper profile")
         return self.transfer.phi(self.scheme.from_wire(wire))
 
-    def unprotected_labels(self, x: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-        """BENCHMARK ONLY: plain argmax of the network, no crypto. Never serve this."""
-        return np.argmax(self.logits(x), axis=1).astype(np.int64)
-
     @property
     def ciphertext_size(self) -> int:
         return self.scheme.ciphertext_size
