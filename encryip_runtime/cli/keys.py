@@ -34,6 +34,21 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     rot.add_argument("release", type=Path, help="release directory (holds vault.json)")
     rot.add_argument("--json", action="store_true", help="machine-readable output")
     add_passphrase_argument(rot)
+    seal = sub.add_parser(
+        "seal",
+        parents=parents,
+        help="optional: encrypt licensee key files in place (they stay plaintext by default); "
+        "they then need ENCRYIP_KEY_PASSPHRASE, --key-passphrase-file or a prompt to load",
+    )
+    seal.add_argument("keyfiles", type=Path, nargs="+", metavar="KEYFILE")
+    seal.add_argument(
+        "--key-passphrase-file",
+        type=Path,
+        default=None,
+        help="file whose first line is the new passphrase (else ENCRYIP_KEY_PASSPHRASE, "
+        "or a prompt on a terminal)",
+    )
+    seal.add_argument("--json", action="store_true", help="machine-readable output")
     ls = sub.add_parser("list", parents=parents, help="list the licensees of a release")
     ls.add_argument("release", type=Path, help="release directory (holds vault.json)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -59,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from encryip_runtime.formats.vault_crypt import check_vault_passphrase
     from encryip_runtime.release import add_licensee, rotate_keys
 
+    if args.keys_command == "seal":
+        return _seal(args)
     release: Path = args.release
     _check_release(release)
     try:
@@ -92,5 +109,35 @@ def run(args: argparse.Namespace) -> int:
             text = "\n".join(r.name for r in vault.licensees)
     except EncryIPError as exc:
         raise CommandError(str(exc)) from None
+    sys.stdout.write((json.dumps(out) if args.json else text) + "\n")
+    return 0
+
+
+def _seal(args: argparse.Namespace) -> int:
+    """Seal each key file in place (0600); already sealed ones are left alone."""
+    from encryip_runtime.exceptions import EncryIPError
+    from encryip_runtime.formats.jsonio import atomic_write_bytes
+    from encryip_runtime.formats.keyfile import LicenseeKey
+    from encryip_runtime.formats.vault_crypt import KEY_ROLE, is_sealed, seal
+
+    sealed, skipped = [], []
+    try:
+        for path in args.keyfiles:
+            raw = path.read_bytes()
+            if is_sealed(raw):
+                skipped.append(str(path))
+                continue
+            LicenseeKey.load(path)  # only a valid key file is sealed
+            atomic_write_bytes(path, seal(raw, KEY_ROLE), secret=True)
+            LicenseeKey.load(path)  # and it opens again with the passphrase just used
+            sealed.append(str(path))
+    except OSError as exc:
+        raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+    except EncryIPError as exc:
+        raise CommandError(str(exc)) from None
+    out = {"sealed": sealed, "already_sealed": skipped}
+    text = f"sealed {len(sealed)} key file(s)" + (
+        f"; already sealed: {', '.join(skipped)}" if skipped else ""
+    )
     sys.stdout.write((json.dumps(out) if args.json else text) + "\n")
     return 0
