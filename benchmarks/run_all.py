@@ -733,6 +733,8 @@ def dodge_section(d: dict[str, Any]) -> list[str]:
             what += f" ({r['fraction']:.0%})"
         if "parts" in r:
             what += f" (part {r['parts']}, {r['images']} images)"
+        if r.get("realigned_layers"):
+            what += f" ({r['realigned_layers']} layers realigned)"
         acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "as issued"
         lines.append(
             f"| {what} | {acc} | {r['named'] or 'nobody'} | {r['verdict']} | "
