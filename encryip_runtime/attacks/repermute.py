@@ -116,3 +116,32 @@ def permute_hidden_units(model_bytes: bytes, seed: int | None = None) -> bytes:
     if not done:
         raise ModelError("no pair of weighted layers: no hidden units to permute")
     return bytes(model.SerializeToString())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m encryip_runtime.attacks.repermute LICENSEE_DIR OUT_DIR [--hidden]``."""
+    import argparse
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(
+        prog="python -m encryip_runtime.attacks.repermute",
+        description="Re-permute a licensee's model + manifest consistently (same labels).",
+    )
+    p.add_argument("src", type=Path, help="directory with model.onnx and manifest.json")
+    p.add_argument("out", type=Path, help="output directory")
+    p.add_argument("--hidden", action="store_true", help="also permute hidden units")
+    args = p.parse_args(argv)
+    model, manifest, _ = repermute_variant(
+        (args.src / "model.onnx").read_bytes(),
+        Manifest.load(args.src / "manifest.json"),
+        hidden=args.hidden,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "model.onnx").write_bytes(model)
+    manifest.save(args.out / "manifest.json")
+    print(f"wrote {args.out}/model.onnx and manifest.json")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
