@@ -272,6 +272,17 @@ class Ristretto255(Group):
             out[:, k] = self._binary(_add, r, c[:, k])
         return out
 
+    def dec_rows(self, cts: Elements, a: int, b: int) -> Elements:
+        """Native: one C call, constant time in (a, b) (the mask ``u1^a u2^b`` is only
+        added, never encoded); libsodium: its scalar multiplications, then add/sub."""
+        if not self._native:
+            return super().dec_rows(cts, a, b)
+        c = np.ascontiguousarray(cts, dtype=np.uint8)
+        if c.ndim != 3 or c.shape[1:] != (3, _BYTES):
+            raise EncodingError(f"expected uint8 (N, 3, {_BYTES}) ciphertexts, got {c.shape}")
+        ka, kb = (a % L).to_bytes(_BYTES, "little"), (b % L).to_bytes(_BYTES, "little")
+        return r255_native.dec(c.reshape(len(c), 3 * _BYTES), ka, kb)
+
     def prepare_codebook(self, codebook: Elements) -> Any:
         """Native: the decoded halves ``c^((L+1)/2)`` of every component, so that SampDist
         of an entry needs neither a decode nor a square root (``sampdist_codebook``)."""
