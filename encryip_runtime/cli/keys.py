@@ -87,25 +87,37 @@ def run(args: argparse.Namespace) -> int:
                 key = add_licensee(release, args.name)
             except ValueError as exc:
                 raise UsageError(f"name: {exc}") from None
+            gen = Vault.load(release / "vault.json").generation
             out = {
                 "added": args.name,
                 "key": str(key),
                 "model_dir": str(release / "licensees" / args.name),
+                "generation": gen,
             }
             text = (
-                f"added licensee {args.name}: key {key} (0600, hand it over privately), "
-                f"model {release / 'licensees' / args.name}"
+                f"added licensee {args.name} to key generation {gen}: key {key} (0600, hand it "
+                f"over privately), model {release / 'licensees' / args.name}"
             )
         elif args.keys_command == "rotate":
             keys = rotate_keys(release)
-            out = {"rotated": [str(k) for k in keys], "manifest": str(release / "manifest.json")}
+            gen = Vault.load(release / "vault.json").generation
+            out = {
+                "rotated": [str(k) for k in keys],
+                "manifest": str(release / "manifest.json"),
+                "generation": gen,
+            }
             text = (
-                f"rotated {len(keys)} keys; every old key stops working once servers load the new "
-                f"manifests (rolling restart or SIGHUP). New keys: {', '.join(map(str, keys))}"
+                f"rotated {len(keys)} keys to key generation {gen} (the vault keeps generations "
+                f"1-{gen} for the arbitrator); every old key stops working once servers load the "
+                f"new manifests (rolling restart or SIGHUP). New keys: {', '.join(map(str, keys))}"
             )
         else:
             vault = Vault.load(release / "vault.json")
-            out = {"licensees": [r.name for r in vault.licensees], "profile": vault.profile}
+            out = {
+                "licensees": [r.name for r in vault.licensees],
+                "profile": vault.profile,
+                "generation": vault.generation,
+            }
             text = "\n".join(r.name for r in vault.licensees)
     except EncryIPError as exc:
         raise CommandError(str(exc)) from None
