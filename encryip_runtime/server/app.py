@@ -30,7 +30,6 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
@@ -42,6 +41,7 @@ from encryip_runtime.server.inference_servicer import InferenceServicer
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
 from encryip_runtime.server.predictor import Predictor
+from encryip_runtime.server.reflection import enable_reflection
 from encryip_runtime.server.security import TokenAuthInterceptor, server_credentials
 
 __all__ = ["EncryIPServer", "create_server", "serve"]
@@ -170,12 +170,11 @@ class EncryIPServer:
         health_pb2_grpc.add_HealthServicer_to_server(
             self.health.new_aio_servicer(self._loop), self._grpc
         )
-        reflection.enable_server_reflection(
+        enable_reflection(
             (
                 encryip_pb2.DESCRIPTOR.services_by_name["EncryIP"].full_name,
                 grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
             ),
             self._grpc,
         )

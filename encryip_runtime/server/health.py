@@ -1,4 +1,8 @@
-"""grpc.health.v1 for the main port and the plaintext probe port, switched together."""
+"""grpc.health.v1 for the main port and the plaintext probe port, switched together.
+
+Check, Watch and List: grpcio-health-checking (1.85) implements Check and Watch; its
+stubs have List (a snapshot of every service's status), which the servicers here add.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health, health_pb2
 
 __all__ = ["HEALTH_SERVICE_NAMES", "HealthState"]
@@ -32,14 +37,14 @@ class HealthState:
         self._serving = False
 
     def new_servicer(self) -> health.HealthServicer:
-        servicer = health.HealthServicer(experimental_non_blocking=True)
+        servicer = _HealthServicer(self)
         self._servicers.append(servicer)
         self._apply(servicer)
         return servicer
 
     def new_aio_servicer(self, loop: asyncio.AbstractEventLoop) -> health.aio.HealthServicer:
         """A servicer for a grpc.aio server running on ``loop``."""
-        servicer = health.aio.HealthServicer()
+        servicer = _AioHealthServicer(self)
         self._aio.append((servicer, loop))
         self._apply_aio(servicer, loop)
         return servicer
@@ -65,6 +70,15 @@ class HealthState:
         for aio_servicer, loop in self._aio:
             _run_on(loop, aio_servicer.enter_graceful_shutdown())
 
+    def list_response(self) -> health_pb2.HealthListResponse:
+        """``List``: the status of every service name this server reports."""
+        status = self._status()
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status) for name in HEALTH_SERVICE_NAMES
+            }
+        )
+
     def _status(self) -> int:
         return (
             health_pb2.HealthCheckResponse.SERVING
@@ -86,6 +100,34 @@ class HealthState:
                 await servicer.set(name, status)
 
         _run_on(loop, apply())
+
+
+class _HealthServicer(health.HealthServicer):
+    """The threaded servicer (plaintext probe port) plus ``List``."""
+
+    def __init__(self, state: HealthState) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._state = state
+
+    def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        return self._state.list_response()
+
+
+class _AioHealthServicer(health.aio.HealthServicer):
+    """The grpc.aio servicer (main port) plus ``List``."""
+
+    def __init__(self, state: HealthState) -> None:
+        super().__init__()
+        self._state = state
+
+    async def List(
+        self,
+        request: health_pb2.HealthListRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> health_pb2.HealthListResponse:
+        return self._state.list_response()
 
 
 def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
