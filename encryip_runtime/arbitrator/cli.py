@@ -1,4 +1,5 @@
-"""``encryip-arbitrator``: verify-onnx, verify-key, verify-labels, export-triggers.
+"""``encryip-arbitrator``: verify-onnx, verify-key, verify-labels, verify-endpoint,
+export-triggers.
 
 Exit codes: 0 = the claim is proven (owned / licensee named), 1 = not proven,
 2 = no decision could be made (bad, corrupt or mismatched input; too few triggers
@@ -89,6 +90,51 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"significance level (default {DEFAULT_ALPHA:g})",
     )
     lb.set_defaults(run=_run_labels)
+
+    ep = sub.add_parser(
+        "verify-endpoint",
+        parents=[common],
+        help="query a live service (v2 gRPC/REST or encryip.v1): is it ours, whose is it?",
+    )
+    ep.add_argument(
+        "url",
+        metavar="URL",
+        help="grpc://HOST:PORT or grpcs:// (v2 gRPC or encryip.v1, detected), "
+        "http://HOST:PORT or https:// (v2 REST); bare HOST:PORT is gRPC",
+    )
+    ep.add_argument("--vault", type=Path, required=True, help="vault.json (or the release dir)")
+    ep.add_argument("--model", default=None, help="model name on a v2 server")
+    ep.add_argument(
+        "--alpha", type=_alpha, default=DEFAULT_ALPHA,
+        help=f"significance level (default {DEFAULT_ALPHA:g})",
+    )  # fmt: skip
+    ep.add_argument(
+        "--max-queries", type=_positive_int, default=1000,
+        help="most inputs sent, triggers included (default 1000)",
+    )  # fmt: skip
+    ep.add_argument(
+        "--probes", type=_non_negative_int, default=256,
+        help="probe-set inputs sent beside the triggers, within --max-queries (default 256)",
+    )  # fmt: skip
+    ep.add_argument(
+        "--qps", type=_positive_float, default=20.0, help="queries per second (default 20)"
+    )
+    ep.add_argument(
+        "--timeout", type=_positive_float, default=10.0, help="seconds per query (default 10)"
+    )
+    ep.add_argument("--ca-cert", type=Path, help="PEM root certificate(s) of the server (TLS)")
+    ep.add_argument("--client-cert", type=Path, help="PEM client certificate (mTLS)")
+    ep.add_argument("--client-key", type=Path, help="PEM client private key (mTLS)")
+    ep.add_argument(
+        "--token-file", type=Path, help="file with a bearer token (or env ENCRYIP_TOKEN)"
+    )
+    ep.add_argument("--output", default=None, help="output tensor to read (default: the first)")
+    ep.add_argument(
+        "--release", type=Path, default=None,
+        help="release dir whose licensees/*/manifest.json name a deployment that reports its "
+        "manifest (default: the vault's directory)",
+    )  # fmt: skip
+    ep.set_defaults(run=_run_endpoint)
 
     e = sub.add_parser(
         "export-triggers",
@@ -195,6 +241,91 @@ def _run_labels(args: argparse.Namespace) -> int:
 
     _emit(args, v.to_json(), text)
     return v.exit_code
+
+
+def _run_endpoint(args: argparse.Namespace) -> int:
+    import os
+
+    from encryip_runtime.arbitrator.endpoint import TlsOptions
+    from encryip_runtime.arbitrator.verify_endpoint import verify_endpoint
+    from encryip_runtime.exceptions import EncryIPError
+
+    problems = []
+    if (args.client_cert is None) != (args.client_key is None):
+        problems.append("--client-cert/--client-key: give both or neither")
+    token = os.environ.get("ENCRYIP_TOKEN") or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"--token-file: cannot read '{args.token_file}': {exc}")
+        if not token:
+            problems.append(f"--token-file: '{args.token_file}' is empty")
+    for flag in ("ca_cert", "client_cert", "client_key"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            problems.append(f"--{flag.replace('_', '-')}: no such file: '{path}'")
+    if problems:
+        raise EncryIPError("; ".join(problems))
+    v = verify_endpoint(
+        args.url,
+        args.vault,
+        model=args.model,
+        alpha=args.alpha,
+        max_queries=args.max_queries,
+        probes=args.probes,
+        qps=args.qps,
+        timeout_s=args.timeout,
+        tls=TlsOptions(args.ca_cert, args.client_cert, args.client_key, token),
+        output_name=args.output,
+        release=args.release,
+    )
+
+    def text() -> list[str]:
+        lines = [
+            f"verify-endpoint {v.url} ({v.protocol}, model {v.model!r})",
+            f"  verdict:   {'OWNED' if v.owned else 'NOT PROVEN'}"
+            + (f", licensee {v.licensee!r}" if v.licensee else ""),
+            f"  {v.summary}",
+            f"  answers:   {v.answers}; {v.queries_sent} queries ({v.num_triggers} triggers, "
+            f"{v.probes_sent} probes, {v.failed_queries} failed) in {v.seconds:.1f} s",
+            f"  p-value:   {_p(v.log10_p_value)} (threshold {v.alpha:g})",
+        ]
+        lines += [f"  note: {n}" for n in v.notes]
+        return lines
+
+    _emit(args, v.to_json(), text)
+    return v.exit_code
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or math.isinf(v):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
 
 
 def _run_export(args: argparse.Namespace) -> int:
