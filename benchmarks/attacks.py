@@ -1,5 +1,5 @@
 """Attacks: the paper's removal attacks (Fig. 6-7) and the ones it does not discuss
-(DESIGN §7), each a reproducible experiment with a number.
+(docs/design.md §7), each a reproducible experiment with a number.
 
 Sections (``--only`` picks some):
 

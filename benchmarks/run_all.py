@@ -495,7 +495,7 @@ def removal_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def attacks_section(res: dict[str, Any]) -> list[str]:
-    lines = ["## Attacks the paper does not discuss (DESIGN §7)", ""]
+    lines = ["## Attacks the paper does not discuss (docs/design.md §7)", ""]
     b = res.get("budget", {})
     models = res.get("models", {})
     if models:
@@ -632,7 +632,7 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
             "",
             "The triggers do not survive distillation (the student never saw them), so `verify-labels` "
             "on a service built from a distilled model cannot name the licensee: EncryIP does not "
-            "protect against a licensee who distils, as DESIGN §7 says.",
+            "protect against a licensee who distils, as docs/design.md §7 says.",
             "",
         ]
     co = res.get("collusion")

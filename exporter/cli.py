@@ -65,6 +65,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="secure (ristretto255, default) or paper (the paper's Z_p^*: NOT secure)",
     )
     r.add_argument(
+        "--decoder",
+        choices=("joint", "argmax"),
+        default="joint",
+        help="paper profile's Φ⁻¹, recorded in the manifest: joint (the release's codeword "
+        "with the highest summed block log-probability, default) or argmax (the paper's "
+        "independent per-block argmax, for reproduction)",
+    )
+    r.add_argument(
         "--triggers", type=int, default=32, help="number of trigger inputs / Fake ciphertexts"
     )
     r.add_argument(
@@ -189,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         profile=args.profile,
         arch=args.arch,
+        decoder=args.decoder,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

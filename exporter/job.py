@@ -148,6 +148,11 @@ def run_train_job(
             "incorrect_key": final["accuracy_incorrect_key"],
         },
         "accuracy_per_licensee": final["accuracy_per_licensee"],
+        **(
+            {"accuracy_by_decoder": final["accuracy_by_decoder"], "decoder": plan.decoder}
+            if "accuracy_by_decoder" in final
+            else {}
+        ),
         "verification": {
             "trigger_accuracy": final["trigger_accuracy"],
             "num_triggers": plan.num_triggers,

@@ -88,14 +88,14 @@ class Group(ABC):
 
     @abstractmethod
     def to_json(self, x: Elements) -> list[Any]:
-        """JSON form of each element (hex strings or integers, DESIGN §4)."""
+        """JSON form of each element (hex strings or integers, docs/design.md §4)."""
 
     @abstractmethod
     def from_json(self, values: list[Any]) -> Elements:
         """Parse and validate JSON forms; raises ``EncodingError`` naming the bad item."""
 
     def scalar_to_json(self, k: int) -> Any:
-        """JSON form of a scalar (DESIGN §4)."""
+        """JSON form of a scalar (docs/design.md §4)."""
         return int(k)
 
     def scalar_from_json(self, value: Any) -> int:

@@ -209,7 +209,7 @@ class CSLite:
 
     # -- wire -----------------------------------------------------------------
     def to_wire(self, cts: Ciphertexts) -> npt.NDArray[np.uint8]:
-        """``uint8 (N, 3 * element_size)``: u1 || u2 || u3 per row (DESIGN §3)."""
+        """``uint8 (N, 3 * element_size)``: u1 || u2 || u3 per row (docs/design.md §3)."""
         n = len(cts)
         parts = [self.group.to_bytes(cts[:, k]) for k in range(3)]
         return np.concatenate(parts, axis=1).reshape(n, self.ciphertext_size)

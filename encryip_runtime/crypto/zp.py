@@ -93,7 +93,7 @@ class ZpGroup(Group):
         self.exp_table = exp
         self.log_table = log
         # Seeded from the OS; numpy's generator is acceptable only because this
-        # profile is insecure by construction (DESIGN §3.1).
+        # profile is insecure by construction (docs/design.md §3.1).
         self._rng = np.random.default_rng(secrets.randbits(128))
 
     # -- elements -------------------------------------------------------------

@@ -18,7 +18,7 @@ from encryip_runtime.formats.common import (
     scheme_from_fields,
 )
 from encryip_runtime.formats.jsonio import Fields, canonical_json, read_json_document, write_json
-from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer, Transfer
+from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer, Transfer
 
 __all__ = ["MANIFEST_FORMAT", "InputSpec", "Manifest"]
 
@@ -51,6 +51,11 @@ class Manifest(SchemeBound):
     model_name: str = "encryip"
     codebook: Ciphertexts | None = None  # secure profile
     output_order: tuple[int, ...] | None = None  # paper profile, licensee variants
+    # paper profile: the Φ⁻¹ rule and, for "joint", the K + T ciphertexts it chooses
+    # among (base order: element values, not output positions). None = "argmax", what
+    # every manifest written before the joint decoder means.
+    decoder: str | None = None
+    codewords: Ciphertexts | None = None
     licensee: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +68,9 @@ class Manifest(SchemeBound):
             assert self.codebook is not None
             return CodebookTransfer(self.codebook)
         p = self.scheme.group.order + 1
-        return OneHotTransfer(p, self.output_order)
+        return OneHotTransfer(
+            p, self.output_order, self.codewords if self.decoder == "joint" else None
+        )
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -86,6 +93,10 @@ class Manifest(SchemeBound):
             doc["codebook"] = ciphertexts_to_json(self.scheme, self.codebook)
         if self.output_order is not None:
             doc["output_order"] = list(self.output_order)
+        if self.decoder is not None:
+            doc["decoder"] = self.decoder
+        if self.codewords is not None:
+            doc["codewords"] = ciphertexts_to_json(self.scheme, self.codewords)
         doc.update(self.extra)
         return doc
 
@@ -136,6 +147,8 @@ class Manifest(SchemeBound):
             raise model.error("sha256", "expected 64 lowercase hex digits")
         codebook = None
         order: tuple[int, ...] | None = None
+        decoder: str | None = None
+        codewords: Ciphertexts | None = None
         if scheme.profile == "secure":
             codebook = ciphertexts_from_json(scheme, f, "codebook")
             if len(codebook) != size:
@@ -152,6 +165,20 @@ class Manifest(SchemeBound):
                 )
             if f.has("output_order"):
                 order = tuple(f.permutation("output_order", size))
+            if f.has("decoder"):
+                decoder = f.str("decoder")
+                if decoder not in DECODERS:
+                    raise f.error(
+                        "decoder", f"unknown decoder {decoder!r} (expected one of {DECODERS})"
+                    )
+            if f.has("codewords"):
+                codewords = ciphertexts_from_json(scheme, f, "codewords")
+                if len(codewords) < k:
+                    raise f.error(
+                        "codewords", f"{len(codewords)} entries: expected at least K = {k}"
+                    )
+            if decoder == "joint" and codewords is None:
+                raise f.error("codewords", "the joint decoder needs the release's codewords")
         model_name = f.str("model_name") if f.has("model_name") else "encryip"
         if not model_name or len(model_name) > 128:
             raise f.error("model_name", "must be 1-128 characters")
@@ -167,6 +194,8 @@ class Manifest(SchemeBound):
             model_name=model_name,
             codebook=codebook,
             output_order=order,
+            decoder=decoder,
+            codewords=codewords,
             licensee=f.str("licensee") if f.has("licensee") else None,
         )
 

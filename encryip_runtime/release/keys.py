@@ -51,7 +51,7 @@ def add_licensee(release_dir: Path, name: str) -> Path:
 def rotate_keys(release_dir: Path) -> list[Path]:
     """Secure profile: new key family, re-encrypted codebook; every old key stops working.
 
-    The network is untouched: the codebook sits outside it (DESIGN §3.2).
+    The network is untouched: the codebook sits outside it (docs/design.md §3.2).
     """
     paths, manifest, vault, model = _open(release_dir)
     scheme = vault.scheme

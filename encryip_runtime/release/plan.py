@@ -20,7 +20,7 @@ from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
 from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily
 from encryip_runtime.formats.common import SchemeBound
 from encryip_runtime.formats.manifest import InputSpec, Manifest
-from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer
+from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer
 
 __all__ = ["ProtectionPlan", "plan_protection", "random_permutation", "validate_licensee_names"]
 
@@ -61,6 +61,7 @@ class ProtectionPlan(SchemeBound):
     output_size: int
     class_slots: npt.NDArray[np.int64] | None = None  # secure only
     trigger_slots: npt.NDArray[np.int64] | None = None
+    decoder: str | None = None  # paper only: Φ⁻¹ rule, "joint" or "argmax" (transfer.DECODERS)
 
     @property
     def num_triggers(self) -> int:
@@ -75,6 +76,17 @@ class ProtectionPlan(SchemeBound):
         book[self.class_slots] = self.class_ciphertexts
         book[self.trigger_slots] = self.trigger_ciphertexts
         return book
+
+    def codewords(self) -> Ciphertexts:
+        """The K + T ciphertexts the network is trained to emit (classes, then triggers)."""
+        return np.concatenate([self.class_ciphertexts, self.trigger_ciphertexts])
+
+    def transfer(self) -> CodebookTransfer | OneHotTransfer:
+        """Φ / Φ⁻¹ of the base (unpermuted) model, with this plan's decoder."""
+        if self.profile == "secure":
+            return CodebookTransfer(self.codebook())
+        joint = self.decoder == "joint"
+        return OneHotTransfer(self.output_size // 3, None, self.codewords() if joint else None)
 
     def _targets(
         self, cts: Ciphertexts, slots: npt.NDArray[np.int64] | None
@@ -112,6 +124,8 @@ class ProtectionPlan(SchemeBound):
             model_sha256=model_sha256,
             model_name=model_name,
             codebook=self.codebook() if self.profile == "secure" else None,
+            decoder=self.decoder,
+            codewords=self.codewords() if self.decoder == "joint" else None,
         )
 
 
@@ -120,13 +134,19 @@ def plan_protection(
     class_names: list[str],
     licensees: list[str],
     num_triggers: int = 32,
+    decoder: str = "joint",
 ) -> ProtectionPlan:
-    """Gen(P), one Enc per label, ``num_triggers`` Fakes, and (secure) a secret slot order."""
+    """Gen(P), one Enc per label, ``num_triggers`` Fakes, and (secure) a secret slot order.
+
+    ``decoder`` (paper profile only): the Φ⁻¹ rule written into the manifest.
+    """
     k = len(class_names)
     scheme = make_scheme(profile, k)
     validate_licensee_names(list(licensees))
     if num_triggers < 0:
         raise ValueError("num_triggers must be >= 0")
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
     family = scheme.gen(len(licensees))
     codec = scheme.codec
     if isinstance(codec, HashLabelCodec):
@@ -153,5 +173,13 @@ def plan_protection(
         )
     p = scheme.group.order + 1
     return ProtectionPlan(
-        scheme, family, tuple(licensees), tuple(class_names), messages, class_cts, trig_cts, 3 * p
+        scheme,
+        family,
+        tuple(licensees),
+        tuple(class_names),
+        messages,
+        class_cts,
+        trig_cts,
+        3 * p,
+        decoder=decoder,
     )

@@ -1,4 +1,4 @@
-"""Write a release directory (DESIGN §1, §4):
+"""Write a release directory (docs/design.md §1, §4):
 
 ```
 model.onnx, manifest.json              public: the base model

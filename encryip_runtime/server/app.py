@@ -207,6 +207,11 @@ class EncryIPServer:
             self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
             self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
         )  # fmt: skip
+        if self.cfg.token_file is not None and not self.cfg.tls:
+            log.warning(
+                "bearer token over plaintext (--allow-insecure-token): anyone on the path "
+                "can read it; end TLS in front of this port"
+            )
 
     def reload(self) -> bool:
         """Load the release again; True if the new model serves now (else the old one does)."""
@@ -220,7 +225,9 @@ class EncryIPServer:
             grace = self.cfg.drain_seconds if grace is None else grace
             log.info("draining (up to %.1f s)", grace)
             end = time.monotonic() + grace
-            self.health.set_serving(False)
+            # Watch streams on the main port end now (they sent NOT_SERVING): an open
+            # stream must not hold the drain for the whole grace.
+            self.health.begin_drain()
             self.store.stop_polling()
             # Keep serving a moment so health watchers (and load balancers) see the flip
             # before the first refusal; under load a watch update can lag by a few ms.
@@ -267,8 +274,10 @@ def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
     """Load the model and bind every port; call ``server.start()`` to begin serving.
 
     Raises ``SecretMaterialError`` for a directory with keys or the vault, and the
-    loader's errors (``FormatError``, ``ModelError``) for a bad release.
+    loader's errors (``FormatError``, ``ModelError``) for a bad release, and
+    ``ConfigError`` for inconsistent settings (e.g. a token over plaintext not allowed).
     """
+    cfg.validate()
     server = EncryIPServer(cfg)
     server._open()
     return server, server.port
