@@ -1,5 +1,5 @@
 """``encryip``: one dispatcher, one module per command (``serve``, ``predict``, ``info``,
-``decrypt``, ``keys``).
+``decrypt``, ``keys``, ``tokens``, ``usage``).
 
 A command module ``encryip_runtime.cli.<name>`` provides::
 
@@ -26,7 +26,7 @@ from encryip_runtime.cli.errors import CommandError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Order of `encryip --help`. A listed module that does not exist yet is skipped.
-COMMANDS: tuple[str, ...] = ("serve", "predict", "info", "decrypt", "keys")
+COMMANDS: tuple[str, ...] = ("serve", "predict", "info", "decrypt", "keys", "tokens", "usage")
 
 PROG = "encryip"
 

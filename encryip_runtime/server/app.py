@@ -38,11 +38,16 @@ from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.encryip_servicer import EncryIPServicer
 from encryip_runtime.server.health import HealthState
 from encryip_runtime.server.inference_servicer import InferenceServicer
+from encryip_runtime.server.licensees import LicenseeGate
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
 from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.reflection import enable_reflection
-from encryip_runtime.server.security import TokenAuthInterceptor, server_credentials
+from encryip_runtime.server.security import (
+    LicenseeAuthInterceptor,
+    TokenAuthInterceptor,
+    server_credentials,
+)
 
 __all__ = ["EncryIPServer", "create_server", "serve"]
 
@@ -87,7 +92,16 @@ class EncryIPServer:
             ("grpc.so_reuseport", 0),
         ]
         token = cfg.read_token()
-        self._interceptors = [TokenAuthInterceptor(token)] if token is not None else []
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Per-licensee tokens, limits and usage (--tokens-file); REST asks the same gate.
+        self.licensees: LicenseeGate | None = None
+        if cfg.tokens_file is not None:
+            self.licensees = LicenseeGate(
+                cfg.tokens_file, usage_file=cfg.usage_file, registry=self.metrics.registry
+            )
+            self._interceptors.append(LicenseeAuthInterceptor(self.licensees))
+        elif token is not None:
+            self._interceptors.append(TokenAuthInterceptor(token))
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
         self._main_options = self._options + cfg.grpc_connection_options()
@@ -200,11 +214,13 @@ class EncryIPServer:
         assert self._grpc is not None
         self._on_loop(self._grpc.start())
         self.store.start_polling(self.cfg.reload_poll_seconds)
+        if self.licensees is not None:
+            self.licensees.start()
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
         log.info(
             "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
-            self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
+            self.cfg.host, self.port, mode, _auth_mode(self.cfg),
             self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
         )  # fmt: skip
         if self.cfg.token_file is not None and not self.cfg.tls:
@@ -214,7 +230,10 @@ class EncryIPServer:
             )
 
     def reload(self) -> bool:
-        """Load the release again; True if the new model serves now (else the old one does)."""
+        """Load the release again; True if the new model serves now (else the old one does).
+        The tokens file (``--tokens-file``) is re-read too."""
+        if self.licensees is not None:
+            self.licensees.reload()
         return self.store.reload()
 
     def stop(self, grace: float | None = None) -> None:
@@ -245,6 +264,8 @@ class EncryIPServer:
                 # Returns when accepted RPCs have all finished (or were cancelled at the end).
                 self._on_loop(self._grpc.stop(max(0.0, end - time.monotonic())))
             self.batcher.close(timeout_s=max(grace, 1.0))
+            if self.licensees is not None:
+                self.licensees.close()  # the usage ledger's last write
             self.health.shutdown()
             self._close_side_ports()
             self.store.close()
@@ -264,6 +285,12 @@ class EncryIPServer:
         if self._health_executor is not None:
             self._health_executor.shutdown(wait=False)
         self.metrics.stop_http()
+
+
+def _auth_mode(cfg: ServerConfig) -> str:
+    if cfg.tokens_file is not None:
+        return ", per-licensee tokens"
+    return ", token auth" if cfg.token_file is not None else ""
 
 
 def _host(host: str) -> str:
