@@ -247,8 +247,9 @@ class LicenseeGate:
             authorization = authorization.decode("utf-8", "replace")
         if not authorization:
             raise UnauthenticatedError("missing bearer token")
+        # "Bearer" exactly, as the shared-token mode (security.py) expects
         scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme != "Bearer" or not token.strip():
             raise UnauthenticatedError("invalid bearer token")
         name = self._table.by_hash.get(hash_token(token))
         if name is None:

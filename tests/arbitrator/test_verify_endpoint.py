@@ -94,6 +94,7 @@ def _v2_server(answer: Callable[[np.ndarray], pb.ModelInferResponse]) -> Iterato
 def test_our_server_serving_globex_is_globex(trained: Trained) -> None:
     with _our_server(trained.paths.licensee_dir("globex")) as port:
         v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, **FAST)  # type: ignore[arg-type]
+    print(f"ours/globex: p={v.p_value:.3g} log10p={v.log10_p_value} queries={v.queries_sent}")
     assert v.protocol == "encryip.v1" and v.answers == "confused-labels"
     assert v.owned and v.licensee == "globex" and v.attribution == "licensee", v.summary
     assert v.p_value < 1e-6 and v.exit_code == 0
@@ -140,6 +141,7 @@ def test_service_decrypting_with_globex_key_is_globex(trained: Trained) -> None:
 
     with _v2_server(answer) as port:
         v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+    print(f"labels/globex: p={v.p_value:.3g} queries={v.queries_sent}")
     assert v.protocol == "v2-grpc" and v.answers == "plain-labels"
     assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
 
@@ -289,6 +291,7 @@ def test_kserve_serving_leaked_globex_file(kserve: tuple[int, int, Trained], fla
     grpc_port, http_port, trained = kserve
     port = grpc_port if flavour == "grpc" else http_port
     v = verify_endpoint(f"{flavour}://127.0.0.1:{port}", trained.vault, model="leaked", **FAST)  # type: ignore[arg-type]
+    print(f"kserve leaked {flavour}: p={v.p_value:.3g} queries={v.queries_sent}")
     assert v.protocol == ("v2-grpc" if flavour == "grpc" else "v2-rest")
     assert v.answers == "raw-outputs"
     assert v.owned and v.licensee == "globex" and v.attribution == "licensee", v.summary
@@ -304,6 +307,7 @@ def test_kserve_serving_independent_model_not_claimed(
     port = grpc_port if flavour == "grpc" else http_port
     url = f"{flavour}://127.0.0.1:{port}"
     v = verify_endpoint(url, trained.vault, model="independent", **FAST)  # type: ignore[arg-type]
+    print(f"kserve independent {flavour}: p={v.p_value:.3g} queries={v.queries_sent}")
     assert v.answers == "raw-outputs"
     assert not v.owned and v.licensee is None and v.exit_code == 1, v.summary
     assert v.p_value >= 0.01

@@ -196,8 +196,8 @@ def test_gate_is_transport_neutral(tmp_path: Path) -> None:
     _write_tokens(tokens, TOKENS, {"acme": {"rows_quota": 1}})
     gate = LicenseeGate(tokens)
     assert gate.authenticate(f"Bearer {TOKENS['acme']}") == "acme"
-    assert gate.authenticate(f"bearer {TOKENS['globex']}".encode()) == "globex"
-    for bad in (None, "", "Bearer", "Basic abc", "Bearer nope"):
+    assert gate.authenticate(f"Bearer {TOKENS['globex']}".encode()) == "globex"
+    for bad in (None, "", "Bearer", "Basic abc", "Bearer nope", f"bearer {TOKENS['acme']}"):
         with pytest.raises(UnauthenticatedError):
             gate.authenticate(bad)
     gate.admit("acme", 1)
