@@ -17,7 +17,8 @@ whatever comes back and decides with the statistics the file-based commands use:
   tail, as in verify-labels but per element instead of per label. Every licensee's key
   decrypts such a service alike (the served function of all variants is the same by
   design), so the licensee is named from the manifest the service reports it serves
-  (encryip.v1 model info), matched against the release's variant manifests.
+  (encryip.v1 model info, v2 REST model metadata), matched against the release's
+  variant manifests.
 
 The verdict's JSON is the evidence: every query (what was sent, when, how long it took,
 the answer as received), the endpoint's metadata, and the inner decision.
@@ -408,6 +409,11 @@ def _decide_ciphertexts(
     served_digests = set(transport.metadata.get("answer_manifest_digests", []))
     if info.get("manifest_digest"):
         served_digests.add(str(info["manifest_digest"]))
+    # v2 REST model metadata: our server reports the manifest in its parameters
+    model_meta = transport.metadata.get("model")
+    params = model_meta.get("parameters") if isinstance(model_meta, dict) else None
+    if isinstance(params, dict) and isinstance(params.get("manifest_digest"), str):
+        served_digests.add(params["manifest_digest"])
     release_dir = release if release is not None else vault_path.parent
     known = _variant_digests(vault, release_dir)
     named = sorted({known[d] for d in served_digests if d in known})

@@ -9,12 +9,13 @@ Lifecycle of one ``EncryIPServer``:
 The main port is a ``grpc.aio`` server on an event loop of its own thread: a request
 costs one coroutine, not one blocked thread, and the micro-batcher's threads hand each
 result back with one loop wake-up. This class keeps a plain blocking API around it.
-2. ``start()`` starts the batcher and the main gRPC server, then health -> SERVING.
+2. ``start()`` starts the batcher, the main gRPC server and the REST port (``--http-port``,
+   aiohttp on the same event loop and the same request path), then health -> SERVING.
 3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
    keeps the old one.
-4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main port refuses new RPCs,
-   accepted ones finish (up to ``grace`` seconds), the batcher drains, then the health
-   and metrics ports close.
+4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main and REST ports refuse new
+   predictions, accepted ones finish (up to ``grace`` seconds), the batcher drains, then
+   the REST, health and metrics ports close.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import grpc
 
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from encryip_runtime.pipeline import CryptoPool, auto_crypto_threads
 from encryip_runtime.server.batcher import MicroBatcher
 from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.encryip_servicer import EncryIPServicer
@@ -43,15 +45,31 @@ from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
 from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.reflection import enable_reflection
+from encryip_runtime.server.rest import RestFrontend
 from encryip_runtime.server.security import (
+    BearerAuth,
     LicenseeAuthInterceptor,
     TokenAuthInterceptor,
     server_credentials,
+    server_ssl_context,
 )
 
 __all__ = ["EncryIPServer", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+def resolve_crypto_threads(cfg: ServerConfig) -> int:
+    """``--crypto-threads``, with ``auto`` (0) sized from the cores onnxruntime and the
+    event loop leave (``pipeline.auto_crypto_threads``)."""
+    if cfg.crypto_threads > 0:
+        return cfg.crypto_threads
+    import onnxruntime as ort
+
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    on_gpu = bool(gpu & set(ort.get_available_providers()))
+    return auto_crypto_threads(cfg.intra_op_threads, on_gpu=on_gpu)
+
 
 _T = TypeVar("_T")
 # Time between health going NOT_SERVING and the first refused prediction.
@@ -67,12 +85,16 @@ class EncryIPServer:
         self.cfg = cfg
         self.metrics = ServerMetrics()
         self.health = HealthState()
+        # One crypto pool for the server's life, shared by every model it loads: a
+        # reload never closes it under the old model's queued batches.
+        self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
+        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         self.store = ModelStore(
             cfg.release_dir,
             model_name=cfg.model_name,
             intra_op_threads=cfg.intra_op_threads,
             pool_capacity=cfg.reroll_pool,
-            crypto_threads=cfg.crypto_threads,
+            crypto_pool=self.crypto_pool,
             metrics=self.metrics,
         )
         self.batcher = MicroBatcher(
@@ -84,6 +106,7 @@ class EncryIPServer:
         )
         self.predictor = Predictor(self.store, self.batcher)
         self.port = 0
+        self.http_port = 0
         self.health_port = 0
         self.metrics_port = 0
         self._options = [
@@ -92,6 +115,7 @@ class EncryIPServer:
             ("grpc.so_reuseport", 0),
         ]
         token = cfg.read_token()
+        self._auth = BearerAuth(token) if token is not None else None
         self._interceptors: list[grpc.aio.ServerInterceptor] = []
         # Per-licensee tokens, limits and usage (--tokens-file); REST asks the same gate.
         self.licensees: LicenseeGate | None = None
@@ -100,8 +124,9 @@ class EncryIPServer:
                 cfg.tokens_file, usage_file=cfg.usage_file, registry=self.metrics.registry
             )
             self._interceptors.append(LicenseeAuthInterceptor(self.licensees))
-        elif token is not None:
-            self._interceptors.append(TokenAuthInterceptor(token))
+        elif self._auth is not None:
+            self._interceptors.append(TokenAuthInterceptor(self._auth))
+        self._rest: RestFrontend | None = None
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
         self._main_options = self._options + cfg.grpc_connection_options()
@@ -124,6 +149,8 @@ class EncryIPServer:
     def _close_loop(self) -> None:
         if self._grpc is not None:
             self._on_loop(self._grpc.stop(None))
+        if self._rest is not None:
+            self._on_loop(self._rest.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(10)
         if not self._loop_thread.is_alive():
@@ -145,6 +172,7 @@ class EncryIPServer:
         except BaseException:
             self._close_side_ports()
             self.store.close()
+            self.crypto_pool.close()
             self._close_loop()
             raise
 
@@ -204,6 +232,20 @@ class EncryIPServer:
         if self.port == 0:
             hint = " (port in use, or --tls-key does not match --tls-cert)" if creds else ""
             raise OSError(f"cannot bind {address}{hint}")
+        if cfg.http_port != 0:
+            self._rest = RestFrontend(
+                self.predictor,
+                self.metrics,
+                self.health,
+                auth=self._auth,
+                licensees=self.licensees,
+                max_body_bytes=cfg.max_message_bytes,
+                cors_origins=cfg.cors_origins,
+                shutdown_timeout_s=min(cfg.drain_seconds, 5.0),
+            )
+            self.http_port = await self._rest.start(
+                cfg.host, cfg.http_port, server_ssl_context(cfg)
+            )
 
     def start(self) -> None:
         """Start answering on the main port; health goes SERVING."""
@@ -218,6 +260,8 @@ class EncryIPServer:
             self.licensees.start()
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        if self.http_port:
+            log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
             "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
             self.cfg.host, self.port, mode, _auth_mode(self.cfg),
@@ -263,12 +307,16 @@ class EncryIPServer:
             if self._grpc is not None:
                 # Returns when accepted RPCs have all finished (or were cancelled at the end).
                 self._on_loop(self._grpc.stop(max(0.0, end - time.monotonic())))
+            if self._rest is not None:
+                self._on_loop(self._rest.stop())
+                self._rest = None
             self.batcher.close(timeout_s=max(grace, 1.0))
             if self.licensees is not None:
                 self.licensees.close()  # the usage ledger's last write
             self.health.shutdown()
             self._close_side_ports()
             self.store.close()
+            self.crypto_pool.close()
             self._grpc = None
             self._close_loop()
             self._stopped.set()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,16 @@ def _int(text: str) -> int:
         return int(text.strip(), 10)
     except ValueError:
         raise ValueError("not an integer") from None
+
+
+def _threads_or_auto(text: str) -> int:
+    """A thread count >= 1, or ``auto`` (0: sized at start from the free cores)."""
+    if text.strip().lower() == "auto":
+        return 0
+    value = _int(text)
+    if value < 1:
+        raise ValueError("must be at least 1, or auto")
+    return value
 
 
 def _float(text: str) -> float:
@@ -126,6 +137,19 @@ class ServerConfig:
     )
     host: str = setting("0.0.0.0", _text, "address to bind (main and health ports)")
     port: int = setting(8001, _int, "gRPC port (0 = pick a free one)")
+    # On by default where KServe and Triton users look for it (8000).
+    http_port: int = setting(
+        8000,
+        _int,
+        "Open Inference Protocol v2 REST (HTTP/1.1) port, 0 = off; same TLS, token, "
+        "limits and drain as the gRPC port",
+    )
+    cors_origin: str | None = setting(
+        None,
+        _text,
+        "browser origins allowed to call the REST port (comma-separated, or *)",
+        shown="off",
+    )
     health_port: int = setting(
         8081,
         _int,
@@ -199,13 +223,15 @@ class ServerConfig:
         "secure profile: SampDist re-randomisers precomputed in the background "
         "(each used once), 0 = off",
     )
-    # The C code releases the GIL. 1 on small pods; more where inference is fast (GPU)
-    # and crypto becomes the bottleneck.
+    # The C code releases the GIL. auto: the cores onnxruntime's threads and the event loop
+    # leave (1 on a small CPU pod, most of the cores on a GPU box); 0 stands for auto.
     crypto_threads: int = setting(
-        1,
-        _int,
-        "threads sharing one batch's SampDist (more when inference is fast, e.g. on a GPU; "
+        0,
+        _threads_or_auto,
+        "threads sharing one batch's SampDist, or auto: the cores left after onnxruntime's "
+        "threads and the event loop (batches under 16 rows stay on one thread; "
         "not used with --reroll-pool)",
+        shown="auto",
     )
     # benchmarks/serving.py measured no throughput cost even at 1 s, so 300 s is on by default.
     max_connection_age_seconds: float = setting(
@@ -302,22 +328,29 @@ class ServerConfig:
         out: list[str] = []
         if not self.release_dir.is_dir():
             out.append(f"RELEASE_DIR: not a directory: '{self.release_dir}'")
-        for name in ("port", "health_port", "metrics_port"):
+        for name in ("port", "http_port", "health_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 out.append(f"--{name.replace('_', '-')}: must be in 0..65535 (got {value})")
-        fixed = [p for p in (self.port, self.health_port, self.metrics_port) if p != 0]
+        ports = (self.port, self.http_port, self.health_port, self.metrics_port)
+        fixed = [p for p in ports if p != 0]
         if len(set(fixed)) != len(fixed):
             out.append(
-                f"--port/--health-port/--metrics-port: must differ "
-                f"(got {self.port}, {self.health_port}, {self.metrics_port})"
+                "--port/--http-port/--health-port/--metrics-port: must differ "
+                f"(got {', '.join(map(str, ports))})"
             )
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                out.append(
+                    f"--cors-origin: {origin!r} is not an origin (scheme://host[:port], or *)"
+                )
+        if self.cors_origin is not None and not self.cors_origins:
+            out.append("--cors-origin: no origin given")
         positive = {
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
             "batch_threads": self.batch_threads,
             "max_message_bytes": self.max_message_bytes,
-            "crypto_threads": self.crypto_threads,
         }
         for name, value in positive.items():
             if value < 1:
@@ -328,6 +361,7 @@ class ServerConfig:
             "drain_seconds": self.drain_seconds,
             "reload_poll_seconds": self.reload_poll_seconds,
             "reroll_pool": self.reroll_pool,
+            "crypto_threads": self.crypto_threads,
             "max_connection_age_seconds": self.max_connection_age_seconds,
         }
         for name, number in non_negative.items():
@@ -374,6 +408,13 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """The allowed browser origins (empty: CORS off)."""
+        if self.cors_origin is None:
+            return ()
+        return tuple(o.strip().rstrip("/") for o in self.cors_origin.split(",") if o.strip())
 
     @property
     def max_queue_delay_s(self) -> float:

@@ -45,15 +45,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _our_server(model_dir: Path) -> Iterator[int]:
+def _our_server(model_dir: Path) -> Iterator[tuple[int, int]]:
+    """Our server on loopback: (gRPC port, REST port)."""
     cfg = ServerConfig(
-        release_dir=model_dir, host="127.0.0.1", port=0, health_port=0, metrics_port=0,
-        drain_seconds=1.0, max_queue_delay_ms=1.0,
+        release_dir=model_dir, host="127.0.0.1", port=0, http_port=_free_port(), health_port=0,
+        metrics_port=0, drain_seconds=1.0, max_queue_delay_ms=1.0,
     )  # fmt: skip
     server, port = create_server(cfg)
     server.start()
     try:
-        yield port
+        yield port, server.http_port
     finally:
         server.stop(0.2)
 
@@ -92,7 +93,7 @@ def _v2_server(answer: Callable[[np.ndarray], pb.ModelInferResponse]) -> Iterato
 
 @secure_only
 def test_our_server_serving_globex_is_globex(trained: Trained) -> None:
-    with _our_server(trained.paths.licensee_dir("globex")) as port:
+    with _our_server(trained.paths.licensee_dir("globex")) as (port, _):
         v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, **FAST)  # type: ignore[arg-type]
     print(f"ours/globex: p={v.p_value:.3g} log10p={v.log10_p_value} queries={v.queries_sent}")
     assert v.protocol == "encryip.v1" and v.answers == "confused-labels"
@@ -111,7 +112,7 @@ def test_our_server_serving_globex_is_globex(trained: Trained) -> None:
 def test_our_server_over_v2_and_cli_json_evidence(
     trained: Trained, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with _our_server(trained.paths.licensee_dir("globex")) as port:
+    with _our_server(trained.paths.licensee_dir("globex")) as (port, _):
         rc = main(["verify-endpoint", f"127.0.0.1:{port}", "--vault", str(trained.root),
                    "--qps", "1000", "--probes", "20", "--json"])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
@@ -122,6 +123,22 @@ def test_our_server_over_v2_and_cli_json_evidence(
     assert q["answer"][0]["datatype"] == "BYTES"
     assert doc["endpoint"]["metadata"]["model_info"]["profile"] == "secure"
     assert "encryip.v1.EncryIP" in doc["endpoint"]["metadata"]["reflection_services"]
+
+
+@secure_only
+def test_our_rest_server_serving_globex_is_globex(trained: Trained) -> None:
+    """REST answers carry the ciphertexts as hex strings; the model metadata's parameters
+    carry the manifest digest that names the deployment."""
+    with _our_server(trained.paths.licensee_dir("globex")) as (_, http_port):
+        name = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2", timeout=5).read()
+        )["name"]
+        assert name
+        model = ProtectedModel.load(trained.paths.licensee_dir("globex")).manifest.model_name
+        v = verify_endpoint(f"http://127.0.0.1:{http_port}", trained.vault, model=model, **FAST)  # type: ignore[arg-type]
+    print(f"ours REST/globex: p={v.p_value:.3g} queries={v.queries_sent}")
+    assert v.protocol == "v2-rest" and v.answers == "confused-labels"
+    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
 
 
 # ----------------------------------------------------------------------------- plain labels

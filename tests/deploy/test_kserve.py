@@ -171,11 +171,7 @@ def test_runtime_serves_v2_with_settings_the_server_knows() -> None:
     env = {e["name"]: e for e in c["env"]}
     for name in env:
         assert name.startswith(ENV_PREFIX), name
-        setting = name[len(ENV_PREFIX) :].lower()
-        # --http-port arrives with the REST server (issue 16, deliverable 1)
-        if setting == "http_port" and "http_port" not in known:
-            continue
-        assert setting in known, f"{name}: no such server setting"
+        assert name[len(ENV_PREFIX) :].lower() in known, f"{name}: no such server setting"
     assert env["ENCRYIP_HTTP_PORT"]["value"] == str(c["ports"][0]["containerPort"])
     assert env["ENCRYIP_INTRA_OP_THREADS"]["valueFrom"]["resourceFieldRef"]["containerName"] == (
         "kserve-container"

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,57 @@ def test_config_checks(secure_release: Any, tmp_path: Path) -> None:
             make_config(d, **overrides).validate()
         assert message in str(info.value)
     np.testing.assert_equal(make_config(d).problems(), [])
+
+
+def _rest_infer(port: int, model: str, token: str | None, rows: int) -> tuple[int, Any, Any]:
+    x = sample_inputs(rows)
+    body = {"inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "UINT8",
+                        "data": x.reshape(-1).tolist()}]}  # fmt: skip
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        data=json.dumps(body).encode(),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read()), resp.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), exc.headers
+
+
+def test_rest_asks_the_same_gate(secure_release: Any, tmp_path: Path) -> None:
+    """REST: 401 without a licensee's token, 429 (with Retry-After) over its rate limit or
+    quota, and the same per-licensee counters as gRPC."""
+    from encryip_runtime.formats.manifest import Manifest
+
+    from .conftest import free_port
+
+    tokens = tmp_path / "tokens.json"
+    _write_tokens(tokens, TOKENS, {"acme": {"requests_per_second": 0.01, "burst": 1},
+                                   "globex": {"rows_quota": 3}})  # fmt: skip
+    d = secure_release.licensee_dir("acme")
+    model = Manifest.load(d / "manifest.json").model_name
+    with _serve(secure_release, tokens, http_port=free_port()) as server:
+        port = server.http_port
+        status, doc, _ = _rest_infer(port, model, None, 1)
+        assert status == 401 and "missing bearer token" in doc["error"]
+        status, doc, _ = _rest_infer(port, model, "wrong", 1)
+        assert status == 401 and "invalid bearer token" in doc["error"]
+        status, doc, _ = _rest_infer(port, model, TOKENS["acme"], 2)
+        assert status == 200 and doc["outputs"][0]["shape"] == [2]
+        status, doc, headers = _rest_infer(port, model, TOKENS["acme"], 1)
+        assert status == 429 and "rate limit" in doc["error"]
+        assert int(headers["Retry-After"]) >= 1
+        status, doc, _ = _rest_infer(port, model, TOKENS["globex"], 3)
+        assert status == 200
+        status, doc, _ = _rest_infer(port, model, TOKENS["globex"], 1)
+        assert status == 429 and "3 of its 3 rows" in doc["error"]
+        usage = server.licensees.usage()["licensees"]
+        reg = server.metrics.registry
+        assert reg.get_sample_value("encryip_licensee_rows_total", {"licensee": "acme"}) == 2
+    assert usage["acme"] == {"requests": {"ok": 1, "refused": 1}, "rows": 2}
+    assert usage["globex"] == {"requests": {"ok": 1, "refused": 1}, "rows": 3}
