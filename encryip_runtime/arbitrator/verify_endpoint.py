@@ -375,24 +375,35 @@ def _decide_ciphertexts(
     if not trig:
         raise ArbitrationInputError("no trigger got a usable answer")
     cts = scheme.from_wire([readings[("trigger", i)].value for i in trig])
-    root = vault.family().root
-    got = g.to_bytes(scheme.dec(root, cts))
-    want = g.to_bytes(scheme.dec(root, vault.trigger_ciphertexts[trig]))
-    hits = int(np.sum(np.all(got == want, axis=1)))
+    # Every key generation is a candidate (a deployment leaked before a rotation still
+    # serves the old codebook): Bonferroni over the generations.
+    gens = vault.generations()
+    by_gen = []
+    for gen in gens:
+        root = gen.family().root
+        got = g.to_bytes(scheme.dec(root, cts))
+        want = g.to_bytes(scheme.dec(root, gen.trigger_ciphertexts[trig]))
+        by_gen.append((int(np.sum(np.all(got == want, axis=1))), gen))
+    hits, matched = max(by_gen, key=lambda hg: hg[0])
+    root = matched.family().root
     t = len(trig)
     q = 1.0 / g.order
+    correction = math.log10(len(gens))
     log10_a = math.log10(alpha)
-    min_hits = stats.min_count_for(lambda h: stats.binomial_tail_log10(t, h, q), t, log10_a)
+    min_hits = stats.min_count_for(
+        lambda h: correction + stats.binomial_tail_log10(t, h, q), t, log10_a
+    )
     if min_hits is None:
         raise ArbitrationInputError(
             f"{t} answered triggers cannot reach alpha = {alpha:g} even if all matched"
         )
-    log10_p = stats.binomial_tail_log10(t, hits, q)
+    log10_p = min(0.0, correction + stats.binomial_tail_log10(t, hits, q))
     owned = log10_p < log10_a
     per_key = []
-    for r in vault.licensees:
+    expected_labels = matched.expected_trigger_labels()
+    for r in matched.licensees:
         labels = scheme.decrypt_labels(r.sk, cts)
-        expected = vault.expected_trigger_labels()[r.name][trig]
+        expected = expected_labels[r.name][trig]
         per_key.append({"licensee": r.name, "trigger_labels_as_its_key_expects":
                         int(np.sum(labels == expected)), "answered_triggers": t})  # fmt: skip
     probe_items = [i for kind, i in readings if kind == "probe"]
@@ -415,16 +426,21 @@ def _decide_ciphertexts(
     if isinstance(params, dict) and isinstance(params.get("manifest_digest"), str):
         served_digests.add(params["manifest_digest"])
     release_dir = release if release is not None else vault_path.parent
-    known = _variant_digests(vault, release_dir)
+    known = _variant_digests(matched, release_dir)
     named = sorted({known[d] for d in served_digests if d in known})
     served_pk = info.get("pk")
     if served_pk:
-        same = {k: str(v) for k, v in pk_to_json(scheme, vault.pk).items()} == served_pk
+        same = {k: str(v) for k, v in pk_to_json(scheme, matched.pk).items()} == served_pk
         notes.append(
-            "the public key the service reports is the vault's"
+            f"the public key the service reports is key generation {matched.generation}'s"
             if same
-            else "the public key the service reports is NOT the vault's (another key "
-            "generation or a re-keyed copy)"
+            else "the public key the service reports is not the matched generation's "
+            "(a re-keyed copy?)"
+        )
+    if owned and matched.generation != vault.generation:
+        notes.append(
+            f"the answers are under key generation {matched.generation} of "
+            f"{vault.generation}: a deployment from before a rotation"
         )
     licensee: str | None = None
     attribution = "none"
@@ -451,6 +467,8 @@ def _decide_ciphertexts(
     decision = {
         "test": "exact trigger decryption (confused labels)",
         "null": NULL_CIPHERTEXTS,
+        "generation": matched.generation,
+        "current_generation": vault.generation,
         "trigger_hits": hits,
         "answered_triggers": t,
         "min_trigger_hits": min_hits,

@@ -141,6 +141,30 @@ def test_our_rest_server_serving_globex_is_globex(trained: Trained) -> None:
     assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
 
 
+@secure_only
+def test_deployment_from_before_a_rotation_still_owned(
+    trained: Trained, release_copy: Path, tmp_path: Path
+) -> None:
+    """A licensee's copy served since before ``keys rotate``: the vault's older generation
+    explains the answers."""
+    import shutil
+
+    from encryip_runtime.release import rotate_keys
+
+    old = tmp_path / "globex-gen1"
+    old.mkdir()
+    for name in ("model.onnx", "manifest.json"):
+        shutil.copy(release_copy / "licensees" / "globex" / name, old / name)
+    rotate_keys(release_copy)
+    with _our_server(old) as (port, _):
+        v = verify_endpoint(f"grpc://127.0.0.1:{port}", release_copy, **FAST)  # type: ignore[arg-type]
+    assert v.owned and v.p_value < 1e-6, v.summary
+    assert v.decision["generation"] == 1 and v.decision["current_generation"] == 2
+    assert any("before a rotation" in n for n in v.notes)
+    # the release's manifests on disk are generation 2's: the old deployment is not named
+    assert v.licensee is None and v.attribution == "owned-unnamed"
+
+
 # ----------------------------------------------------------------------------- plain labels
 
 
