@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import Trained
+from server.conftest import Certs, certs  # noqa: F401 (fixture)
 
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2 as pb
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2_grpc as pbg
@@ -29,6 +30,7 @@ from encryip_runtime.arbitrator.cli import main
 from encryip_runtime.arbitrator.verify_endpoint import verify_endpoint
 from encryip_runtime.client import decrypt_batch
 from encryip_runtime.formats import LicenseeKey
+from encryip_runtime.formats.vault import Vault
 from encryip_runtime.pipeline import ProtectedModel
 from encryip_runtime.server.app import create_server
 from encryip_runtime.server.config import ServerConfig
@@ -108,6 +110,31 @@ def test_our_server_serving_globex_is_globex(trained: Trained) -> None:
     }
 
 
+@pytest.mark.parametrize("trained", ["paper"], indirect=True)
+def test_paper_profile_confused_and_raw(trained: Trained) -> None:
+    """Paper profile: 6-byte ciphertexts from our server; 3p raw outputs from a plain one."""
+    with _our_server(trained.paths.licensee_dir("globex")) as (port, _):
+        v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, **FAST)  # type: ignore[arg-type]
+    assert v.answers == "confused-labels" and v.profile == "paper"
+    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+    from encryip_runtime.arbitrator.inputs import SuspectModel
+
+    model = SuspectModel(trained.model("globex"))
+
+    def answer(x: np.ndarray) -> pb.ModelInferResponse:
+        logits = model.logits(x)[0]
+        out = pb.ModelInferResponse.InferOutputTensor(
+            name="logits", datatype="FP32", shape=[1, len(logits)]
+        )
+        out.contents.fp32_contents.extend(logits.tolist())
+        return pb.ModelInferResponse(model_name="m", outputs=[out])
+
+    with _v2_server(answer) as port:
+        v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+    assert v.answers == "raw-outputs"
+    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+
+
 @secure_only
 def test_our_server_over_v2_and_cli_json_evidence(
     trained: Trained, capsys: pytest.CaptureFixture[str]
@@ -163,6 +190,69 @@ def test_deployment_from_before_a_rotation_still_owned(
     assert any("before a rotation" in n for n in v.notes)
     # the release's manifests on disk are generation 2's: the old deployment is not named
     assert v.licensee is None and v.attribution == "owned-unnamed"
+
+
+@secure_only
+def test_tls_token_budget_and_rate(
+    trained: Trained,
+    certs: Certs,  # noqa: F811 (the fixture imported from tests/server)
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """grpcs:// with --ca-cert and a licensee token; --max-queries caps the probes, --qps
+    spaces the queries; without the token: exit 2 naming UNAUTHENTICATED."""
+    from encryip_runtime.server.licensees import hash_token
+
+    tokens = tmp_path / "tokens.json"
+    doc = {"format": "encryip-tokens/1", "tokens": {hash_token("investigator"): "arbitrator"}}
+    tokens.write_text(json.dumps(doc))
+    token_file = tmp_path / "token"
+    token_file.write_text("investigator\n")
+    cfg = ServerConfig(
+        release_dir=trained.paths.licensee_dir("globex"), host="127.0.0.1", port=0,
+        http_port=0, health_port=0, metrics_port=0, drain_seconds=1.0, max_queue_delay_ms=1.0,
+        tls_cert=certs.server_cert, tls_key=certs.server_key, tokens_file=tokens,
+    )  # fmt: skip
+    server, port = create_server(cfg)
+    server.start()
+    try:
+        t = Vault.load(trained.vault).num_triggers
+        base = ["verify-endpoint", f"grpcs://localhost:{port}", "--vault", str(trained.root),
+                "--ca-cert", str(certs.ca), "--json"]  # fmt: skip
+        rc = main([*base, "--token-file", str(token_file), "--max-queries", str(t + 6),
+                   "--qps", "60"])  # fmt: skip
+        doc = json.loads(capsys.readouterr().out)
+        assert rc == 0 and doc["licensee"] == "globex"
+        assert doc["queries_sent"] == t + 6 and doc["probes_sent"] == 6
+        sent = sorted(q["sent_unix"] for q in doc["queries"])
+        assert sent[-1] - sent[0] >= (len(sent) - 1) / 60 - 0.05  # paced at <= 60 per second
+        usage = server.licensees.usage()["licensees"]  # type: ignore[union-attr]
+        assert usage["arbitrator"]["rows"] == t + 6
+        rc = main(base)
+        assert rc == 2 and "UNAUTHENTICATED" in capsys.readouterr().err
+        rc = main([*base, "--token-file", str(token_file), "--max-queries", str(t - 1)])
+        assert rc == 2 and "below the vault's" in capsys.readouterr().err
+    finally:
+        server.stop(0.2)
+
+
+@secure_only
+def test_served_argmax_slot_indices_name_globex(trained: Trained) -> None:
+    """A leaked ONNX behind a service that returns only the argmax output index."""
+    from encryip_runtime.arbitrator.inputs import SuspectModel
+
+    model = SuspectModel(trained.model("globex"))
+
+    def answer(x: np.ndarray) -> pb.ModelInferResponse:
+        slot = int(np.argmax(model.logits(x)[0]))
+        out = pb.ModelInferResponse.InferOutputTensor(name="class", datatype="INT64", shape=[1])
+        out.contents.int64_contents.append(slot)
+        return pb.ModelInferResponse(model_name="m", outputs=[out])
+
+    with _v2_server(answer) as port:
+        v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+    assert v.answers == "raw-outputs"
+    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
 
 
 # ----------------------------------------------------------------------------- plain labels
