@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ep.add_argument("--output", default=None, help="output tensor to read (default: the first)")
     ep.add_argument(
+        "--protocol", choices=("auto", "encryip.v1", "v2"), default="auto",
+        help="gRPC URLs: use this service instead of detecting it (default auto: encryip.v1 "
+        "when the server offers it, else v2)",
+    )  # fmt: skip
+    ep.add_argument(
         "--release", type=Path, default=None,
         help="release dir whose licensees/*/manifest.json name a deployment that reports its "
         "manifest (default: the vault's directory)",
@@ -304,6 +309,7 @@ def _run_endpoint(args: argparse.Namespace) -> int:
         tls=TlsOptions(args.ca_cert, args.client_cert, args.client_key, token),
         output_name=args.output,
         release=args.release,
+        protocol=args.protocol,
     )
 
     def text() -> list[str]:

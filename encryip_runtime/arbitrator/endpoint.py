@@ -27,6 +27,7 @@ import numpy.typing as npt
 from encryip_runtime.exceptions import EncryIPError
 
 __all__ = [
+    "PROTOCOLS",
     "EndpointError",
     "Output",
     "TlsOptions",
@@ -158,16 +159,26 @@ class Transport:
         pass
 
 
-def open_transport(url: str, model: str | None, tls: TlsOptions, timeout_s: float) -> Transport:
-    """Connect, detect the protocol from what the server offers, read its metadata."""
+PROTOCOLS = ("auto", "encryip.v1", "v2")
+
+
+def open_transport(
+    url: str, model: str | None, tls: TlsOptions, timeout_s: float, protocol: str = "auto"
+) -> Transport:
+    """Connect, detect the protocol from what the server offers (or use ``protocol`` on a
+    gRPC URL: ``encryip.v1`` or ``v2``), read its metadata."""
+    if protocol not in PROTOCOLS:
+        raise EndpointError(f"unknown protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
     parsed = parse_url(url)
     if parsed.scheme in ("http", "https"):
+        if protocol == "encryip.v1":
+            raise EndpointError(f"{url}: encryip.v1 is gRPC only; use grpc:// or grpcs://")
         rest = _RestTransport(parsed, "v2-rest", model or "", timeout_s, tls=tls)
         rest.connect()
         return rest
     grpc_t = _GrpcTransport(parsed, "", model or "", timeout_s, tls=tls)
     try:
-        grpc_t.connect()
+        grpc_t.connect(protocol)
     except BaseException:
         grpc_t.close()
         raise
@@ -241,9 +252,15 @@ class _GrpcTransport(Transport):
                     ) from None
         return None
 
-    def connect(self) -> None:
+    def connect(self, protocol: str = "auto") -> None:
         services = self._services()
         self.metadata["reflection_services"] = sorted(services) if services is not None else None
+        if protocol == "encryip.v1":
+            self._try_encryip(required=True)
+            return
+        if protocol == "v2":
+            self._connect_v2()
+            return
         offers_encryip = services is None or ENCRYIP_SERVICE in services
         if offers_encryip and self._try_encryip(required=services is not None):
             return

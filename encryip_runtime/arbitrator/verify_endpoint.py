@@ -500,6 +500,7 @@ def verify_endpoint(
     tls: TlsOptions | None = None,
     output_name: str | None = None,
     release: str | Path | None = None,
+    protocol: str = "auto",
 ) -> EndpointVerdict:
     """Query the suspect endpoint and decide (see the module doc).
 
@@ -518,7 +519,7 @@ def verify_endpoint(
     plan = _plan(vault, arrays, max_queries, probes)
     started = time.time()
     t0 = time.perf_counter()
-    transport = open_transport(url, model, tls or TlsOptions(), timeout_s)
+    transport = open_transport(url, model, tls or TlsOptions(), timeout_s, protocol)
     try:
         results = _query_all(transport, plan, arrays, qps)
     finally:

@@ -108,6 +108,14 @@ def test_our_server_serving_globex_is_globex(trained: Trained) -> None:
     assert {k["trigger_labels_as_its_key_expects"] for k in v.decision["per_key"]} == {
         v.num_triggers
     }
+    # forced onto v2 gRPC (no manifest reported there): owned, deployment not named
+    with _our_server(trained.paths.licensee_dir("globex")) as (port, _):
+        model = ProtectedModel.load(trained.paths.licensee_dir("globex")).manifest.model_name
+        v2 = verify_endpoint(
+            f"grpc://127.0.0.1:{port}", trained.vault, model=model, protocol="v2", **FAST
+        )  # type: ignore[arg-type]
+    assert v2.protocol == "v2-grpc" and v2.answers == "confused-labels"
+    assert v2.owned and v2.p_value < 1e-6 and v2.attribution == "owned-unnamed", v2.summary
 
 
 @pytest.mark.parametrize("trained", ["paper"], indirect=True)
