@@ -700,7 +700,9 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
 
     def server(d: Path) -> Any:
         srv, _ = create_server(
-            ServerConfig(release_dir=d, host="127.0.0.1", port=0, health_port=0, metrics_port=0)
+            ServerConfig(
+                release_dir=d, host="127.0.0.1", port=0, http_port=0, health_port=0, metrics_port=0
+            )
         )
         srv.start()
         return srv

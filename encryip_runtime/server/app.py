@@ -88,15 +88,18 @@ class EncryIPServer:
         # One crypto pool for the server's life, shared by every model it loads: a
         # reload never closes it under the old model's queued batches.
         self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
-        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
-        self.store = ModelStore(
-            cfg.release_dir,
-            model_name=cfg.model_name,
-            intra_op_threads=cfg.intra_op_threads,
-            pool_capacity=cfg.reroll_pool,
-            crypto_pool=self.crypto_pool,
-            metrics=self.metrics,
-        )
+        try:
+            self.store = ModelStore(
+                cfg.release_dir,
+                model_name=cfg.model_name,
+                intra_op_threads=cfg.intra_op_threads,
+                pool_capacity=cfg.reroll_pool,
+                crypto_pool=self.crypto_pool,
+                metrics=self.metrics,
+            )
+        except BaseException:
+            self.crypto_pool.close()  # a failed start leaves no thread behind
+            raise
         self.batcher = MicroBatcher(
             max_batch=cfg.max_batch,
             max_delay_s=cfg.max_queue_delay_s,
@@ -260,6 +263,7 @@ class EncryIPServer:
             self.licensees.start()
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         if self.http_port:
             log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
