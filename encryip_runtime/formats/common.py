@@ -118,6 +118,11 @@ def pk_from_fields(scheme: AnyScheme, f: Fields, key: str = "pk") -> Any:
     parts = [pf.parse(name, lambda v: g.from_json([v])) for name in ("g1", "g2", "h")]
     if not g.equal(parts[0], g.generator()):
         raise pf.error("g1", f"must be the generator of {g.name}")
+    one = g.identity(1)
+    for name, part in (("g2", parts[1]), ("h", parts[2])):
+        # h = 1 leaves SampDist's u3 unchanged (outputs become linkable); g2 = 1 drops b.
+        if g.equal(part, one):
+            raise pf.error(name, "must not be the identity element")
     return PublicKey(*parts)
 
 
