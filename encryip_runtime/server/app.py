@@ -1,21 +1,21 @@
 """Assemble and run the server: ``create_server(cfg) -> (server, port)`` and ``serve(cfg)``.
 
-Lifecycle of one ``EncryIPServer``:
-
-1. ``create_server`` checks the release for secret material, starts the plaintext
-   health port (NOT_SERVING) and the metrics port, loads the model, and binds the main
-   port. Nothing answers predictions yet.
-
 The main port is a ``grpc.aio`` server on an event loop of its own thread: a request
 costs one coroutine, not one blocked thread, and the micro-batcher's threads hand each
-result back with one loop wake-up. This class keeps a plain blocking API around it.
+result back with one loop wake-up. ``EncryIPServer`` keeps a plain blocking API around it.
+
+Lifecycle of one ``EncryIPServer``:
+
+1. ``create_server`` checks the settings and refuses a directory with secret material,
+   then starts the plaintext health port (NOT_SERVING) and the metrics port, loads the
+   model, and binds the main port. Nothing answers predictions yet.
 2. ``start()`` starts the batcher, the main gRPC server and the REST port (``--http-port``,
    aiohttp on the same event loop and the same request path), then health -> SERVING.
 3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
    keeps the old one.
-4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main and REST ports refuse new
-   predictions, accepted ones finish (up to ``grace`` seconds), the batcher drains, then
-   the REST, health and metrics ports close.
+4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING and health ``Watch`` streams end, the
+   main and REST ports refuse new predictions, accepted ones finish (up to ``grace``
+   seconds), the batcher drains, then the REST, health and metrics ports close.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
@@ -41,12 +40,15 @@ from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.encryip_servicer import EncryIPServicer
 from encryip_runtime.server.health import HealthState
 from encryip_runtime.server.inference_servicer import InferenceServicer
+from encryip_runtime.server.licensees import LicenseeGate
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
 from encryip_runtime.server.predictor import Predictor
+from encryip_runtime.server.reflection import enable_reflection
 from encryip_runtime.server.rest import RestFrontend
 from encryip_runtime.server.security import (
     BearerAuth,
+    LicenseeAuthInterceptor,
     TokenAuthInterceptor,
     server_credentials,
     server_ssl_context,
@@ -86,15 +88,18 @@ class EncryIPServer:
         # One crypto pool for the server's life, shared by every model it loads: a
         # reload never closes it under the old model's queued batches.
         self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
-        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
-        self.store = ModelStore(
-            cfg.release_dir,
-            model_name=cfg.model_name,
-            intra_op_threads=cfg.intra_op_threads,
-            pool_capacity=cfg.reroll_pool,
-            crypto_pool=self.crypto_pool,
-            metrics=self.metrics,
-        )
+        try:
+            self.store = ModelStore(
+                cfg.release_dir,
+                model_name=cfg.model_name,
+                intra_op_threads=cfg.intra_op_threads,
+                pool_capacity=cfg.reroll_pool,
+                crypto_pool=self.crypto_pool,
+                metrics=self.metrics,
+            )
+        except BaseException:
+            self.crypto_pool.close()  # a failed start leaves no thread behind
+            raise
         self.batcher = MicroBatcher(
             max_batch=cfg.max_batch,
             max_delay_s=cfg.max_queue_delay_s,
@@ -114,7 +119,16 @@ class EncryIPServer:
         ]
         token = cfg.read_token()
         self._auth = BearerAuth(token) if token is not None else None
-        self._interceptors = [TokenAuthInterceptor(self._auth)] if self._auth is not None else []
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Per-licensee tokens, limits and usage (--tokens-file); REST asks the same gate.
+        self.licensees: LicenseeGate | None = None
+        if cfg.tokens_file is not None:
+            self.licensees = LicenseeGate(
+                cfg.tokens_file, usage_file=cfg.usage_file, registry=self.metrics.registry
+            )
+            self._interceptors.append(LicenseeAuthInterceptor(self.licensees))
+        elif self._auth is not None:
+            self._interceptors.append(TokenAuthInterceptor(self._auth))
         self._rest: RestFrontend | None = None
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
@@ -201,12 +215,11 @@ class EncryIPServer:
         health_pb2_grpc.add_HealthServicer_to_server(
             self.health.new_aio_servicer(self._loop), self._grpc
         )
-        reflection.enable_server_reflection(
+        enable_reflection(
             (
                 encryip_pb2.DESCRIPTOR.services_by_name["EncryIP"].full_name,
                 grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
             ),
             self._grpc,
         )
@@ -228,6 +241,7 @@ class EncryIPServer:
                 self.metrics,
                 self.health,
                 auth=self._auth,
+                licensees=self.licensees,
                 max_body_bytes=cfg.max_message_bytes,
                 cors_origins=cfg.cors_origins,
                 shutdown_timeout_s=min(cfg.drain_seconds, 5.0),
@@ -245,13 +259,16 @@ class EncryIPServer:
         assert self._grpc is not None
         self._on_loop(self._grpc.start())
         self.store.start_polling(self.cfg.reload_poll_seconds)
+        if self.licensees is not None:
+            self.licensees.start()
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         if self.http_port:
             log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
             "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
-            self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
+            self.cfg.host, self.port, mode, _auth_mode(self.cfg),
             self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
         )  # fmt: skip
         if self.cfg.token_file is not None and not self.cfg.tls:
@@ -261,7 +278,10 @@ class EncryIPServer:
             )
 
     def reload(self) -> bool:
-        """Load the release again; True if the new model serves now (else the old one does)."""
+        """Load the release again; True if the new model serves now (else the old one does).
+        The tokens file (``--tokens-file``) is re-read too."""
+        if self.licensees is not None:
+            self.licensees.reload()
         return self.store.reload()
 
     def stop(self, grace: float | None = None) -> None:
@@ -295,6 +315,8 @@ class EncryIPServer:
                 self._on_loop(self._rest.stop())
                 self._rest = None
             self.batcher.close(timeout_s=max(grace, 1.0))
+            if self.licensees is not None:
+                self.licensees.close()  # the usage ledger's last write
             self.health.shutdown()
             self._close_side_ports()
             self.store.close()
@@ -317,6 +339,12 @@ class EncryIPServer:
         self.metrics.stop_http()
 
 
+def _auth_mode(cfg: ServerConfig) -> str:
+    if cfg.tokens_file is not None:
+        return ", per-licensee tokens"
+    return ", token auth" if cfg.token_file is not None else ""
+
+
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -329,6 +357,7 @@ def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
     ``ConfigError`` for inconsistent settings (e.g. a token over plaintext not allowed).
     """
     cfg.validate()
+    refuse_secret_material(cfg.release_dir)  # before anything starts (or logs)
     server = EncryIPServer(cfg)
     server._open()
     return server, server.port

@@ -26,6 +26,7 @@ from encryip_runtime.exceptions import (
 
 __all__ = [
     "DeadlineExpiredError",
+    "LimitExceededError",
     "NotReadyError",
     "QueueFullError",
     "UnauthenticatedError",
@@ -50,6 +51,16 @@ class RequestTooLargeError(EncryIPError):
     """A request larger than the server accepts (``RESOURCE_EXHAUSTED``)."""
 
 
+class LimitExceededError(EncryIPError):
+    """A licensee's rate limit or quota is used up (``RESOURCE_EXHAUSTED``; HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeadlineExpiredError(EncryIPError):
     """The request's deadline passed before it could run (``DEADLINE_EXCEEDED``)."""
 
@@ -63,14 +74,16 @@ class UnauthenticatedError(EncryIPError):
 
 
 class UnknownModelError(InputError):
-    """A model name this server does not serve (``INVALID_ARGUMENT``)."""
+    """A model name (or version) this server does not serve (``NOT_FOUND``)."""
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and the client-visible message for an exception."""
+    if isinstance(exc, UnknownModelError):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, (InputError, EncodingError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, (QueueFullError, RequestTooLargeError)):
+    if isinstance(exc, (QueueFullError, RequestTooLargeError, LimitExceededError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
@@ -103,11 +116,9 @@ _HTTP_STATUS = {
 def http_status_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     """HTTP status, the gRPC code it stands for (metrics) and the client-visible message.
 
-    Two refinements over the plain table: an unknown model or version is 404 (REST
-    addresses models by URL), and a request body over the limit is 413."""
+    One refinement over the plain table: a request body over the limit is 413 (an
+    unknown model or version is NOT_FOUND, 404, as on gRPC)."""
     code, message = status_for(exc)
-    if isinstance(exc, UnknownModelError):
-        return 404, code, message
     if isinstance(exc, RequestTooLargeError):
         return 413, code, message
     return _HTTP_STATUS.get(code, 500), code, message
