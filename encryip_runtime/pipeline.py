@@ -81,13 +81,18 @@ class CryptoPool:
         if threads > 1:
             self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="encryip-sampdist")
 
-    def split(self, rows: int, run: Callable[[int, int], Ciphertexts]) -> Ciphertexts:
+    def split(
+        self,
+        rows: int,
+        run: Callable[[int, int], Ciphertexts],
+        min_rows: int = _MIN_ROWS_PER_THREAD,
+    ) -> Ciphertexts:
         """``run(a, b)`` over ``[0, rows)`` cut into contiguous shares, concatenated in order.
 
-        Small batches (under ``_MIN_ROWS_PER_THREAD`` rows a share) stay on the calling
-        thread; so does everything once the pool is closed.
+        Small batches (under ``min_rows`` rows a share) stay on the calling thread; so does
+        everything once the pool is closed.
         """
-        parts = min(self.threads, rows // _MIN_ROWS_PER_THREAD)
+        parts = min(self.threads, rows // max(1, min_rows))
         if self._executor is None or parts < 2:
             return run(0, rows)
         bounds = [rows * i // parts for i in range(parts + 1)]
