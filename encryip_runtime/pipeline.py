@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from encryip_runtime.crypto.scheme import Ciphertexts, Elements
-from encryip_runtime.exceptions import InferenceError, InputError, ModelError, SecretMaterialError
+from encryip_runtime.exceptions import InferenceError, InputError, ModelError
 from encryip_runtime.formats.manifest import Manifest
+from encryip_runtime.formats.secrets import refuse_secret_material
 from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SECRET_NAMES = ("vault.json", "vault.npz")
 # Below this many rows per thread, handing work to another thread costs more than it saves
 # (benchmarks/crypto.py measures the crossover: docs/internals.md, "Crypto threads").
 _MIN_ROWS_PER_THREAD = 8
@@ -122,19 +122,8 @@ def resolve_release_dir(path: Path) -> Path:
 
 
 def check_no_secrets(directory: Path) -> None:
-    """Refuse to serve from a directory that holds a key or the vault."""
-    found = [directory / n for n in _SECRET_NAMES if (directory / n).exists()]
-    found += sorted(directory.glob("*.key"))
-    keys_dir = directory / "keys"
-    if keys_dir.is_dir():
-        found += sorted(keys_dir.glob("*.key"))
-    if found:
-        names = ", ".join(str(f) for f in found[:5])
-        raise SecretMaterialError(
-            f"refusing to serve: secret material in the model directory ({names}). "
-            "The runtime needs only model.onnx and manifest.json; serve a licensee directory "
-            "(release/licensees/NAME) or copy those two files to a directory of their own."
-        )
+    """Refuse to serve from a directory that holds a key or the vault (formats/secrets.py)."""
+    refuse_secret_material(directory)
 
 
 class RerandomizerPool:

@@ -9,12 +9,13 @@ Lifecycle of one ``EncryIPServer``:
 The main port is a ``grpc.aio`` server on an event loop of its own thread: a request
 costs one coroutine, not one blocked thread, and the micro-batcher's threads hand each
 result back with one loop wake-up. This class keeps a plain blocking API around it.
-2. ``start()`` starts the batcher and the main gRPC server, then health -> SERVING.
+2. ``start()`` starts the batcher, the main gRPC server and the REST port (``--http-port``,
+   aiohttp on the same event loop and the same request path), then health -> SERVING.
 3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
    keeps the old one.
-4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main port refuses new RPCs,
-   accepted ones finish (up to ``grace`` seconds), the batcher drains, then the health
-   and metrics ports close.
+4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main and REST ports refuse new
+   predictions, accepted ones finish (up to ``grace`` seconds), the batcher drains, then
+   the REST, health and metrics ports close.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ from encryip_runtime.server.inference_servicer import InferenceServicer
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
 from encryip_runtime.server.predictor import Predictor
-from encryip_runtime.server.security import TokenAuthInterceptor, server_credentials
+from encryip_runtime.server.rest import RestFrontend
+from encryip_runtime.server.security import (
+    BearerAuth,
+    TokenAuthInterceptor,
+    server_credentials,
+    server_ssl_context,
+)
 
 __all__ = ["EncryIPServer", "create_server", "serve"]
 
@@ -97,6 +104,7 @@ class EncryIPServer:
         )
         self.predictor = Predictor(self.store, self.batcher)
         self.port = 0
+        self.http_port = 0
         self.health_port = 0
         self.metrics_port = 0
         self._options = [
@@ -105,7 +113,9 @@ class EncryIPServer:
             ("grpc.so_reuseport", 0),
         ]
         token = cfg.read_token()
-        self._interceptors = [TokenAuthInterceptor(token)] if token is not None else []
+        self._auth = BearerAuth(token) if token is not None else None
+        self._interceptors = [TokenAuthInterceptor(self._auth)] if self._auth is not None else []
+        self._rest: RestFrontend | None = None
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
         self._main_options = self._options + cfg.grpc_connection_options()
@@ -128,6 +138,8 @@ class EncryIPServer:
     def _close_loop(self) -> None:
         if self._grpc is not None:
             self._on_loop(self._grpc.stop(None))
+        if self._rest is not None:
+            self._on_loop(self._rest.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(10)
         if not self._loop_thread.is_alive():
@@ -210,6 +222,19 @@ class EncryIPServer:
         if self.port == 0:
             hint = " (port in use, or --tls-key does not match --tls-cert)" if creds else ""
             raise OSError(f"cannot bind {address}{hint}")
+        if cfg.http_port != 0:
+            self._rest = RestFrontend(
+                self.predictor,
+                self.metrics,
+                self.health,
+                auth=self._auth,
+                max_body_bytes=cfg.max_message_bytes,
+                cors_origins=cfg.cors_origins,
+                shutdown_timeout_s=min(cfg.drain_seconds, 5.0),
+            )
+            self.http_port = await self._rest.start(
+                cfg.host, cfg.http_port, server_ssl_context(cfg)
+            )
 
     def start(self) -> None:
         """Start answering on the main port; health goes SERVING."""
@@ -222,6 +247,8 @@ class EncryIPServer:
         self.store.start_polling(self.cfg.reload_poll_seconds)
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        if self.http_port:
+            log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
             "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
             self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
@@ -264,6 +291,9 @@ class EncryIPServer:
             if self._grpc is not None:
                 # Returns when accepted RPCs have all finished (or were cancelled at the end).
                 self._on_loop(self._grpc.stop(max(0.0, end - time.monotonic())))
+            if self._rest is not None:
+                self._on_loop(self._rest.stop())
+                self._rest = None
             self.batcher.close(timeout_s=max(grace, 1.0))
             self.health.shutdown()
             self._close_side_ports()

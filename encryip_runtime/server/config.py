@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,19 @@ class ServerConfig:
     )
     host: str = setting("0.0.0.0", _text, "address to bind (main and health ports)")
     port: int = setting(8001, _int, "gRPC port (0 = pick a free one)")
+    # On by default where KServe and Triton users look for it (8000).
+    http_port: int = setting(
+        8000,
+        _int,
+        "Open Inference Protocol v2 REST (HTTP/1.1) port, 0 = off; same TLS, token, "
+        "limits and drain as the gRPC port",
+    )
+    cors_origin: str | None = setting(
+        None,
+        _text,
+        "browser origins allowed to call the REST port (comma-separated, or *)",
+        shown="off",
+    )
     health_port: int = setting(
         8081,
         _int,
@@ -299,16 +313,24 @@ class ServerConfig:
         out: list[str] = []
         if not self.release_dir.is_dir():
             out.append(f"RELEASE_DIR: not a directory: '{self.release_dir}'")
-        for name in ("port", "health_port", "metrics_port"):
+        for name in ("port", "http_port", "health_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 out.append(f"--{name.replace('_', '-')}: must be in 0..65535 (got {value})")
-        fixed = [p for p in (self.port, self.health_port, self.metrics_port) if p != 0]
+        ports = (self.port, self.http_port, self.health_port, self.metrics_port)
+        fixed = [p for p in ports if p != 0]
         if len(set(fixed)) != len(fixed):
             out.append(
-                f"--port/--health-port/--metrics-port: must differ "
-                f"(got {self.port}, {self.health_port}, {self.metrics_port})"
+                "--port/--http-port/--health-port/--metrics-port: must differ "
+                f"(got {', '.join(map(str, ports))})"
             )
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                out.append(
+                    f"--cors-origin: {origin!r} is not an origin (scheme://host[:port], or *)"
+                )
+        if self.cors_origin is not None and not self.cors_origins:
+            out.append("--cors-origin: no origin given")
         positive = {
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
@@ -356,6 +378,13 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """The allowed browser origins (empty: CORS off)."""
+        if self.cors_origin is None:
+            return ()
+        return tuple(o.strip().rstrip("/") for o in self.cors_origin.split(",") if o.strip())
 
     @property
     def max_queue_delay_s(self) -> float:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from encryip_runtime.exceptions import SecretMaterialError
+from encryip_runtime.formats.secrets import refuse_secret_material
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.tensors import InputSpec
 
@@ -27,21 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "ModelStore", "load_model", "refuse_secret_material"]
 
 log = logging.getLogger(__name__)
-
-
-def refuse_secret_material(release_dir: Path) -> None:
-    """Raise ``SecretMaterialError`` if the directory holds a licensee key or the vault."""
-    from encryip_runtime.pipeline import check_no_secrets
-
-    check_no_secrets(release_dir)
-    keys = release_dir / "keys"
-    if keys.is_dir():
-        files = sorted(p for p in keys.rglob("*") if p.is_file())
-        if files:
-            raise SecretMaterialError(
-                f"refusing to serve: {keys} holds files ({', '.join(map(str, files[:5]))}); "
-                "the runtime needs only model.onnx and manifest.json"
-            )
 
 
 @dataclass(frozen=True)
@@ -62,6 +47,8 @@ class LoadedModel:
     onehot_size: int
     loaded_at: float
     signature: tuple[tuple[str, int, int], ...]
+    # The version it is served as (a repository's version directory; "1" otherwise).
+    version: str = "1"
 
 
 def release_signature(release_dir: Path) -> tuple[tuple[str, int, int], ...]:

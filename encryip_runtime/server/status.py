@@ -1,7 +1,8 @@
-"""The one place where exceptions become gRPC status codes.
+"""The one place where exceptions become gRPC status codes (and HTTP statuses for REST).
 
-Servicers and interceptors never pick a status code themselves: they raise (or let
-through) an exception, and :func:`status_for` decides. Unknown exceptions become
+Servicers, interceptors and the REST front end never pick a status code themselves: they
+raise (or let through) an exception, and :func:`status_for` decides; :func:`http_status_for`
+maps that decision to HTTP (Google's gRPC <-> HTTP table). Unknown exceptions become
 ``INTERNAL`` with a generic message; their details go to the log, never to the client.
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "UnknownModelError",
     "abort",
     "grpc_method",
+    "http_status_for",
     "status_for",
 ]
 
@@ -79,6 +81,36 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, InferenceError):
         return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
+
+
+# gRPC status -> HTTP status, as in google.rpc's code.proto / grpc-gateway.
+_HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INTERNAL: 500,
+}
+
+
+def http_status_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
+    """HTTP status, the gRPC code it stands for (metrics) and the client-visible message.
+
+    Two refinements over the plain table: an unknown model or version is 404 (REST
+    addresses models by URL), and a request body over the limit is 413."""
+    code, message = status_for(exc)
+    if isinstance(exc, UnknownModelError):
+        return 404, code, message
+    if isinstance(exc, RequestTooLargeError):
+        return 413, code, message
+    return _HTTP_STATUS.get(code, 500), code, message
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
