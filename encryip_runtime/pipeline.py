@@ -39,15 +39,30 @@ log = logging.getLogger(__name__)
 
 # Below this many rows per thread, handing work to another thread costs more than it saves
 # (benchmarks/crypto.py measures the crossover: docs/internals.md, "Crypto threads").
-_MIN_ROWS_PER_THREAD = 8
+_MIN_ROWS_PER_THREAD = 16
+
+
+def _cgroup_cpu_limit(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """A container's CPU limit in whole cores (cgroup v2 ``cpu.max``: "quota period"),
+    rounded up; None when unlimited or unknown. Kubernetes sets it from resources.limits."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    """CPU cores this process may use: its affinity mask (else the machine's count), capped
+    by a container's CPU limit (a pod sees every core of its node in the mask)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit is not None else n)
 
 
 def auto_crypto_threads(
