@@ -86,7 +86,6 @@ class EncryIPServer:
         # One crypto pool for the server's life, shared by every model it loads: a
         # reload never closes it under the old model's queued batches.
         self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
-        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         self.store = ModelStore(
             cfg.release_dir,
             model_name=cfg.model_name,
@@ -156,7 +155,12 @@ class EncryIPServer:
                 self._open_health_port()
             if cfg.metrics_port != 0:
                 self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
-            self.store.load()
+            loaded = self.store.load()
+            log.info(
+                "SampDist: %s backend, %d thread(s) per batch",
+                loaded.crypto_backend,
+                self.crypto_pool.threads,
+            )
             self._on_loop(self._build_main())
         except BaseException:
             self._close_side_ports()
