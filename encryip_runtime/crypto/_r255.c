@@ -1,19 +1,24 @@
 /*
  * _r255.c - ristretto255 (RFC 9496) fixed-base scalar multiplication for the
- * secure profile's SampDist / re-randomisers.
+ * secure profile's SampDist / re-randomisers, and its Dec.
  *
  * Why this exists: a SampDist row is r*g1, r*g2, r*h plus three additions.
  * libsodium has a precomputed table only for its own base point and decodes +
  * encodes on every exported add, so the row costs three variable-base scalar
  * multiplications and six square roots more than needed. Here every public base
  * gets its own table (signed radix 16, 64 windows x 8 multiples, affine Niels
- * form), so r*base is 64 mixed additions and no doublings.
+ * form), so r*base is 64 mixed additions and no doublings. For codebook entries
+ * (the server's case) the entry's halves are stored decoded and the sum is formed
+ * as 2 (c/2 + (r/2) base), whose encoding needs no square root and shares one field
+ * inversion with 63 others (fixed_rows, dbl_encode_batch): no decode and no
+ * square root per row. Any number of bases per call.
  *
- * Constant time in the secret scalar r: the recoding is branch-free, every
- * window's lookup reads all 8 entries and selects with masks, the sign is
- * applied with a conditional swap/negation, and the field code has no
- * data-dependent branches or table indices. Only public data (the encodings of
- * the bases and of the ciphertexts) decides the early returns on invalid input.
+ * Constant time in the secret scalars (r, Fake's r1/r2, Dec's a/b): the halving
+ * and recoding are branch-free, every window's lookup reads all 8 entries and
+ * selects with masks, the sign is applied with a conditional swap/negation, the
+ * batch encoding's choices are masks, and the field code has no data-dependent
+ * branches or table indices. Only public data (the encodings of the bases and of
+ * the ciphertexts, codebook slots) decides the early returns on invalid input.
  *
  * Field GF(2^255-19): 5 limbs of 51 bits, products in unsigned __int128.
  * "Reduced" below means every limb < 2^51 + 2^18; fe_mul/fe_sq accept limbs up
