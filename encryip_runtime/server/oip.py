@@ -53,8 +53,8 @@ def model_metadata(loaded: LoadedModel, versions: Sequence[str]) -> dict[str, An
         "inputs": [
             {
                 "name": loaded.spec.name,
-                "datatype": kserve_datatype(loaded.spec.dtype),
-                "shape": [-1 if d is None else d for d in loaded.spec.shape],
+                "datatype": kserve_datatype(loaded.spec.np_dtype),
+                "shape": [-1 if d is None else d for d in loaded.spec.batch_shape],
             }
         ],
         "outputs": outputs,
