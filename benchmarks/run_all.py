@@ -872,7 +872,30 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             "",
         ]
         us = crypto.get("secure_us_per_row") or {}
-        if us.get("sampdist_libsodium"):
+        cpu = crypto.get("secure_cpu_us_per_row") or {}
+        if cpu:
+            lines += [
+                "Secure SampDist, µs per row of one thread's CPU time (same run; the server's path "
+                "is `codebook`: no decode or square root per row):",
+                "",
+                "| batch | codebook (server) | native, any ciphertexts | libsodium | 3 × raw scalarmult |",
+                "|---|---|---|---|---|",
+            ]
+            for n, r in cpu.items():
+                cells = [r.get(k) for k in ("codebook", "native", "libsodium", "raw_3_scalarmult")]
+                lines.append(
+                    f"| {n} | " + " | ".join("—" if v is None else f"{v:.1f}" for v in cells) + " |"
+                )
+            lines.append("")
+            scaling = crypto.get("secure_thread_scaling") or {}
+            if scaling:
+                lines += [
+                    "Threads sharing one batch (rows/s relative to one thread): "
+                    + ", ".join(f"{t}: {v:.2f}×" for t, v in scaling.items())
+                    + f" (load average at the run: {', '.join(f'{x:.1f}' for x in (crypto.get('env') or {}).get('loadavg') or [])}).",
+                    "",
+                ]
+        elif us.get("sampdist_libsodium"):
             native = us.get("sampdist_native")
             lines += [
                 "Secure SampDist per row (batch 1024, same run): "

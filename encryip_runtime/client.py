@@ -96,6 +96,8 @@ class ModelInfo:
     ciphertext_size: int
     onehot_size: int
     runtime_version: str
+    # What computes SampDist on the server ("native", "libsodium", "numpy"; "" if older).
+    crypto_backend: str = ""
 
     @classmethod
     def from_proto(cls, m: encryip_pb2.ModelInfo) -> ModelInfo:
@@ -113,6 +115,7 @@ class ModelInfo:
             ciphertext_size=m.ciphertext_size,
             onehot_size=m.onehot_size,
             runtime_version=m.runtime_version,
+            crypto_backend=m.crypto_backend,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +135,7 @@ class ModelInfo:
             "ciphertext_size": self.ciphertext_size,
             "onehot_size": self.onehot_size,
             "runtime_version": self.runtime_version,
+            "crypto_backend": self.crypto_backend,
         }
 
 

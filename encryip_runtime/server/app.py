@@ -170,7 +170,12 @@ class EncryIPServer:
                 self._open_health_port()
             if cfg.metrics_port != 0:
                 self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
-            self.store.load()
+            loaded = self.store.load()
+            log.info(
+                "SampDist: %s backend, %d thread(s) per batch",
+                loaded.crypto_backend,
+                self.crypto_pool.threads,
+            )
             self._on_loop(self._build_main())
         except BaseException:
             self._close_side_ports()
