@@ -64,8 +64,9 @@ class FilteringProxy:
 
     def _query(self, x: npt.NDArray[np.uint8]) -> tuple[Query, npt.NDArray[np.int64]]:
         pred = self.client.predict(x)
-        cts = self.key.scheme.from_wire([bytes(b) for b in pred.ciphertexts])
-        return Query(x, cts), decrypt_batch(pred, self.key)
+        wire = [bytes(b) for b in pred.ciphertexts]
+        cts = self.key.scheme.from_wire(wire)
+        return Query(x, cts, wire), decrypt_batch(pred, self.key)
 
     def fit(self, x: npt.NDArray[np.uint8]) -> None:
         """Learn what ordinary traffic looks like (the licensee's own ordinary queries)."""
@@ -175,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from encryip_runtime.attacks.detectors import (
-        ClassMessageDetector,
         InputStatsDetector,
+        KeyHolderDetector,
         SlotDetector,
     )
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", type=Path, required=True, help="the licensee's key file")
     p.add_argument("--fit", type=Path, required=True, help="ordinary inputs (.npy, uint8 NCHW)")
     p.add_argument("--input-stats", action="store_true", help="detector: pixel statistics")
-    p.add_argument("--key-holder", action="store_true", help="detector: v1 class messages")
+    p.add_argument("--key-holder", action="store_true", help="detector: the key's decryptions")
     p.add_argument("--model", type=Path, help="detector: this model file's winning slots")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any)")
     args = p.parse_args(argv)
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_stats:
         dets.append(InputStatsDetector())
     if args.key_holder:
-        dets.append(ClassMessageDetector(key))
+        dets.append(KeyHolderDetector(key))
     if args.model is not None:
         dets.append(SlotDetector(args.model))
     proxy = FilteringProxy(args.upstream, args.key, dets)
