@@ -165,3 +165,37 @@ def test_repermute_command(secure_release: Any, tmp_path: Path) -> None:
     assert m.licensee == "globex"
     v = verify_onnx(tmp_path / "model.onnx", secure_release.paths.vault)
     assert v.licensee == "globex"
+
+
+def test_v2_filtering_proxy_cannot_hide_the_leaker(tmp_path: Path) -> None:
+    """Format v2 with data-like triggers, owner-hosted: the same filtering proxy (input
+    statistics + the key holder's best detector) no longer hides acme from verify-labels."""
+    from server.conftest import running_server
+
+    from encryip_runtime.attacks.detectors import KeyHolderDetector
+
+    from .conftest import build_attack_release, has_secure_format_2
+
+    if not has_secure_format_2():
+        pytest.skip("this build has no secure format 2")
+    pytest.importorskip("encryip_runtime.attacks.keyholder")
+    ar = build_attack_release(tmp_path / "v2", secure_format=2, noise=False)
+    rel, vault = ar.release, ar.vault
+    arr = vault.load_arrays(rel.paths.vault)
+    with running_server(rel.public_dir(tmp_path / "public")) as srv:
+        key = load_key(rel.key("acme"))
+        det = KeyHolderDetector(key)
+        assert det.uses == "MembershipDetector"
+        proxy = FilteringProxy(
+            f"127.0.0.1:{srv.port}", rel.key("acme"), [InputStatsDetector(), det]
+        )
+        proxy.fit(ar.natural(200, seed=20)[0])
+        with ProxyServer(proxy) as ps:
+            x, y = ar.natural(100, seed=21)
+            assert (query_labels(ps.endpoint, x) == y).mean() > 0.9
+            before = proxy.flagged
+            observed = query_labels(ps.endpoint, arr.trigger_inputs).tolist()
+            flagged_triggers = proxy.flagged - before
+    v = decide_labels(vault, observed, 1e-6)
+    assert flagged_triggers <= 4, flagged_triggers
+    assert v.proven and v.licensee == "acme", v.summary
