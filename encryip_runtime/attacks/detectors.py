@@ -125,7 +125,7 @@ class KeyHolderDetector:
     """The best key-holder detector for the key's format.
 
     ``encryip_runtime.attacks.keyholder.MembershipDetector`` where that module exists
-    (it knows format v2's decryption windows), else ``ClassMessageDetector`` (v1).
+    (with format v2's exact class windows for a v2 key), else ``ClassMessageDetector``.
     """
 
     name = "key-holder"
@@ -137,7 +137,12 @@ class KeyHolderDetector:
             mod: Any = importlib.import_module("encryip_runtime.attacks.keyholder")
         except ImportError:
             mod = None
-        self.inner: Any = ClassMessageDetector(key) if mod is None else mod.MembershipDetector(key)
+        self.inner: Any = ClassMessageDetector(key)
+        if mod is not None:
+            try:  # format v2: the exact class windows (their range R is public)
+                self.inner = mod.MembershipDetector(key, known_windows=True)
+            except ValueError:  # format v1: learned from ordinary outputs
+                self.inner = mod.MembershipDetector(key)
         self.uses = type(self.inner).__name__
 
     def _wire(self, q: Query) -> list[bytes]:
