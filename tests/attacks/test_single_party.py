@@ -199,3 +199,28 @@ def test_v2_filtering_proxy_cannot_hide_the_leaker(tmp_path: Path) -> None:
     v = decide_labels(vault, observed, 1e-6)
     assert flagged_triggers <= 4, flagged_triggers
     assert v.proven and v.licensee == "acme", v.summary
+
+
+def test_averaged_files_of_two_licensees_are_reported_as_collusion(
+    secure_release: Any, tmp_path: Path
+) -> None:
+    """Two licensees average their files' inner weights: both fingerprints show, the
+    verdict names the pair as colluders and no single licensee."""
+    import onnx
+    from onnx import numpy_helper
+
+    a = onnx.load(str(secure_release.licensee_dir("acme") / "model.onnx"))
+    g = onnx.load(str(secure_release.licensee_dir("globex") / "model.onnx"))
+    inner = {"w1"}  # the tiny MLP's inner weight (w2 is the output layer)
+    ginit = {t.name: numpy_helper.to_array(t) for t in g.graph.initializer}
+    for t in a.graph.initializer:
+        if t.name in inner:
+            avg = (numpy_helper.to_array(t) + ginit[t.name]) / 2
+            t.CopyFrom(numpy_helper.from_array(avg.astype(np.float32), t.name))
+    onnx.save(a, str(tmp_path / "avg.onnx"))
+    v = verify_onnx(tmp_path / "avg.onnx", secure_release.paths.vault)
+    assert v.weights is not None
+    z = {m.name: m.z for m in v.weights.licensees}
+    assert z["acme"] > 20 and z["globex"] > 20 and abs(z["initech"]) < 5
+    assert v.owned and v.licensee is None and v.attribution == "ambiguous"
+    assert "'acme'" in v.summary and "'globex'" in v.summary
