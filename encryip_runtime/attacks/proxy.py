@@ -39,6 +39,7 @@ __all__ = ["LABEL_OUTPUT", "FilteringProxy", "ProxyServer", "query_labels"]
 log = logging.getLogger(__name__)
 
 LABEL_OUTPUT = "label"
+MODEL_NAME = "classifier"
 
 
 @dataclass
@@ -102,6 +103,22 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=True)
 
+    def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=request.name in ("", MODEL_NAME))
+
+    def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="reseller", version="1", extensions=[])
+
+    def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        tm = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=MODEL_NAME,
+            versions=["1"],
+            platform="reseller",
+            inputs=[tm(name="pixels", datatype="UINT8", shape=[-1, *self.shape])],
+            outputs=[tm(name=LABEL_OUTPUT, datatype="INT64", shape=[-1])],
+        )
+
     def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         if len(request.inputs) != 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "exactly one input expected")
@@ -124,7 +141,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:  # upstream failure: report, do not crash the proxy
             log.warning("proxy: upstream failed: %s", exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"upstream: {exc}")
-        resp = pb.ModelInferResponse(model_name=request.model_name, model_version="1")
+        resp = pb.ModelInferResponse(model_name=request.model_name or MODEL_NAME, model_version="1")
         out = resp.outputs.add(name=LABEL_OUTPUT, datatype="INT64")
         out.shape.append(len(labels))
         resp.raw_output_contents.append(labels.astype("<i8").tobytes())

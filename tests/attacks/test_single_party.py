@@ -224,3 +224,21 @@ def test_averaged_files_of_two_licensees_are_reported_as_collusion(
     assert z["acme"] > 20 and z["globex"] > 20 and abs(z["initech"]) < 5
     assert v.owned and v.licensee is None and v.attribution == "ambiguous"
     assert "'acme'" in v.summary and "'globex'" in v.summary
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_verify_endpoint_against_the_proxy(
+    attack_release: AttackRelease, owner_server: str, filtering: bool
+) -> None:
+    """The arbitrator's own verify-endpoint, pointed at the reseller (format v1)."""
+    from encryip_runtime.arbitrator.verify_endpoint import verify_endpoint
+    from encryip_runtime.attacks.detectors import KeyHolderDetector
+    from encryip_runtime.attacks.proxy import MODEL_NAME
+
+    rel = attack_release.release
+    dets = [InputStatsDetector(), KeyHolderDetector(load_key(rel.key("acme")))] if filtering else []
+    proxy = FilteringProxy(owner_server, rel.key("acme"), dets)
+    proxy.fit(attack_release.natural(200, seed=22)[0])
+    with ProxyServer(proxy) as ps:
+        v = verify_endpoint(f"grpc://{ps.endpoint}", rel.paths.vault, model=MODEL_NAME, qps=1000)
+    assert v.licensee == (None if filtering else "acme"), v.summary
