@@ -135,3 +135,20 @@ def test_model_flag_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     for needle in ("nosuchnet", "[0, 1] scale", "--mean and --std", "--workers", "absent.pth"):
         assert needle in err, needle
+
+
+def test_readme_own_model_example_parses() -> None:
+    """The README's copy-paste `protect` command is a valid command line."""
+    import re
+    import shlex
+
+    from exporter.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Your own model and data", 1)[1]
+    block = re.search(r"```bash\n(encryip-export protect.*?)```", section, re.S)
+    assert block is not None
+    argv = shlex.split(block.group(1).replace("\\\n", " "))[1:]
+    args = build_parser().parse_args(argv)
+    assert args.arch == "torchvision:resnet50" and args.image_size == 224
+    assert args.mean == "0.485,0.456,0.406" and args.tune == "head"
