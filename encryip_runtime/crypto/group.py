@@ -145,6 +145,11 @@ class Group(ABC):
         """SampDist of a three-component batch: ``(g1^r u1, g2^r u2, h^r u3)`` per row."""
         return self.sampdist_rows([g1, g2, h], cts, scalars)
 
+    def dec_rows(self, cts: Elements, a: int, b: int) -> Elements:
+        """Dec of a three-component batch under ``sk = (a, b)``: ``u3 / (u1^a u2^b)``."""
+        mask = self.mul(self.pow(cts[:, 0], a), self.pow(cts[:, 1], b))
+        return self.div(cts[:, 2], mask)
+
     def prepare_codebook(self, codebook: Elements) -> Any:
         """Whatever makes :meth:`sampdist_codebook` fast for this fixed ``codebook``
         (entries on axis 0, components on axis 1). Default: the codebook itself."""

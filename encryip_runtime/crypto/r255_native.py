@@ -32,6 +32,7 @@ __all__ = [
     "Points",
     "add",
     "available",
+    "dec",
     "disabled_by_env",
     "fixed_rows",
     "is_valid",
@@ -97,6 +98,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eip_sampdist_slots.restype = ctypes.c_long
     lib.eip_sampdist_n.argtypes = [_P, _N, _P, _P, _N, _P]
     lib.eip_sampdist_n.restype = ctypes.c_long
+    lib.eip_dec.argtypes = [_P, _P, _P, _N, _P]
+    lib.eip_dec.restype = ctypes.c_long
 
 
 def _load() -> ctypes.CDLL | None:
@@ -387,6 +390,22 @@ def sampdist_n(
     rc = int(lib.eip_sampdist_n(_ptr(tabs), nb, _ptr(cts), _ptr(ks), len(cts), _ptr(out)))
     if rc == -2:
         raise RuntimeError("eip_sampdist_n: table not initialised")  # pragma: no cover
+    if rc != -1:
+        raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
+    return out
+
+
+def dec(wire: npt.NDArray[np.uint8], a: bytes, b: bytes) -> npt.NDArray[np.uint8]:
+    """Dec of wire rows (u1||u2||u3) under the secret scalars a, b (32 bytes each, little
+    endian): ``u3 - (a u1 + b u2)`` per row, constant time in a and b."""
+    lib = _require()
+    cts = _rows(wire, 96, "wire ciphertexts")
+    if len(a) != 32 or len(b) != 32:
+        raise ValueError("secret scalars must be 32 bytes")
+    ka = np.frombuffer(bytes(a), dtype=np.uint8)
+    kb = np.frombuffer(bytes(b), dtype=np.uint8)
+    out = np.empty((len(cts), 32), dtype=np.uint8)
+    rc = int(lib.eip_dec(_ptr(cts), _ptr(ka), _ptr(kb), len(cts), _ptr(out)))
     if rc != -1:
         raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
     return out

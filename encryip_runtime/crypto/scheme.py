@@ -206,9 +206,7 @@ class CSLite:
     # -- Dec ------------------------------------------------------------------
     def dec(self, sk: SecretKey, cts: Ciphertexts) -> Elements:
         """Dec(sk, c) = u3 / (u1^a u2^b) for each row."""
-        g = self.group
-        mask = g.mul(g.pow(cts[:, 0], sk.a), g.pow(cts[:, 1], sk.b))
-        return g.div(cts[:, 2], mask)
+        return self.group.dec_rows(cts, sk.a, sk.b)
 
     def decrypt_labels(self, sk: SecretKey, cts: Ciphertexts) -> npt.NDArray[np.int64]:
         """Dec, then the profile's label rule: the class index of each row."""

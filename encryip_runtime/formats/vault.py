@@ -37,11 +37,12 @@ from encryip_runtime.formats.common import (
     sk_from_fields,
     sk_to_json,
 )
-from encryip_runtime.formats.jsonio import (
-    Fields,
-    atomic_write_bytes,
-    read_json_document,
-    write_json,
+from encryip_runtime.formats.jsonio import Fields, json_bytes, parse_json_document
+from encryip_runtime.formats.vault_crypt import (
+    ARRAYS_ROLE,
+    VAULT_ROLE,
+    read_vault_bytes,
+    write_vault_bytes,
 )
 
 __all__ = ["VAULT_FORMAT", "LicenseeRecord", "Vault", "VaultArrays", "utc_now"]
@@ -93,11 +94,14 @@ class VaultArrays:
 
     @classmethod
     def from_npz(cls, path: Path) -> VaultArrays:
+        """Read vault.npz (sealed at rest, or a plaintext one with a warning)."""
+        return cls.from_npz_bytes(read_vault_bytes(Path(path), ARRAYS_ROLE), Path(path))
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes, path: Path) -> VaultArrays:
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in _ARRAY_DTYPES if k in z.files}
-        except FileNotFoundError:
-            raise FormatError("file not found", path=str(path)) from None
         except (
             OSError, ValueError, zipfile.BadZipFile, EOFError,
             zlib.error, NotImplementedError, RuntimeError,  # corrupt / unsupported zip members
@@ -238,25 +242,22 @@ class Vault(SchemeBound):
         vault = self
         if arrays is not None:
             data = arrays.to_npz_bytes()
-            atomic_write_bytes(path.parent / self.arrays_file, data, secret=True)
+            write_vault_bytes(path.parent / self.arrays_file, data, ARRAYS_ROLE)
             from dataclasses import replace
 
             vault = replace(self, arrays_sha256=hashlib.sha256(data).hexdigest())
-        write_json(path, vault.to_json(), secret=True)
+        write_vault_bytes(path, json_bytes(vault.to_json()), VAULT_ROLE)
         return vault
 
     def load_arrays(self, vault_path: Path) -> VaultArrays:
         path = Path(vault_path).parent / self.arrays_file
-        if self.arrays_sha256:
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except FileNotFoundError:
-                raise FormatError(
-                    "file not found (named by the vault's arrays.file)", path=str(path)
-                ) from None
-            if digest != self.arrays_sha256:
-                raise FormatError("sha256 does not match the vault (arrays.sha256)", path=str(path))
-        arrays = VaultArrays.from_npz(path)
+        if not path.exists():
+            raise FormatError("file not found (named by the vault's arrays.file)", path=str(path))
+        data = read_vault_bytes(path, ARRAYS_ROLE)
+        # The digest is over the plaintext npz: the same whether it is sealed at rest or not.
+        if self.arrays_sha256 and hashlib.sha256(data).hexdigest() != self.arrays_sha256:
+            raise FormatError("sha256 does not match the vault (arrays.sha256)", path=str(path))
+        arrays = VaultArrays.from_npz_bytes(data, path)
         if len(arrays.trigger_inputs) != self.num_triggers:
             raise FormatError(
                 f"{len(arrays.trigger_inputs)} trigger inputs but the vault has "
@@ -272,7 +273,8 @@ class Vault(SchemeBound):
 
     @classmethod
     def load(cls, path: Path) -> Vault:
-        return cls.from_fields(read_json_document(Path(path), VAULT_FORMAT))
+        raw = read_vault_bytes(Path(path), VAULT_ROLE)
+        return cls.from_fields(parse_json_document(raw, Path(path), VAULT_FORMAT))
 
     @classmethod
     def from_fields(cls, f: Fields, *, nested: bool = False) -> Vault:

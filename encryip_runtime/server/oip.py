@@ -53,11 +53,19 @@ def model_metadata(loaded: LoadedModel, versions: Sequence[str]) -> dict[str, An
         "inputs": [
             {
                 "name": loaded.spec.name,
-                "datatype": kserve_datatype(loaded.spec.dtype),
-                "shape": [-1 if d is None else d for d in loaded.spec.shape],
+                "datatype": kserve_datatype(loaded.spec.np_dtype),
+                "shape": [-1 if d is None else d for d in loaded.spec.batch_shape],
             }
         ],
         "outputs": outputs,
+        # What a licensee's SDK checks its key against before it decrypts (public).
+        "parameters": {
+            "profile": loaded.profile,
+            "num_classes": loaded.num_classes,
+            "pk_fingerprint": loaded.model.manifest.pk_fingerprint,
+            "manifest_digest": loaded.digest,
+            "ciphertext_size": loaded.ciphertext_size,
+        },
     }
 
 
