@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
     )
     lr = args.lr
     if lr is None:  # protect: the head alone takes a larger step than a whole network
-        lr = 1e-2 if args.tune == "head" else 3e-4
+        lr = 1e-3 if args.tune == "head" else 3e-4
     cfg = TrainConfig(
         profile=args.profile,
         arch=args.arch or ("factory" if args.model_factory else "cnn"),

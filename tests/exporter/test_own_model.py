@@ -191,7 +191,7 @@ def test_protect_model_factory_state_dict(
     torch.save(user.state_dict(), tmp_path / "mine.pt")
     out = tmp_path / "rel"
     rc = main(["protect", "--model", str(tmp_path / "mine.pt"), "--model-factory",
-               "own_models_h15:tiny_net", "--dataset", str(photos), "--epochs", "8",
+               "own_models_h15:tiny_net", "--dataset", str(photos), "--epochs", "2",
                *COMMON, "--licensees", "acme,globex", "--out", str(out)])  # fmt: skip
     assert rc == 0
     _check_served_equals_user(out, user, photos)
@@ -206,7 +206,7 @@ def test_protect_torchvision_whole_module(photos: Path, tmp_path: Path) -> None:
     torch.save(user, tmp_path / "whole.pt")
     out = tmp_path / "rel"
     rc = main(["protect", "--model", str(tmp_path / "whole.pt"), "--dataset", str(photos),
-               "--epochs", "30", *COMMON, "--licensees", "acme,globex",
+               "--epochs", "2", *COMMON, "--licensees", "acme,globex",
                "--out", str(out)])  # fmt: skip
     assert rc == 0
     _check_served_equals_user(out, user, photos)
