@@ -208,6 +208,14 @@ class ImageDataset(ImageSource):
     def augmented(self) -> ImageDataset:
         return ImageDataset(self.images, self.labels, self.class_names, augment=True)
 
+    def arrays(
+        self, indices: np.ndarray | Sequence[int] | None = None
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        if indices is None:  # a view, no copy
+            return self.images.numpy(), self.labels.numpy()
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.images[idx].numpy(), self.labels[idx].numpy()
+
     def stratified_subset(self, n: int, seed: int = 0) -> ImageDataset:
         return self.subset(stratified_indices(self.labels.numpy(), n, seed=seed))
 
