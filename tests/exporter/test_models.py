@@ -113,3 +113,19 @@ def test_rgb_data_one_channel_stem_is_refused() -> None:
 
     with pytest.raises(ValueError, match="takes 1 channels but the data has 3"):
         wrap(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), 3, None, None)
+
+
+def test_weights_file_loads_backbone_and_leaves_other_head_fresh(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--weights: a local state_dict for 1000 classes starts a 5-class model; nothing is
+    downloaded; a file that does not fit is refused with the keys named."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(1)
+    src = resnet18(num_classes=1000)
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "r18.pth")
+    m = build_model("torchvision:resnet18", 3, 5, 32, weights=tmp_path / "r18.pth")
+    torch.testing.assert_close(m.net.conv1.weight, src.conv1.weight)  # type: ignore[union-attr]
+    assert head_of(m).out_features == 5
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"bad\.pth.*missing"):
+        build_model("torchvision:resnet18", 3, 5, 32, weights=tmp_path / "bad.pth")
