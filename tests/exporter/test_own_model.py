@@ -249,3 +249,38 @@ def test_streaming_loader_under_torchrun(photos: Path, tmp_path: Path) -> None:
     assert m["config"]["train_size"] == 90 and m["config"]["workers"] == 1
     assert len(m["history"]["EncryIP"]) == 2
     assert (tmp_path / "ck.encryip").is_file()
+
+
+def test_streaming_checkpoint_resume_matches_uninterrupted(photos: Path, tmp_path: Path) -> None:
+    """A restart at an epoch boundary resumes the streamed run where it stopped: same
+    weights as a run that never stopped (sampler order from (seed, epoch), workers on)."""
+    from exporter.data import load_image_folder
+    from exporter.models import build_model
+    from exporter.train import TrainConfig, plain_targets, train_model
+
+    splits = load_image_folder(photos, image_size=SIZE)
+
+    def run(cfg: TrainConfig, **kw: Any) -> nn.Module:
+        torch.manual_seed(0)
+        model = build_model("cnn", 3, 3, SIZE, mean=MEAN, std=STD)
+        return train_model(model, splits, plain_targets(3), cfg, progress=False, **kw).model
+
+    base = dict(epochs=2, batch_size=16, lr=3e-3, num_threads=1, workers=1)
+    full = run(TrainConfig(**base))  # type: ignore[arg-type]
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_epoch_2(model: nn.Module, calls: list[int] = []) -> tuple[float, float]:  # noqa: B006
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash
+        return 0.0, 0.0
+
+    cfg = TrainConfig(**base, checkpoint=str(tmp_path / "ck"))  # type: ignore[arg-type]
+    with pytest.raises(Crash):
+        run(cfg, evaluate=crash_in_epoch_2)
+    assert torch.load(tmp_path / "ck.encryip", weights_only=False)["epoch"] == 1
+    resumed = run(cfg)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
