@@ -286,6 +286,9 @@ def run_protect_job(
         cfg = resolve_normalization(cfg, splits)
     model = load_plain_model(model_path, cfg, splits, obj=obj)
     cfg = replace(cfg, mean=model.mean, std=model.std)
+    if isinstance(obj, nn.Module):  # the file says what it is; --arch played no part
+        inner = model.net if isinstance(obj, Normalize) else obj
+        cfg = replace(cfg, arch=f"saved:{type(inner).__module__}.{type(inner).__name__}")
     if tune == "head":
         cfg = replace(cfg, freeze_backbone=True, weight_decay=0.0)
     job = replace(job, train=cfg, baseline=False)

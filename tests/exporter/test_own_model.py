@@ -209,7 +209,8 @@ def test_protect_torchvision_whole_module(photos: Path, tmp_path: Path) -> None:
                "--epochs", "2", *COMMON, "--licensees", "acme,globex",
                "--out", str(out)])  # fmt: skip
     assert rc == 0
-    _check_served_equals_user(out, user, photos)
+    m = _check_served_equals_user(out, user, photos)
+    assert m["config"]["arch"] == "saved:torchvision.models.resnet.ResNet"
 
 
 def test_train_torchvision_arch_on_image_folder(photos: Path, tmp_path: Path) -> None:
