@@ -61,6 +61,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         "first one's size",
     )
     d.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        metavar="R",
+        help="ImageFolder: resize the shorter side to R before the S x S center crop (as "
+        "Resize(R) + CenterCrop(S), e.g. --resize 256 --image-size 224; default R = S)",
+    )
+    d.add_argument(
         "--augment",
         action="store_true",
         help="random-resized-crop + horizontal flip on training images (off by default)",
@@ -293,6 +301,8 @@ def _validate_model_and_data(args: argparse.Namespace) -> list[str]:
         problems.append(f"--workers: must be >= 0, got {args.workers}")
     if args.image_size is not None and args.image_size < 1:
         problems.append(f"--image-size: must be positive, got {args.image_size}")
+    if args.resize is not None and (args.image_size is None or args.resize < args.image_size):
+        problems.append(f"--resize: needs --image-size and must be >= it, got {args.resize}")
     return problems
 
 
@@ -327,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
         test_subset=args.test_subset,
         seed=args.seed,
         image_size=args.image_size,
+        resize=args.resize,
     )
     lr = args.lr
     if lr is None:  # protect: the head alone takes a larger step than a whole network

@@ -446,3 +446,18 @@ def test_in_memory_augment_keeps_shape_and_varies() -> None:
     assert torch.equal(y, d.labels[:8]) and not torch.equal(x, d.images[:8])
     xs, ys = d.arrays([3, 1])
     assert np.array_equal(xs, d.images[[3, 1]].numpy()) and ys.tolist() == d.labels[[3, 1]].tolist()
+
+
+def test_image_folder_resize_then_crop_like_imagenet_eval(tmp_path: Path) -> None:
+    """--resize R --image-size S = torchvision's Resize(R) + CenterCrop(S)."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    _rgb_folder(tmp_path / "f")
+    d = load_image_folder(tmp_path / "f", image_size=16, resize=20, grayscale=False)
+    ref = T.Compose([T.Resize(20), T.CenterCrop(16), T.PILToTensor()])
+    for i in (0, 5):
+        with Image.open(d.train.path(i)) as im:  # type: ignore[attr-defined]
+            assert torch.equal(d.train[i][0], ref(im.convert("RGB")))
+    with pytest.raises(DataError, match="resize"):
+        load_image_folder(tmp_path / "f", image_size=16, resize=8)
