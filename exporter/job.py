@@ -166,7 +166,7 @@ def run_train_job(
     data: TrainData,
     *,
     progress: bool | None = None,
-    init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
+    init_model: Callable[[ProtectionPlan, np.ndarray], nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Train, export and write the release. Returns the metrics written to report/metrics.json."""
     from exporter.export_onnx import export_onnx

@@ -561,7 +561,7 @@ def train_encryip_and_original(
     *,
     baseline: bool,
     progress: bool | None = None,
-    init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
+    init_model: Callable[[ProtectionPlan, npt.NDArray[np.uint8]], nn.Module] | None = None,
 ) -> tuple[TrainResult, TrainResult | None]:
     """Algorithm 1 for ``plan`` and, with ``baseline``, the original model with the same
     architecture, seed, initial weights (where shapes allow) and data order."""
@@ -581,7 +581,7 @@ def train_encryip_and_original(
 
     torch.manual_seed(cfg.seed)  # seed before building: same initial weights for both
     if init_model is not None:  # `protect`: start from a trained plain model instead
-        model = init_model(nn.Identity(), plan)
+        model = init_model(plan, trigger_x)
     else:
         model = build_for(cfg, splits, plan.output_size)
     enc = train_model(
