@@ -81,6 +81,16 @@ class ServerMetrics:
             "When the model now serving was loaded",
             registry=r,
         )
+        # Per model of a repository (the histograms above aggregate over models).
+        self.model_rows = Counter(
+            "encryip_model_rows", "Rows predicted per model", ["model", "version"], registry=r
+        )
+        self.model_ready = Gauge(
+            "encryip_model_ready",
+            "1 while the model version serves, 0 once unloaded",
+            ["model", "version"],
+            registry=r,
+        )
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
         # Labelled children by (method, code): ``labels()`` costs more than the update.

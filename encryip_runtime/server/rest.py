@@ -1,8 +1,8 @@
 """The Open Inference Protocol v2 over HTTP/REST (aiohttp), on the server's event loop.
 
 Same request path as gRPC: the handler decodes the body, ``Predictor.predict`` queues the
-rows in the one ``MicroBatcher`` and awaits them; the model runs on the batch threads,
-never on this loop. Routes (``{v}`` optional everywhere):
+rows in that model's ``MicroBatcher`` and awaits them; the model runs on the batch
+threads, never on this loop. Routes (``{v}`` optional everywhere):
 
 * ``GET  /v2/health/live``, ``/v2/health/ready`` -- 200, or 400 when not ready (the spec's
   4xx); empty body. No token needed (probes).
@@ -14,6 +14,10 @@ never on this loop. Routes (``{v}`` optional everywhere):
   (``ciphertext``: hex strings) unless ``parameters.binary_data`` is set on an output or
   ``binary_data_output`` on the request; then the response is the JSON header followed
   by the raw output (``ciphertext``: 4-byte little-endian length + wire bytes per row).
+
+* ``POST /v2/repository/index`` (``{"ready": true}`` optional), ``POST
+  /v2/repository/models/{m}/load`` and ``.../unload`` -- the model repository extension
+  (Triton's REST form); load/unload need ``--model-control explicit``.
 
 Errors are ``{"error": message}`` with the HTTP status of ``status.http_status_for``.
 A request may carry a deadline as ``parameters.timeout`` in microseconds (tritonclient's
@@ -123,6 +127,9 @@ class RestFrontend:
         r.add_get("/v2/health/ready", self._ready)
         r.add_get("/v2", self._server_metadata)
         r.add_get("/v2/", self._server_metadata)
+        r.add_post("/v2/repository/index", self._repository_index)
+        r.add_post("/v2/repository/models/{model}/load", self._repository_load)
+        r.add_post("/v2/repository/models/{model}/unload", self._repository_unload)
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             r.add_get(base, self._model_metadata)
             r.add_get(base + "/ready", self._model_ready)
@@ -227,6 +234,35 @@ class RestFrontend:
         name, version = _model_of(request)
         loaded = self._predictor.resolve(name, version)
         return web.json_response(model_metadata(loaded, self._predictor.versions(loaded.name)))
+
+    # -- model repository extension -------------------------------------------------
+
+    async def _repository_index(self, request: web.Request) -> web.Response:
+        body = await _read_body(request, self._max_body)
+        ready_only = False
+        if body.strip():
+            try:
+                params = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InputError(f"request body is not JSON: {exc}") from None
+            if not isinstance(params, dict):
+                raise InputError("request body must be a JSON object")
+            ready_only = params.get("ready") is True
+        rows = self._predictor.repository.index(ready_only=ready_only)
+        return web.json_response(
+            [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
+             for r in rows]
+        )  # fmt: skip
+
+    async def _repository_load(self, request: web.Request) -> web.Response:
+        # Reads files and builds an onnxruntime session: off the loop.
+        await asyncio.to_thread(self._predictor.repository.load, request.match_info["model"])
+        return web.Response(status=200)
+
+    async def _repository_unload(self, request: web.Request) -> web.Response:
+        # Waits for the model's queued requests, which this loop answers: off the loop.
+        await asyncio.to_thread(self._predictor.repository.unload, request.match_info["model"])
+        return web.Response(status=200)
 
     # -- inference -------------------------------------------------------------------
 
