@@ -653,6 +653,92 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
                         f"| {prof} | {k.replace('_', ' ')} | {v['triggers_found']:.3f} | {v['false_positives']:.4f} |"
                     )
         lines.append("")
+    if res.get("dodge"):
+        lines += dodge_section(res["dodge"])
+    return lines
+
+
+def _p10(log10_p: float | None) -> str:
+    if log10_p is None:
+        return "0"
+    return f"{10**log10_p:.2g}" if log10_p > -300 else f"1e{log10_p:.0f}"
+
+
+def _z(z: float | None) -> str:
+    return "—" if z is None or z != z else f"{z:.1f}"
+
+
+def dodge_section(d: dict[str, Any]) -> list[str]:
+    """A licensee who leaks on purpose (issue 14): detectors, proxy, leaked file."""
+    ps, fc = d.get("pixel_stats", {}), d.get("fingerprint_cost", {})
+    lines = [
+        "### A licensee who leaks on purpose (`python -m benchmarks.attacks --only dodge`)",
+        "",
+        f"Secure profile, format v1, leaker {d['leaker']!r}; {d['num_triggers']} noise triggers "
+        f"(pixel mean {ps['triggers']['mean']:.0f}, per-image std {ps['triggers']['std']:.0f}) "
+        f"against {d['num_natural']} held-out test images (mean {ps['natural']['mean']:.0f}, "
+        f"std {ps['natural']['std']:.0f}). Each detector is fitted on what its party holds "
+        "(200 ordinary queries; the file holder: other test images) "
+        "(`encryip_runtime.attacks.detectors`).",
+        "",
+        "| who detects | triggers flagged | natural flagged | advantage | false-positive rate |",
+        "|---|---|---|---|---|",
+    ]
+    for r in d["detectors"]:
+        extra = f" (AUROC {r['auroc']:.3f})" if "auroc" in r else ""
+        lines.append(
+            f"| {r['who']}{extra} | {r['triggers_flagged']}/{r['num_triggers']} | "
+            f"{r['natural_flagged']}/{r['num_natural']} | {r['advantage']:.3f} | "
+            f"{r['false_positive_rate']:.4f} |"
+        )
+    lines += [
+        "",
+        "**The filtering proxy** (`encryip_runtime.attacks.proxy`): a real gRPC reseller on "
+        "loopback that forwards each query to the owner's server, decrypts with the leaker's key "
+        "and answers a uniform random label for every row a detector flags. The arbitrator sends "
+        "the vault's triggers through it and runs `verify-labels` (alpha 1e-6).",
+        "",
+        "| reseller | accuracy served | natural flagged | triggers flagged | leaker's matches | "
+        "named | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in d["proxy"]:
+        lines.append(
+            f"| {r['proxy']} | {r['served_accuracy']:.3f} | {r['natural_flagged']}/"
+            f"{r['num_natural']} | {r['triggers_flagged']}/{d['num_triggers']} | "
+            f"{r['leaker_matches']}/{r['answered']} | {r['named'] or 'nobody'} | "
+            f"{_p10(r['log10_p'])} |"
+        )
+    lines += [
+        "",
+        f"**The leaked file** against `verify-onnx`. Every licensee file carries a secret "
+        f"perturbation of its {fc.get('num_weights', 0):,} inner weights "
+        f"(strength {fc.get('strength', 0)} of each tensor's std; `release/fingerprint.py`): "
+        f"decrypted accuracy {fc.get('accuracy_base', 0):.4f} (base) vs "
+        f"{fc.get('accuracy_licensee_file', 0):.4f} (leaker's file), "
+        f"{fc.get('delta_pp', 0):+.2f} pp on {fc.get('num_test', 0)} test images. z: the "
+        "correlation statistic of the leaker's fingerprint (N(0, 1) under H0), next to the "
+        "largest of the other licensees'.",
+        "",
+        "| attack on the file | accuracy | named | verdict | p | leaker's trigger hits | "
+        "leaker z | best other z |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["files"] + d["robustness"]:
+        what = r["attack"]
+        if "relative_std" in r:
+            what += f" ({r['relative_std']} × std)"
+        if "fraction" in r:
+            what += f" ({r['fraction']:.0%})"
+        if "parts" in r:
+            what += f" (part {r['parts']}, {r['images']} images)"
+        acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "as issued"
+        lines.append(
+            f"| {what} | {acc} | {r['named'] or 'nobody'} | {r['verdict']} | "
+            f"{_p10(r['log10_p'])} | {r['leaker_trigger_hits']}/{d['num_triggers']} | "
+            f"{_z(r['leaker_z'])} | {_z(r['best_other_z'])} |"
+        )
+    lines.append("")
     return lines
 
 

@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
+    common.add_argument(
+        "--passphrase-file",
+        type=Path,
+        default=None,
+        help="file whose first line is the vault passphrase (else ENCRYIP_VAULT_PASSPHRASE, "
+        "ENCRYIP_VAULT_KEY_FILE, or a prompt on a terminal)",
+    )
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Prove that a leaked model, key or service is ours and name its licensee. "
@@ -147,6 +154,17 @@ def _run_onnx(args: argparse.Namespace) -> int:
         r = v.slot_recovery
         lines.append(f"  slot recovery: {r.detail}; p <= {_p(r.log10_p_value)}")
         lines.append(f"    null: {r.null}")
+        w = v.weights
+        if w is None:
+            lines.append(
+                "  weight fingerprint: not run (no fingerprint, base model or same shapes)"
+            )
+        else:
+            lines.append(f"  weight fingerprint: {w.detail}")
+            lines += [
+                f"    {m.name:<20} z = {m.z:8.2f}  p <= {_p(m.log10_p_value)}" for m in w.licensees
+            ]
+            lines.append(f"    null: {w.null}")
         lines += [f"  note: {n}" for n in v.notes]
         return lines
 
@@ -165,6 +183,11 @@ def _run_key(args: argparse.Namespace) -> int:
             f"verify-key {v.key}",
             f"  verdict: {v.status.upper()}" + (f", licensee {v.licensee!r}" if v.licensee else ""),
             f"  {v.summary}",
+            *(
+                [f"  key generation: {v.generation} of {v.current_generation}"]
+                if v.generation is not None
+                else []
+            ),
         ],
     )
     return v.exit_code
@@ -187,8 +210,10 @@ def _run_labels(args: argparse.Namespace) -> int:
             "triggers matching one licensee",
             f"  null:      {v.null}",
         ]
+        many = v.current_generation > 1
         lines += [
             f"    {m.name:<20} {m.matches:>4}/{v.answered:<4} p <= {_p(m.log10_p_value)}"
+            + (f"  (key generation {m.generation})" if many else "")
             for m in v.licensees
         ]
         return lines
@@ -215,39 +240,18 @@ def _run_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- main
 
 
-def _error(command: str, message: str) -> None:
-    sys.stderr.write(f"{PROG} {command}: error: {message}\n")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors: argparse exits 2 with a message
-    command = str(args.command)
+def _setup(args: argparse.Namespace) -> None:
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     else:
         logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    try:
-        return int(args.run(args))
-    except KeyboardInterrupt:
-        _error(command, "interrupted")
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        from encryip_runtime.exceptions import EncryIPError
 
-        if isinstance(exc, EncryIPError):
-            _error(command, str(exc))
-        elif isinstance(exc, OSError):
-            _error(command, f"{exc.filename or ''}: {exc.strerror or exc}")
-        else:
-            _error(
-                command,
-                f"unexpected {type(exc).__name__}: {exc} "
-                "(no decision; run with --debug for the traceback)",
-            )
-        return 2
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from encryip_runtime.cli.runner import run_cli
+
+    # Every failure is "no decision" (2): bad, corrupt or mismatched input.
+    return run_cli(PROG, build_parser(), argv, error_code=lambda exc: 2, setup=_setup)
 
 
 if __name__ == "__main__":  # pragma: no cover

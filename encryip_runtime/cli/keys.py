@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.vault import add_passphrase_argument
 
 NAME = "keys"
 
@@ -24,6 +25,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     add.add_argument("release", type=Path, help="release directory (holds vault.json)")
     add.add_argument("name", help="the new licensee's name (letters, digits, '_', '.', '-')")
     add.add_argument("--json", action="store_true", help="machine-readable output")
+    add_passphrase_argument(add)
     rot = sub.add_parser(
         "rotate",
         parents=parents,
@@ -31,9 +33,11 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     rot.add_argument("release", type=Path, help="release directory (holds vault.json)")
     rot.add_argument("--json", action="store_true", help="machine-readable output")
+    add_passphrase_argument(rot)
     ls = sub.add_parser("list", parents=parents, help="list the licensees of a release")
     ls.add_argument("release", type=Path, help="release directory (holds vault.json)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
+    add_passphrase_argument(ls)
     p.set_defaults(run=run)
 
 
@@ -52,11 +56,15 @@ def _check_release(release: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from encryip_runtime.exceptions import EncryIPError
     from encryip_runtime.formats.vault import Vault
+    from encryip_runtime.formats.vault_crypt import check_vault_passphrase
     from encryip_runtime.release import add_licensee, rotate_keys
 
     release: Path = args.release
     _check_release(release)
     try:
+        if args.keys_command in ("add", "rotate"):
+            # They rewrite the vault at the end: no passphrase, no work at all.
+            check_vault_passphrase()
         if args.keys_command == "add":
             try:
                 key = add_licensee(release, args.name)

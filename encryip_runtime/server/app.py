@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from encryip_runtime.pipeline import CryptoPool, auto_crypto_threads
 from encryip_runtime.server.batcher import MicroBatcher
 from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.encryip_servicer import EncryIPServicer
@@ -60,6 +61,19 @@ __all__ = ["EncryIPServer", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
 
+
+def resolve_crypto_threads(cfg: ServerConfig) -> int:
+    """``--crypto-threads``, with ``auto`` (0) sized from the cores onnxruntime and the
+    event loop leave (``pipeline.auto_crypto_threads``)."""
+    if cfg.crypto_threads > 0:
+        return cfg.crypto_threads
+    import onnxruntime as ort
+
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    on_gpu = bool(gpu & set(ort.get_available_providers()))
+    return auto_crypto_threads(cfg.intra_op_threads, on_gpu=on_gpu)
+
+
 _T = TypeVar("_T")
 # Time between health going NOT_SERVING and the first refused prediction.
 _HEALTH_SETTLE_S = 0.1
@@ -74,6 +88,10 @@ class EncryIPServer:
         self.cfg = cfg
         self.metrics = ServerMetrics()
         self.health = HealthState()
+        # One crypto pool for the server's life, shared by every model it loads: a
+        # reload never closes it under the old model's queued batches.
+        self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
+        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         self.repository = ModelRepository(
             cfg.release_dir,
             make_store=self._make_store,
@@ -119,7 +137,7 @@ class EncryIPServer:
             model_name=name,
             intra_op_threads=cfg.intra_op_threads,
             pool_capacity=cfg.reroll_pool,
-            crypto_threads=cfg.crypto_threads,
+            crypto_pool=self.crypto_pool,
             metrics=self.metrics,
             versioned=versioned,
         )
@@ -183,6 +201,7 @@ class EncryIPServer:
         except BaseException:
             self._close_side_ports()
             self.repository.close()
+            self.crypto_pool.close()
             self._close_loop()
             raise
 
@@ -323,6 +342,7 @@ class EncryIPServer:
             self.health.shutdown()
             self._close_side_ports()
             self.repository.close()
+            self.crypto_pool.close()
             self._grpc = None
             self._close_loop()
             self._stopped.set()

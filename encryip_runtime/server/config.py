@@ -46,6 +46,16 @@ def _int(text: str) -> int:
         raise ValueError("not an integer") from None
 
 
+def _threads_or_auto(text: str) -> int:
+    """A thread count >= 1, or ``auto`` (0: sized at start from the free cores)."""
+    if text.strip().lower() == "auto":
+        return 0
+    value = _int(text)
+    if value < 1:
+        raise ValueError("must be at least 1, or auto")
+    return value
+
+
 def _float(text: str) -> float:
     try:
         value = float(text.strip())
@@ -218,13 +228,15 @@ class ServerConfig:
         "secure profile: SampDist re-randomisers precomputed in the background "
         "(each used once), 0 = off",
     )
-    # The C code releases the GIL. 1 on small pods; more where inference is fast (GPU)
-    # and crypto becomes the bottleneck.
+    # The C code releases the GIL. auto: the cores onnxruntime's threads and the event loop
+    # leave (1 on a small CPU pod, most of the cores on a GPU box); 0 stands for auto.
     crypto_threads: int = setting(
-        1,
-        _int,
-        "threads sharing one batch's SampDist (more when inference is fast, e.g. on a GPU; "
+        0,
+        _threads_or_auto,
+        "threads sharing one batch's SampDist, or auto: the cores left after onnxruntime's "
+        "threads and the event loop (batches under 16 rows stay on one thread; "
         "not used with --reroll-pool)",
+        shown="auto",
     )
     # benchmarks/serving.py measured no throughput cost even at 1 s, so 300 s is on by default.
     max_connection_age_seconds: float = setting(
@@ -344,7 +356,6 @@ class ServerConfig:
             "max_queue": self.max_queue,
             "batch_threads": self.batch_threads,
             "max_message_bytes": self.max_message_bytes,
-            "crypto_threads": self.crypto_threads,
         }
         for name, value in positive.items():
             if value < 1:
@@ -355,6 +366,7 @@ class ServerConfig:
             "drain_seconds": self.drain_seconds,
             "reload_poll_seconds": self.reload_poll_seconds,
             "reroll_pool": self.reroll_pool,
+            "crypto_threads": self.crypto_threads,
             "max_connection_age_seconds": self.max_connection_age_seconds,
         }
         for name, number in non_negative.items():

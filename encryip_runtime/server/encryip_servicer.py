@@ -36,6 +36,7 @@ def model_info(loaded: LoadedModel) -> encryip_pb2.ModelInfo:
         ciphertext_size=loaded.ciphertext_size,
         onehot_size=loaded.onehot_size,
         runtime_version=__version__,
+        crypto_backend=loaded.crypto_backend,
     )
 
 

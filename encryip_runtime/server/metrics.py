@@ -91,10 +91,22 @@ class ServerMetrics:
             ["model", "version"],
             registry=r,
         )
+        self.crypto = Gauge(
+            "encryip_crypto_info",
+            "What computes SampDist for the model now serving (backend: native, libsodium, "
+            "numpy) and how many threads share one batch's SampDist; the value is 1",
+            ["backend", "threads"],
+            registry=r,
+        )
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
         # Labelled children by (method, code): ``labels()`` costs more than the update.
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def set_crypto(self, backend: str, threads: int) -> None:
+        """Only the current model's backend is reported (a reload may change it)."""
+        self.crypto.clear()
+        self.crypto.labels(backend=backend, threads=str(threads)).set(1)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         child = self._children.get((method, code))

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from encryip_runtime.exceptions import EncryIPError, ModelError, SecretMaterialError
+from encryip_runtime.exceptions import EncryIPError, ModelError
+from encryip_runtime.formats.secrets import refuse_secret_material
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.status import ModelControlError, UnknownModelError
 from encryip_runtime.server.tensors import InputSpec
 
 if TYPE_CHECKING:
-    from encryip_runtime.pipeline import ProtectedModel
+    from encryip_runtime.pipeline import CryptoPool, ProtectedModel
     from encryip_runtime.server.batcher import MicroBatcher
 
 __all__ = [
@@ -52,21 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def refuse_secret_material(release_dir: Path) -> None:
-    """Raise ``SecretMaterialError`` if the directory holds a licensee key or the vault."""
-    from encryip_runtime.pipeline import check_no_secrets
-
-    check_no_secrets(release_dir)
-    keys = release_dir / "keys"
-    if keys.is_dir():
-        files = sorted(p for p in keys.rglob("*") if p.is_file())
-        if files:
-            raise SecretMaterialError(
-                f"refusing to serve: {keys} holds files ({', '.join(map(str, files[:5]))}); "
-                "the runtime needs only model.onnx and manifest.json"
-            )
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     """A loaded model and everything the servicers report about it."""
@@ -81,6 +67,7 @@ class LoadedModel:
     spec: InputSpec
     digest: str
     ciphertext_size: int
+    crypto_backend: str
     onehot_size: int
     loaded_at: float
     signature: tuple[tuple[str, int, int], ...]
@@ -108,6 +95,7 @@ def load_model(
     intra_op_threads: int = 0,
     pool_capacity: int = 0,
     crypto_threads: int = 1,
+    crypto_pool: CryptoPool | None = None,
 ) -> LoadedModel:
     """Load and describe the release (raises on anything wrong; never returns half a model)."""
     from encryip_runtime.pipeline import ProtectedModel
@@ -119,6 +107,7 @@ def load_model(
         intra_op_threads=intra_op_threads,
         pool_capacity=pool_capacity,
         crypto_threads=crypto_threads,
+        crypto_pool=crypto_pool,
     )
     m = pm.manifest
     scheme = m.scheme
@@ -141,6 +130,7 @@ def load_model(
         spec=spec,
         digest=m.digest,
         ciphertext_size=scheme.ciphertext_size,
+        crypto_backend=pm.crypto_backend,
         onehot_size=onehot,
         loaded_at=time.time(),
         signature=signature,
@@ -191,6 +181,7 @@ class ModelStore:
         intra_op_threads: int = 0,
         pool_capacity: int = 0,
         crypto_threads: int = 1,
+        crypto_pool: CryptoPool | None = None,
         metrics: ServerMetrics | None = None,
         versioned: bool = False,
     ) -> None:
@@ -200,6 +191,9 @@ class ModelStore:
         self._threads = intra_op_threads
         self._pool_capacity = pool_capacity
         self._crypto_threads = crypto_threads
+        # The server's SampDist threads, shared by every model loaded here (never closed
+        # by a reload: the old model's queued batches still use them).
+        self._crypto_pool = crypto_pool
         self._metrics = metrics
         self._current: LoadedModel | None = None
         self._reload_lock = threading.Lock()
@@ -271,6 +265,7 @@ class ModelStore:
             intra_op_threads=self._threads,
             pool_capacity=self._pool_capacity,
             crypto_threads=self._crypto_threads,
+            crypto_pool=self._crypto_pool,
         )
         return dataclasses.replace(loaded, version=version, signature=self._signature())
 
@@ -278,6 +273,8 @@ class ModelStore:
         self._current = loaded  # one reference assignment: atomic for readers
         if self._metrics is not None:
             self._metrics.model_loaded.set(loaded.loaded_at)
+            threads = self._crypto_pool.threads if self._crypto_pool else self._crypto_threads
+            self._metrics.set_crypto(loaded.crypto_backend, threads)
 
     # -- polling ---------------------------------------------------------------------
 

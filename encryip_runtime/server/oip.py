@@ -58,6 +58,14 @@ def model_metadata(loaded: LoadedModel, versions: Sequence[str]) -> dict[str, An
             }
         ],
         "outputs": outputs,
+        # What a licensee's SDK checks its key against before it decrypts (public).
+        "parameters": {
+            "profile": loaded.profile,
+            "num_classes": loaded.num_classes,
+            "pk_fingerprint": loaded.model.manifest.pk_fingerprint,
+            "manifest_digest": loaded.digest,
+            "ciphertext_size": loaded.ciphertext_size,
+        },
     }
 
 
