@@ -273,7 +273,7 @@ class EncryIPServer:
                 auth=self._auth,
                 max_body_bytes=cfg.max_message_bytes,
                 cors_origins=cfg.cors_origins,
-                extensions=["binary_tensor_data", "model_repository"],
+                extensions=["binary_tensor_data", "model_repository", "encryip"],
                 shutdown_timeout_s=min(cfg.drain_seconds, 5.0),
             )
             self.http_port = await self._rest.start(

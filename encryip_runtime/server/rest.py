@@ -8,6 +8,8 @@ threads, never on this loop. Routes (``{v}`` optional everywhere):
   4xx); empty body. No token needed (probes).
 * ``GET  /v2/models/{m}[/versions/{v}]/ready`` -- 200 / 400, 404 for an unknown model.
 * ``GET  /v2`` -- server metadata; ``GET /v2/models/{m}[/versions/{v}]`` -- model metadata.
+* ``GET  /v2/models/{m}[/versions/{v}]/encryip`` -- EncryIP's extension: the public key,
+  profile, class names and ciphertext width (``encryip.v1 GetModelInfo`` as JSON).
 * ``POST /v2/models/{m}[/versions/{v}]/infer`` -- JSON tensors, or the binary tensor data
   extension: the body is ``Inference-Header-Content-Length`` bytes of JSON, then each
   input with ``parameters.binary_data_size`` back to back. Outputs come back as JSON
@@ -47,6 +49,7 @@ from encryip_runtime.server.model_store import LoadedModel
 from encryip_runtime.server.oip import (
     CIPHERTEXT_OUTPUT,
     check_outputs,
+    encryip_model_info,
     model_metadata,
     server_metadata,
 )
@@ -133,6 +136,7 @@ class RestFrontend:
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             r.add_get(base, self._model_metadata)
             r.add_get(base + "/ready", self._model_ready)
+            r.add_get(base + "/encryip", self._encryip_info)
             r.add_post(base + "/infer", self._infer)
         return app
 
@@ -234,6 +238,10 @@ class RestFrontend:
         name, version = _model_of(request)
         loaded = self._predictor.resolve(name, version)
         return web.json_response(model_metadata(loaded, self._predictor.versions(loaded.name)))
+
+    async def _encryip_info(self, request: web.Request) -> web.Response:
+        name, version = _model_of(request)
+        return web.json_response(encryip_model_info(self._predictor.resolve(name, version)))
 
     # -- model repository extension -------------------------------------------------
 
