@@ -391,8 +391,9 @@ def rest_request(batch: int, seed: int = 0) -> tuple[bytes, dict[str, str]]:
     """A v2 REST infer request with the binary tensor data extension (body, headers)."""
     x = np.random.default_rng(seed).integers(0, 256, (batch, *IMAGE), dtype=np.uint8)
     raw = x.tobytes()
-    head = {"inputs": [{"name": "pixels", "shape": list(x.shape), "datatype": "UINT8",
-                        "parameters": {"binary_data_size": len(raw)}}]}  # fmt: skip
+    tensor = {"name": "pixels", "shape": list(x.shape), "datatype": "UINT8",
+              "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
+    head = {"id": "bench", "inputs": [tensor]}  # KServe's REST answer needs an id
     header = json.dumps(head).encode()
     headers = {
         "Content-Type": "application/octet-stream",
@@ -1071,6 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     g.add_argument("--tiny", action="store_true", help="smoke run for the test suite")
     ap.add_argument("--models", help="comma-separated subset of cnn,resnet18")
     ap.add_argument("--duration", type=float, help="seconds measured per cell")
+    ap.add_argument("--concurrency", help="comma-separated concurrencies (default: the scale's)")
+    ap.add_argument("--batches", help="comma-separated batch sizes (default: the scale's)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (all)")
     ap.add_argument(
         "--clients", type=int, default=2, help="load-generator processes (or h2load connections)"
@@ -1099,6 +1102,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         scale = _replace(scale, models=tuple(args.models.split(",")))
     if args.duration:
         scale = _replace(scale, duration_s=args.duration)
+    if args.concurrency or args.batches:  # a subset of cells; the ablations need theirs
+        scale = _replace(scale, ablations=False)
+    if args.concurrency:
+        scale = _replace(scale, concurrency=tuple(int(c) for c in args.concurrency.split(",")))
+    if args.batches:
+        scale = _replace(scale, batches=tuple(int(b) for b in args.batches.split(",")))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
