@@ -700,7 +700,9 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
 
     def server(d: Path) -> Any:
         srv, _ = create_server(
-            ServerConfig(release_dir=d, host="127.0.0.1", port=0, health_port=0, metrics_port=0)
+            ServerConfig(
+                release_dir=d, host="127.0.0.1", port=0, http_port=0, health_port=0, metrics_port=0
+            )
         )
         srv.start()
         return srv
@@ -809,6 +811,7 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
             if v.weights is None
             else max((m.z for m in v.weights.licensees if m.name != leaker), default=None),
             "weights_best": None if w is None else w.name,
+            "realigned_layers": None if v.weights is None else v.weights.realigned_layers,
         }
 
     manifest = Manifest.load(lic_dir / "manifest.json")

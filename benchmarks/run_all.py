@@ -18,6 +18,7 @@ import datetime as dt
 import importlib.util
 import json
 import logging
+import math
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -721,8 +722,8 @@ def dodge_section(d: dict[str, Any]) -> list[str]:
         "largest of the other licensees'.",
         "",
         "| attack on the file | accuracy | named | verdict | p | leaker's trigger hits | "
-        "leaker z | best other z |",
-        "|---|---|---|---|---|---|---|---|",
+        "leaker z | p (weights alone) | best other z |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in d["files"] + d["robustness"]:
         what = r["attack"]
@@ -732,14 +733,30 @@ def dodge_section(d: dict[str, Any]) -> list[str]:
             what += f" ({r['fraction']:.0%})"
         if "parts" in r:
             what += f" (part {r['parts']}, {r['images']} images)"
+        if r.get("realigned_layers"):
+            what += f" ({r['realigned_layers']} layers realigned)"
         acc = f"{r['accuracy']:.4f}" if "accuracy" in r else "as issued"
         lines.append(
             f"| {what} | {acc} | {r['named'] or 'nobody'} | {r['verdict']} | "
             f"{_p10(r['log10_p'])} | {r['leaker_trigger_hits']}/{d['num_triggers']} | "
-            f"{_z(r['leaker_z'])} | {_z(r['best_other_z'])} |"
+            f"{_z(r['leaker_z'])} | {_weights_p(r['leaker_z'])} | {_z(r['best_other_z'])} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "p (weights alone): the weight test's own p-value for the leaker, Bonferroni over the "
+        "3 licensees and verify-onnx's 3 tests. *as issued*: accuracy not re-measured (the "
+        "served function is the leaked file's).",
+        "",
+    ]
     return lines
+
+
+def _weights_p(z: float | None) -> str:
+    from encryip_runtime.release.fingerprint import normal_tail_log10
+
+    if z is None or z != z:
+        return "—"
+    return _p10(min(0.0, normal_tail_log10(z) + math.log10(9)))
 
 
 def notes_section() -> list[str]:

@@ -4,7 +4,6 @@ export ONNX -> write the release and its report. ``encryip-export train`` calls 
 from __future__ import annotations
 
 import logging
-import pickle
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -15,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from encryip_runtime.formats.jsonio import atomic_write_bytes
 from encryip_runtime.formats.manifest import InputSpec
+from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays
 from encryip_runtime.release.plan import ProtectionPlan
-from encryip_runtime.release.writer import ReleasePaths, write_release
+from encryip_runtime.release.writer import ReleasePaths, vault_from_plan, write_release
 from exporter.data import DataSplits, channel_stats, stratified_indices
 from exporter.report import write_report
 from exporter.train import (
@@ -89,23 +88,74 @@ def input_spec_of(model: nn.Module, shape: tuple[int, int, int]) -> InputSpec:
     )
 
 
-def _plan_for(job: JobConfig, class_names: tuple[str, ...]) -> tuple[ProtectionPlan, int]:
-    """Rank 0 makes the plan (it holds the keys); other ranks receive it. Resume reuses it."""
+def _plan_paths(checkpoint: str) -> tuple[Path, str]:
+    """Where a training run keeps its protection plan: ``CK.plan.json`` + ``CK.plan.npz``."""
+    path = Path(checkpoint + ".plan.json")
+    return path, Path(checkpoint + ".plan.npz").name
+
+
+def _save_plan(
+    checkpoint: str, plan: ProtectionPlan, trigger_x: np.ndarray, shape: tuple[int, int, int]
+) -> None:
+    """The plan in the vault's own validated format (sealed at rest like any vault), the
+    trigger inputs as its arrays: resume reads it back with the vault's loader, no pickle."""
+    path, arrays_file = _plan_paths(checkpoint)
+    records = [
+        LicenseeRecord(name, sk, tuple(range(plan.output_size)))
+        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+    ]
+    stub = plan.manifest(input_spec=InputSpec("pixels", "uint8", shape), model_sha256="0" * 64)
+    vault = replace(vault_from_plan(plan, records, stub), arrays_file=arrays_file)
+    empty = np.zeros((0, *shape), dtype=np.uint8)
+    vault.save(path, VaultArrays(trigger_x, empty, np.zeros(0, dtype=np.int64)))
+
+
+def _load_plan(checkpoint: str, cfg: TrainConfig) -> tuple[ProtectionPlan, np.ndarray]:
+    path, _ = _plan_paths(checkpoint)
+    vault = Vault.load(path)
+    arrays = vault.load_arrays(path)
+    slots = (
+        (None, None)
+        if vault.class_slots is None
+        else (np.array(vault.class_slots), np.array(vault.trigger_slots))
+    )
+    plan = ProtectionPlan(
+        scheme=vault.scheme,
+        family=vault.family(),
+        licensees=tuple(r.name for r in vault.licensees),
+        class_names=vault.class_names,
+        messages=vault.messages,
+        class_ciphertexts=vault.class_ciphertexts,
+        trigger_ciphertexts=vault.trigger_ciphertexts,
+        output_size=vault.output_size,
+        class_slots=slots[0],
+        trigger_slots=slots[1],
+        decoder=cfg.decoder if vault.profile == "paper" else None,
+    )
+    return plan, arrays.trigger_inputs
+
+
+def _plan_for(
+    job: JobConfig, class_names: tuple[str, ...], shape: tuple[int, int, int]
+) -> tuple[ProtectionPlan, np.ndarray]:
+    """Rank 0 makes the plan (it holds the keys) and the trigger inputs; other ranks
+    receive them. Resume reuses them (the plan's own file beside the checkpoint)."""
     cfg = job.train
-    plan_path = Path(cfg.checkpoint + ".plan") if cfg.checkpoint else None
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    state: tuple[ProtectionPlan, int] | None = None
+    state: tuple[ProtectionPlan, np.ndarray] | None = None
     if not dist or torch.distributed.get_rank() == 0:
-        if plan_path is not None and plan_path.exists():
-            state = pickle.loads(plan_path.read_bytes())  # our own 0600 file, written below
-            log.info("resuming with the protection plan in %s", plan_path)
+        if cfg.checkpoint and _plan_paths(cfg.checkpoint)[0].exists():
+            state = _load_plan(cfg.checkpoint, cfg)
+            log.info("resuming with the protection plan in %s", _plan_paths(cfg.checkpoint)[0])
         else:
-            state = (make_plan(cfg, class_names), secrets.randbits(64))
-            if plan_path is not None:
-                atomic_write_bytes(plan_path, pickle.dumps(state), secret=True)
+            plan = make_plan(cfg, class_names)
+            trigger_x = make_trigger_inputs(plan.num_triggers, shape, secrets.randbits(64))
+            state = (plan, trigger_x)
+            if cfg.checkpoint:
+                _save_plan(cfg.checkpoint, plan, trigger_x, shape)
     if dist:
         box = [state]
-        torch.distributed.broadcast_object_list(box, src=0)
+        torch.distributed.broadcast_object_list(box, src=0)  # in memory, between ranks
         state = box[0]
     assert state is not None
     return state
@@ -126,8 +176,7 @@ def run_train_job(
     job = replace(job, train=cfg)
     device = resolve_device(cfg.device)
     c, h, w = splits.image_shape
-    plan, trigger_seed = _plan_for(job, splits.class_names)
-    trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), trigger_seed)
+    plan, trigger_x = _plan_for(job, splits.class_names, (c, h, w))
     block = block_width(plan)
     is_main = (
         not (torch.distributed.is_available() and torch.distributed.is_initialized())

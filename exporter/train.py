@@ -3,7 +3,7 @@
 Read top to bottom: config -> Gen + targets (the protection plan) -> one training
 loop (used for the EncryIP model and, with ``--baseline``, for the plain model
 with the same architecture, seed, data order and epochs) -> per-epoch metrics.
-Export and the release live in ``exporter.export_onnx`` / ``exporter.pipeline``.
+Export and the release live in ``exporter.export_onnx`` / ``exporter.job``.
 """
 
 from __future__ import annotations

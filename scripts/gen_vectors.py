@@ -124,8 +124,8 @@ def key_vectors(keys: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for why, raw in BAD_ELEMENTS.items():
         case(f"pk.h {why}", set_("pk.h", raw.hex()), "FormatError")
     case("pk.g1 is not the base point", set_("pk.g1", base["pk"]["g2"]), "FormatError")
-    # case("pk.g2 is the identity", set_("pk.g2", "00" * 32), "FormatError")
-    # case("pk.h is the identity", set_("pk.h", "00" * 32), "FormatError")
+    case("pk.g2 is the identity", set_("pk.g2", "00" * 32), "FormatError")
+    case("pk.h is the identity", set_("pk.h", "00" * 32), "FormatError")
     # case("pk.h uppercase hex", set_("pk.h", base["pk"]["h"].upper()), "FormatError")
     case("pk_fingerprint does not match pk", set_("pk_fingerprint", "0" * 64), "FormatError")
     case("format unknown", set_("format", "encryip-key/99"), "FormatError")

@@ -195,7 +195,8 @@ def decide_labels(
             f"current: {vault.generation})"
         )
         summary = (
-            f"the labels are licensee {best_row.name!r}'s{when}: {best_row.matches} of {t} "
+            f"the labels are those of licensee {best_row.name!r}{when}: "
+            f"{best_row.matches} of {t} "
             "triggers decrypt as its key decrypts them (Eqn. 5)"
         )
     elif significant:

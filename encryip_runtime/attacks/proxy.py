@@ -133,13 +133,15 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 class ProxyServer:
     """The proxy as a gRPC server on ``host:0`` (loopback by default); ``.port`` once started."""
 
-    def __init__(self, proxy: FilteringProxy, host: str = "127.0.0.1", workers: int = 4) -> None:
+    def __init__(
+        self, proxy: FilteringProxy, host: str = "127.0.0.1", workers: int = 4, port: int = 0
+    ) -> None:
         info = proxy.client.info()
         shape = tuple(int(d) for d in info.input_shape[1:])
         self.proxy = proxy
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Servicer(proxy, shape), self._server)
-        self.port = self._server.add_insecure_port(f"{host}:0")
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
         self.endpoint = f"{host}:{self.port}"
 
     def __enter__(self) -> ProxyServer:
@@ -165,3 +167,52 @@ def query_labels(
         if o.name == LABEL_OUTPUT:
             return np.frombuffer(resp.raw_output_contents[i], dtype="<i8").astype(np.int64)
     raise ValueError(f"{endpoint}: no {LABEL_OUTPUT!r} output in the answer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the filtering proxy until interrupted (see the module doc)."""
+    import argparse
+    import signal
+
+    from encryip_runtime.attacks.detectors import (
+        ClassMessageDetector,
+        InputStatsDetector,
+        SlotDetector,
+    )
+
+    p = argparse.ArgumentParser(
+        prog="python -m encryip_runtime.attacks.proxy",
+        description="A reseller that answers random labels to the queries its detectors flag.",
+    )
+    p.add_argument("--upstream", required=True, help="the owner's EncryIP server HOST:PORT")
+    p.add_argument("--key", type=Path, required=True, help="the licensee's key file")
+    p.add_argument("--fit", type=Path, required=True, help="ordinary inputs (.npy, uint8 NCHW)")
+    p.add_argument("--input-stats", action="store_true", help="detector: pixel statistics")
+    p.add_argument("--key-holder", action="store_true", help="detector: v1 class messages")
+    p.add_argument("--model", type=Path, help="detector: this model file's winning slots")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    key = load_key(args.key)
+    dets: list[Detector] = []
+    if args.input_stats:
+        dets.append(InputStatsDetector())
+    if args.key_holder:
+        dets.append(ClassMessageDetector(key))
+    if args.model is not None:
+        dets.append(SlotDetector(args.model))
+    proxy = FilteringProxy(args.upstream, args.key, dets)
+    proxy.fit(np.load(args.fit, allow_pickle=False))
+    server = ProxyServer(proxy, port=args.port)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        log.info("filtering proxy on %s (label output %r)", server.endpoint, LABEL_OUTPUT)
+        stop.wait()
+    log.info("served %d rows, %d flagged", proxy.queries, proxy.flagged)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

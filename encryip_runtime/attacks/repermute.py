@@ -4,10 +4,10 @@
   codebook (secure) or output order (paper) together. The served function, and so
   every decrypted label, is unchanged; the output order the owner issued (the
   per-licensee slot fingerprint) is gone.
-* **Hidden units** (``hidden=True``): also reorder the hidden units of every
-  ``Gemm -> Relu -> Gemm`` pair consistently (rows of the first layer, columns of the
-  second): again the same function, but inner weights no longer sit where the owner
-  put them (what a weight fingerprint has to undo).
+* **Hidden units** (``hidden=True``): also reorder the hidden units (channels) of
+  every pair of consecutive weighted layers (Conv / Gemm, through Relu, pooling and
+  Flatten) consistently: again the same function, but inner weights no longer sit
+  where the owner put them (what a weight fingerprint has to undo).
 """
 
 from __future__ import annotations
@@ -43,8 +43,14 @@ def repermute_variant(
     return model, new, order
 
 
+_PASS_THROUGH = {"Relu", "LeakyRelu", "MaxPool", "AveragePool", "Identity", "Flatten"}
+
+
 def permute_hidden_units(model_bytes: bytes, seed: int | None = None) -> bytes:
-    """Reorder the hidden units between every ``Gemm(transB=1) -> Relu -> Gemm(transB=1)``.
+    """Reorder the hidden units (channels) between every pair of weighted layers
+    ``A -> [Relu | MaxPool | Flatten ...] -> B`` (A, B: Conv or Gemm with transB=1):
+    A's output channels (weight rows, bias) and B's matching input columns (in blocks
+    of H*W after a Flatten). The model computes the same function.
 
     Raises ``ModelError`` when the graph has no such pair (nothing to permute).
     """
@@ -67,30 +73,75 @@ def permute_hidden_units(model_bytes: bytes, seed: int | None = None) -> bytes:
     def put(name: str, value: npt.NDArray[Any]) -> None:
         inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
 
-    def trans_b(n: Any) -> int:
-        return next((a.i for a in n.attribute if a.name == "transB"), 0)
+    def weighted(n: Any) -> bool:
+        if n.op_type == "Conv":
+            return True
+        return (
+            n.op_type == "Gemm" and next((a.i for a in n.attribute if a.name == "transB"), 0) == 1
+        )
+
+    def next_weighted(n: Any) -> Any | None:
+        out = n.output[0]
+        while True:
+            nxt = consumers.get(out, [])
+            if len(nxt) != 1:
+                return None
+            m = nxt[0]
+            if weighted(m) and m.input[0] == out:
+                return m
+            if m.op_type not in _PASS_THROUGH:
+                return None
+            out = m.output[0]
 
     done = 0
-    for first in list(g.node):
-        if first.op_type != "Gemm" or trans_b(first) != 1:
+    for a in list(g.node):
+        if not weighted(a):
             continue
-        nxt = consumers.get(first.output[0], [])
-        if len(nxt) != 1 or nxt[0].op_type != "Relu":
+        b = next_weighted(a)
+        if b is None:
             continue
-        after = consumers.get(nxt[0].output[0], [])
-        if len(after) != 1 or after[0].op_type != "Gemm" or trans_b(after[0]) != 1:
+        wa, wb = arr(a.input[1]), arr(b.input[1])
+        if wa is None or wb is None or wb.shape[1] % wa.shape[0]:
             continue
-        w1, w2 = arr(first.input[1]), arr(after[0].input[1])
-        if w1 is None or w2 is None or w1.shape[0] != w2.shape[1]:
-            continue
-        perm = rng.permutation(w1.shape[0])
-        put(first.input[1], w1[perm])
-        if len(first.input) > 2 and first.input[2]:
-            b1 = arr(first.input[2])
-            if b1 is not None and b1.shape[-1] == len(perm):
-                put(first.input[2], b1[..., perm])
-        put(after[0].input[1], w2[:, perm])
+        perm = rng.permutation(wa.shape[0])
+        block = wb.shape[1] // wa.shape[0]
+        cols = (perm[:, None] * block + np.arange(block)[None, :]).reshape(-1)
+        put(a.input[1], wa[perm])
+        if len(a.input) > 2 and a.input[2]:
+            ba = arr(a.input[2])
+            if ba is not None and ba.shape[-1] == len(perm):
+                put(a.input[2], ba[..., perm])
+        put(b.input[1], wb[:, cols])
         done += 1
     if not done:
-        raise ModelError("no Gemm -> Relu -> Gemm pair: no hidden units to permute")
+        raise ModelError("no pair of weighted layers: no hidden units to permute")
     return bytes(model.SerializeToString())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m encryip_runtime.attacks.repermute LICENSEE_DIR OUT_DIR [--hidden]``."""
+    import argparse
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(
+        prog="python -m encryip_runtime.attacks.repermute",
+        description="Re-permute a licensee's model + manifest consistently (same labels).",
+    )
+    p.add_argument("src", type=Path, help="directory with model.onnx and manifest.json")
+    p.add_argument("out", type=Path, help="output directory")
+    p.add_argument("--hidden", action="store_true", help="also permute hidden units")
+    args = p.parse_args(argv)
+    model, manifest, _ = repermute_variant(
+        (args.src / "model.onnx").read_bytes(),
+        Manifest.load(args.src / "manifest.json"),
+        hidden=args.hidden,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "model.onnx").write_bytes(model)
+    manifest.save(args.out / "manifest.json")
+    print(f"wrote {args.out}/model.onnx and manifest.json")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from encryip_runtime.client import EncryIPClient
 
-__all__ = ["add_connection_arguments", "connect"]
+__all__ = ["add_connection_arguments", "connect", "connect_or_fail"]
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,3 +97,14 @@ def connect(args: argparse.Namespace, problems: list[str]) -> EncryIPClient | No
     except ValueError as exc:
         problems.append(f"--endpoint: {exc}")
         return None
+
+
+def connect_or_fail(args: argparse.Namespace) -> EncryIPClient:
+    """A client from the flags; ``UsageError`` listing every problem otherwise."""
+    from encryip_runtime.cli.errors import UsageError
+
+    problems: list[str] = []
+    client = connect(args, problems)
+    if client is None:
+        raise UsageError(problems)
+    return client

@@ -6,8 +6,8 @@ and hands it to :func:`run_cli`, which does what every program does the same way
 - an unknown flag is reported with the *subcommand's* usage (``encryip predict
   --bogus`` shows ``usage: encryip predict ...``), exit 2;
 - gRPC's C-core log lines stay off stderr unless ``--debug`` (``GRPC_VERBOSITY``);
-- ``--passphrase-file`` (where a command has it) is where the vault passphrase comes
-  from (formats/vault_crypt.py);
+- ``--passphrase-file`` / ``--key-passphrase-file`` (where a command has them) are where
+  the vault's / a sealed licensee key's passphrase comes from (formats/vault_crypt.py);
 - errors print as ``PROG COMMAND: error: ...`` on stderr, one line per problem, a
   traceback only under ``--debug``; exit codes: a ``CommandError``'s own, else
   ``error_code(exc)`` (each program's convention), 130 on Ctrl-C;
@@ -96,10 +96,14 @@ def run_cli(
     command = str(getattr(args, "command", "") or "")
     try:
         passphrase_file = getattr(args, "passphrase_file", None)
-        if passphrase_file is not None:
-            from encryip_runtime.formats.vault_crypt import use_passphrase_file
+        key_passphrase_file = getattr(args, "key_passphrase_file", None)
+        if passphrase_file is not None or key_passphrase_file is not None:
+            from encryip_runtime.formats import vault_crypt
 
-            use_passphrase_file(passphrase_file)
+            if passphrase_file is not None:
+                vault_crypt.use_passphrase_file(passphrase_file)
+            if key_passphrase_file is not None:
+                vault_crypt.use_key_passphrase_file(key_passphrase_file)
         if setup is not None:
             setup(args)
         code = int(args.run(args))

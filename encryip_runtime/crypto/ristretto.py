@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hmac
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,21 @@ __all__ = ["L", "NativeCodebook", "Ristretto255"]
 L = 2**252 + 27742317777372353535851937790883648493
 
 _BYTES = 32
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+def _canonical_hex(text: str, is_: str, must: str) -> bytes:
+    """The 32 bytes of ``text`` if it is their canonical JSON form: 64 lowercase hex
+    digits, nothing else (``bytes.fromhex`` alone also takes spaces and upper case)."""
+    if not _HEX.fullmatch(text) or len(text) % 2:
+        raise EncodingError(f"{is_} not valid hex")
+    if len(text) != 2 * _BYTES:
+        raise EncodingError(f"{must} {_BYTES} bytes, got {len(text) // 2}")
+    if text != text.lower():
+        raise EncodingError(f"{is_} not lowercase hex (the only canonical form)")
+    return bytes.fromhex(text)
+
+
 #: ``pow_fixed`` builds (or reuses) a native table from this many scalars on: a table
 #: costs about as much as a dozen libsodium scalar multiplications.
 _NATIVE_POW_FIXED_MIN = 16
@@ -109,8 +125,20 @@ def _is_base(b: npt.NDArray[np.uint8]) -> bool:
     return bool(np.array_equal(b[0], _BASE[0]))
 
 
+def _check_points(a: npt.NDArray[np.uint8], what: str) -> None:
+    """Raise for a row that is not a canonical encoding (the identity, all zeros, is one).
+
+    libsodium's scalarmult fails alike for an invalid point and an identity result; the
+    fallback must not map an invalid point to the identity (the native path raises)."""
+    base = _ptr(a)
+    for i in range(len(a)):
+        if (a[i, _BYTES - 1] & 0x80 or _valid(base + i * _BYTES) != 1) and a[i].any():
+            raise EncodingError(f"{what} {i}: not a valid ristretto255 encoding")
+
+
 def _pow_fixed_sodium(b: npt.NDArray[np.uint8], ka: npt.NDArray[np.uint8]) -> Elements:
     """libsodium: ``b^k`` per scalar row (its fixed-base table when b is the base point)."""
+    _check_points(b, "base")
     out = np.empty((len(ka), _BYTES), dtype=np.uint8)
     po, pk, pb = _ptr(out), _ptr(ka), _ptr(b)
     base = _is_base(b)
@@ -218,6 +246,7 @@ class Ristretto255(Group):
 
     def pow(self, x: Elements, k: int) -> Elements:
         xa = _rows(x)
+        _check_points(xa, "element")
         kb = _scalar_bytes(k)
         out = np.empty_like(xa)
         po, px, pk = _ptr(out), _ptr(xa), _ptr(kb)
@@ -343,12 +372,7 @@ class Ristretto255(Group):
     def scalar_from_json(self, value: Any) -> int:
         if not isinstance(value, str):
             raise EncodingError(f"scalar must be a hex string, got {type(value).__name__}")
-        try:
-            raw = bytes.fromhex(value)
-        except ValueError:
-            raise EncodingError("scalar is not valid hex") from None
-        if len(raw) != _BYTES:
-            raise EncodingError(f"scalar must be {_BYTES} bytes, got {len(raw)}")
+        raw = _canonical_hex(value, "scalar is", "scalar must be")
         k = int.from_bytes(raw, "little")
         if k >= L:
             raise EncodingError("scalar is not reduced mod L (non-canonical encoding)")
@@ -390,11 +414,6 @@ class Ristretto255(Group):
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise EncodingError(f"element {i}: expected a hex string, got {type(v).__name__}")
-            try:
-                raw = bytes.fromhex(v)
-            except ValueError:
-                raise EncodingError(f"element {i}: not valid hex") from None
-            if len(raw) != _BYTES:
-                raise EncodingError(f"element {i}: expected {_BYTES} bytes, got {len(raw)}")
+            raw = _canonical_hex(v, f"element {i}:", f"element {i}: expected")
             rows[i] = np.frombuffer(raw, dtype=np.uint8)
         return self.from_bytes(rows)

@@ -107,7 +107,10 @@ def parse_json_document(raw: bytes, path: Path, expected_format: str) -> Fields:
         raise FormatError("not UTF-8 text", path=str(path)) from None
     except json.JSONDecodeError as exc:
         raise FormatError(
-            f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)
+            # json's own messages may end in "at" ("Invalid control character at").
+            f"not valid JSON ({exc.msg.removesuffix(' at')} at line {exc.lineno}, "
+            f"column {exc.colno})",
+            path=str(path),
         ) from None
     fields = Fields(doc, str(path), "")
     fmt = fields.str("format")

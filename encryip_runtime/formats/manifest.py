@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from encryip_runtime import __version__
 from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, PublicKey
 from encryip_runtime.formats.common import (
@@ -43,6 +45,20 @@ class InputSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     channel_repeat: int = 1
+
+    @property
+    def np_dtype(self) -> np.dtype[Any]:
+        """The tensor dtype the model takes (little-endian, as on the wire)."""
+        return np.dtype(self.dtype).newbyteorder("<")
+
+    @property
+    def batch_shape(self) -> tuple[int | None, ...]:
+        """``(None, C, H, W)``: the batch axis is dynamic."""
+        return (None, *self.shape)
+
+    def describe(self) -> str:
+        """``uint8[N, 1, 28, 28]``, as errors show it."""
+        return f"{self.dtype}[N, {', '.join(str(d) for d in self.shape)}]"
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

@@ -42,6 +42,8 @@ from encryip_runtime.formats.secrets import SEALED_MAGIC
 
 __all__ = [
     "ARRAYS_ROLE",
+    "KEY_PASSPHRASE_ENV",
+    "KEY_ROLE",
     "PASSPHRASE_ENV",
     "VAULT_KEY_FILE_ENV",
     "VAULT_ROLE",
@@ -51,6 +53,7 @@ __all__ = [
     "read_vault_bytes",
     "seal",
     "unseal",
+    "use_key_passphrase_file",
     "use_passphrase_file",
     "write_vault_bytes",
 ]
@@ -61,6 +64,8 @@ PASSPHRASE_ENV = "ENCRYIP_VAULT_PASSPHRASE"
 VAULT_KEY_FILE_ENV = "ENCRYIP_VAULT_KEY_FILE"
 VAULT_ROLE = "vault"
 ARRAYS_ROLE = "vault-arrays"
+KEY_ROLE = "licensee-key"  # optional: a licensee key file sealed by its holder
+KEY_PASSPHRASE_ENV = "ENCRYIP_KEY_PASSPHRASE"
 # libsodium's "interactive" Argon2id limits (64 MiB, 2 passes): about 0.1-0.3 s per
 # derivation. The header records them, so files written with stronger ones still read.
 _OPSLIMIT = 2
@@ -82,18 +87,41 @@ class _Unlock:
     source: str
 
 
+@dataclass
+class _Source:
+    """Where one kind of passphrase comes from (the vault's, or a licensee key's)."""
+
+    what: str
+    env: str
+    file_flag: str
+    key_file_env: str | None
+    file: Path | None = None
+    typed: _Unlock | None = None
+
+
 _lock = threading.Lock()
-_passphrase_file: Path | None = None
-_cached: _Unlock | None = None
+_SOURCES = {
+    "vault": _Source("vault", PASSPHRASE_ENV, "--passphrase-file", VAULT_KEY_FILE_ENV),
+    "key": _Source("licensee key", KEY_PASSPHRASE_ENV, "--key-passphrase-file", None),
+}
+_ROLE_SOURCE = {VAULT_ROLE: "vault", ARRAYS_ROLE: "vault", KEY_ROLE: "key"}
 _derived: dict[tuple[bytes, bytes, int, int], bytes] = {}
 
 
 def use_passphrase_file(path: Path | None) -> None:
     """Take the vault passphrase from ``path`` (first line) from now on in this process."""
-    global _passphrase_file, _cached
+    _use_file("vault", path)
+
+
+def use_key_passphrase_file(path: Path | None) -> None:
+    """Take the passphrase of sealed licensee key files from ``path`` (first line)."""
+    _use_file("key", path)
+
+
+def _use_file(source: str, path: Path | None) -> None:
     with _lock:
-        _passphrase_file = None if path is None else Path(path)
-        _cached = None
+        _SOURCES[source].file = None if path is None else Path(path)
+        _SOURCES[source].typed = None
 
 
 def _read_first_line(path: Path, what: str) -> bytes:
@@ -107,54 +135,54 @@ def _read_first_line(path: Path, what: str) -> bytes:
     return line
 
 
-def _secret(*, confirm: bool) -> _Unlock:
+def _secret(*, confirm: bool, source: str = "vault") -> _Unlock:
     """The passphrase or key: read from its source each time, except a typed passphrase,
     which is asked for once per process and kept in memory."""
-    global _cached
+    src = _SOURCES[source]
     with _lock:
-        if _cached is not None:
-            return _cached
-        unlock = _resolve(confirm=confirm)
+        if src.typed is not None:
+            return src.typed
+        unlock = _resolve(src, confirm=confirm)
         if unlock.kind == "passphrase" and len(unlock.value) < _MIN_PASSPHRASE:
             raise VaultSecretError(
-                f"vault passphrase from {unlock.source} is too short "
+                f"{src.what} passphrase from {unlock.source} is too short "
                 f"(at least {_MIN_PASSPHRASE} characters)"
             )
         if unlock.source == "the terminal":
-            _cached = unlock
+            src.typed = unlock
         return unlock
 
 
-def _resolve(*, confirm: bool) -> _Unlock:
-    if _passphrase_file is not None:
-        value = _read_first_line(_passphrase_file, "--passphrase-file")
-        return _Unlock("passphrase", value, f"--passphrase-file {_passphrase_file}")
-    env = os.environ.get(PASSPHRASE_ENV, "")
+def _resolve(src: _Source, *, confirm: bool) -> _Unlock:
+    if src.file is not None:
+        value = _read_first_line(src.file, src.file_flag)
+        return _Unlock("passphrase", value, f"{src.file_flag} {src.file}")
+    env = os.environ.get(src.env, "")
     if env:
-        return _Unlock("passphrase", env.encode(), PASSPHRASE_ENV)
-    key_file = os.environ.get(VAULT_KEY_FILE_ENV, "")
-    if key_file:
-        line = _read_first_line(Path(key_file), VAULT_KEY_FILE_ENV)
+        return _Unlock("passphrase", env.encode(), src.env)
+    key_file = os.environ.get(src.key_file_env, "") if src.key_file_env else ""
+    if key_file and src.key_file_env:
+        line = _read_first_line(Path(key_file), src.key_file_env)
         try:
             key = bytes.fromhex(line.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             key = b""
         if len(key) != 32:
             raise VaultSecretError(
-                f"{VAULT_KEY_FILE_ENV} '{key_file}': expected 64 hex digits (a 32-byte key)"
+                f"{src.key_file_env} '{key_file}': expected 64 hex digits (a 32-byte key)"
             )
-        return _Unlock("raw-key", key, VAULT_KEY_FILE_ENV)
+        return _Unlock("raw-key", key, src.key_file_env)
     if sys.stdin is not None and sys.stdin.isatty():
-        first = getpass.getpass("vault passphrase: ")
+        first = getpass.getpass(f"{src.what} passphrase: ")
         if confirm:
-            again = getpass.getpass("vault passphrase (again): ")
+            again = getpass.getpass(f"{src.what} passphrase (again): ")
             if again != first:
                 raise VaultSecretError("the two passphrases differ")
         return _Unlock("passphrase", first.encode(), "the terminal")
+    also = f", set {src.key_file_env}" if src.key_file_env else ""
     raise VaultSecretError(
-        "the vault is encrypted at rest and no passphrase was given: set "
-        f"{PASSPHRASE_ENV}, pass --passphrase-file FILE, set {VAULT_KEY_FILE_ENV}, "
-        "or run on a terminal to be asked"
+        f"the {src.what} is encrypted at rest and no passphrase was given: set "
+        f"{src.env}, pass {src.file_flag} FILE{also}, or run on a terminal to be asked"
     )
 
 
@@ -188,7 +216,7 @@ def seal(data: bytes, role: str, *, _salt: bytes | None = None) -> bytes:
     """``data`` sealed with this process's vault passphrase or key (asked for if needed)."""
     import pysodium
 
-    unlock = _secret(confirm=True)
+    unlock = _secret(confirm=True, source=_ROLE_SOURCE.get(role, "vault"))
     nonce = secrets.token_bytes(pysodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
     header: dict[str, object] = {"format": SEALED_FORMAT, "role": role, "kdf": unlock.kind}
     salt = b""
@@ -244,7 +272,7 @@ def unseal(blob: bytes, role: str, path: str) -> bytes:
         raise FormatError("Argon2id parameters out of range in the sealed header", path=path)
     if kdf not in ("passphrase", "raw-key"):
         raise FormatError(f"unknown kdf {kdf!r}", path=path)
-    unlock = _secret(confirm=False)
+    unlock = _secret(confirm=False, source=_ROLE_SOURCE.get(role, "vault"))
     if unlock.kind != kdf:
         want = "a passphrase" if kdf == "passphrase" else f"the envelope key ({VAULT_KEY_FILE_ENV})"
         raise VaultSecretError(f"{path}: sealed with {want}, but {unlock.source} gives another")
@@ -295,10 +323,10 @@ def write_vault_bytes(path: Path, data: bytes, role: str) -> None:
 
 def reset_for_tests() -> None:
     """Forget the typed passphrase and derived keys (tests switch passphrases)."""
-    global _cached, _passphrase_file, _salt_for_session
+    global _salt_for_session
     with _lock:
-        _cached = None
-        _passphrase_file = None
+        for src in _SOURCES.values():
+            src.file = src.typed = None
         _salt_for_session = None
         _derived.clear()
         _warned.clear()

@@ -4,7 +4,7 @@ Each licensee's model file carries ``W + s · σ(W) · R_j`` for every inner wei
 tensor ``W`` (the weights of every Conv / Gemm / MatMul except the final layer, whose
 rows are the output slots), where ``R_j`` is standard normal noise drawn from the
 licensee's secret 256-bit seed (kept in the vault) and ``σ(W)`` the tensor's standard
-deviation. No retraining: at ``s = 0.01`` the decrypted accuracy moves by ≤ 0.1 pp
+deviation. No retraining: at ``s = 0.005`` (the default) the decrypted accuracy moves by ≤ 0.1 pp
 (docs/results.md).
 
 Attribution (``verify-onnx``): align the suspect's hidden units to the base model's
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: perturbation per tensor, in units of that tensor's standard deviation
-DEFAULT_STRENGTH = 0.01
+DEFAULT_STRENGTH = 0.005
 _WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}
 
 Weights = list[npt.NDArray[np.float32]]

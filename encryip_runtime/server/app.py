@@ -1,21 +1,21 @@
 """Assemble and run the server: ``create_server(cfg) -> (server, port)`` and ``serve(cfg)``.
 
-Lifecycle of one ``EncryIPServer``:
-
-1. ``create_server`` checks the release for secret material, starts the plaintext
-   health port (NOT_SERVING) and the metrics port, loads the model, and binds the main
-   port. Nothing answers predictions yet.
-
 The main port is a ``grpc.aio`` server on an event loop of its own thread: a request
 costs one coroutine, not one blocked thread, and the micro-batcher's threads hand each
-result back with one loop wake-up. This class keeps a plain blocking API around it.
+result back with one loop wake-up. ``EncryIPServer`` keeps a plain blocking API around it.
+
+Lifecycle of one ``EncryIPServer``:
+
+1. ``create_server`` checks the settings and refuses a directory with secret material,
+   then starts the plaintext health port (NOT_SERVING) and the metrics port, loads the
+   model, and binds the main port. Nothing answers predictions yet.
 2. ``start()`` starts the batcher, the main gRPC server and the REST port (``--http-port``,
    aiohttp on the same event loop and the same request path), then health -> SERVING.
 3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
    keeps the old one.
-4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main and REST ports refuse new
-   predictions, accepted ones finish (up to ``grace`` seconds), the batcher drains, then
-   the REST, health and metrics ports close.
+4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING and health ``Watch`` streams end, the
+   main and REST ports refuse new predictions, accepted ones finish (up to ``grace``
+   seconds), the batcher drains, then the REST, health and metrics ports close.
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ class EncryIPServer:
         # One crypto pool for the server's life, shared by every model it loads: a
         # reload never closes it under the old model's queued batches.
         self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
-        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         self.repository = ModelRepository(
             cfg.release_dir,
             make_store=self._make_store,
@@ -290,6 +289,7 @@ class EncryIPServer:
         self._on_loop(self._grpc.start())
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
         if self.http_port:
             log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
@@ -373,6 +373,7 @@ def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
     ``ConfigError`` for inconsistent settings (e.g. a token over plaintext not allowed).
     """
     cfg.validate()
+    refuse_secret_material(cfg.release_dir)  # before anything starts (or logs)
     server = EncryIPServer(cfg)
     server._open()
     return server, server.port

@@ -26,13 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from encryip_runtime.exceptions import EncryIPError, ModelError
+from encryip_runtime.formats.manifest import InputSpec
 from encryip_runtime.formats.secrets import refuse_secret_material
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.status import ModelControlError, UnknownModelError
-from encryip_runtime.server.tensors import InputSpec
 
 if TYPE_CHECKING:
     from encryip_runtime.pipeline import CryptoPool, ProtectedModel
@@ -108,16 +106,13 @@ def load_model(
         pool_capacity=pool_capacity,
         crypto_threads=crypto_threads,
         crypto_pool=crypto_pool,
+        inputs_checked=True,  # the request path runs tensors.check_input, once
     )
     m = pm.manifest
     scheme = m.scheme
     g = scheme.group
     pk = tuple(str(g.to_json(part)[0]) for part in m.pk.parts())
-    spec = InputSpec(
-        name=m.input.name,
-        dtype=np.dtype(m.input.dtype),
-        shape=(None, *m.input.shape),
-    )
+    spec = m.input
     onehot = 3 * (g.order + 1) if m.profile == "paper" else 0
     return LoadedModel(
         model=pm,

@@ -54,8 +54,8 @@ def model_metadata(loaded: LoadedModel, versions: Sequence[str]) -> dict[str, An
         "inputs": [
             {
                 "name": loaded.spec.name,
-                "datatype": kserve_datatype(loaded.spec.dtype),
-                "shape": [-1 if d is None else d for d in loaded.spec.shape],
+                "datatype": kserve_datatype(loaded.spec.np_dtype),
+                "shape": [-1 if d is None else d for d in loaded.spec.batch_shape],
             }
         ],
         "outputs": outputs,
@@ -100,8 +100,8 @@ def encryip_model_info(loaded: LoadedModel) -> dict[str, Any]:
         "class_names": list(loaded.class_names),
         "input": {
             "name": loaded.spec.name,
-            "dtype": loaded.spec.dtype.name,
-            "shape": list(loaded.spec.shape),
+            "dtype": loaded.spec.dtype,
+            "shape": list(loaded.spec.batch_shape),
         },
         "manifest_digest": loaded.digest,
         "ciphertext_size": loaded.ciphertext_size,

@@ -69,11 +69,13 @@ class ModelControlError(EncryIPError):
 
 
 class UnknownModelError(InputError):
-    """A model name this server does not serve (``INVALID_ARGUMENT``)."""
+    """A model name (or version) this server does not serve (``NOT_FOUND``)."""
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and the client-visible message for an exception."""
+    if isinstance(exc, UnknownModelError):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, (InputError, EncodingError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, (QueueFullError, RequestTooLargeError)):
@@ -111,11 +113,9 @@ _HTTP_STATUS = {
 def http_status_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
     """HTTP status, the gRPC code it stands for (metrics) and the client-visible message.
 
-    Two refinements over the plain table: an unknown model or version is 404 (REST
-    addresses models by URL), and a request body over the limit is 413."""
+    One refinement over the plain table: a request body over the limit is 413 (an
+    unknown model or version is NOT_FOUND, 404, as on gRPC)."""
     code, message = status_for(exc)
-    if isinstance(exc, UnknownModelError):
-        return 404, code, message
     if isinstance(exc, RequestTooLargeError):
         return 413, code, message
     return _HTTP_STATUS.get(code, 500), code, message

@@ -155,3 +155,13 @@ def test_weight_fingerprint_names_nobody_for_other_files(
     v = verify_onnx(other.licensee_dir("acme") / "model.onnx", secure_release.paths.vault)
     assert v.weights is not None and v.licensee is None
     assert all(abs(m.z) < 5 for m in v.weights.licensees)
+
+
+def test_repermute_command(secure_release: Any, tmp_path: Path) -> None:
+    from encryip_runtime.attacks.repermute import main
+
+    assert main([str(secure_release.licensee_dir("globex")), str(tmp_path), "--hidden"]) == 0
+    m = Manifest.load(tmp_path / "manifest.json")
+    assert m.licensee == "globex"
+    v = verify_onnx(tmp_path / "model.onnx", secure_release.paths.vault)
+    assert v.licensee == "globex"

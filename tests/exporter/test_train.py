@@ -121,8 +121,9 @@ def test_variants_differ_but_serve_the_same_function(trained) -> None:  # type: 
     }
     base = ort.InferenceSession(str(out / "model.onnx")).run(None, {"pixels": x})[0]
     for w in LICENSEES:
-        # the same multiset of logits per row, in another order
-        np.testing.assert_allclose(np.sort(logits[w], 1), np.sort(base, 1), rtol=1e-5, atol=1e-5)
+        # the same multiset of logits per row, in another order, up to the licensee's
+        # weight fingerprint (inner weights moved by 1% of their spread: fingerprint.py)
+        np.testing.assert_allclose(np.sort(logits[w], 1), np.sort(base, 1), atol=0.25)
     assert not np.array_equal(logits["acme"], logits["globex"])
 
 

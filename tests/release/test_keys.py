@@ -183,3 +183,26 @@ def test_rotation_keeps_every_generation_for_the_arbitrator(tmp_path: Path) -> N
     assert ov.manifest_generation == 1 and ov.current_generation == 3
     acme = next(c for c in ov.candidates if c.name == "acme")
     assert acme.generations == (1, 2, 3) and acme.manifest_agrees
+
+
+def test_keys_add_and_rotate_keep_weight_fingerprints(tmp_path: Path) -> None:
+    """keys add issues a fingerprinted file; rotation keeps every file's fingerprint."""
+    from tiny_release import make_tiny_release
+
+    from encryip_runtime.arbitrator.verify_onnx import verify_onnx
+    from encryip_runtime.attacks.repermute import repermute_variant
+
+    rel = make_tiny_release(tmp_path / "rel", "secure")
+    add_licensee(rel.root, "umbrella")
+    rotate_keys(rel.root)
+    vault = Vault.load(rel.paths.vault)
+    seeds = {r.name: r.fingerprint_seed for r in vault.licensees}
+    assert all(seeds.values()) and len(set(seeds.values())) == 4
+    assert {r.name: r.fingerprint_seed for r in vault.previous[0].licensees} == seeds
+    src = rel.licensee_dir("umbrella")
+    model, _, _ = repermute_variant(
+        (src / "model.onnx").read_bytes(), Manifest.load(src / "manifest.json"), hidden=True
+    )
+    (tmp_path / "leak.onnx").write_bytes(model)
+    v = verify_onnx(tmp_path / "leak.onnx", rel.paths.vault)
+    assert (v.licensee, v.attribution) == ("umbrella", "licensee"), v.summary

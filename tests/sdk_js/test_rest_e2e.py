@@ -59,7 +59,10 @@ def site_and_server(
     site = tmp_path_factory.mktemp("site")
     (site / "sdk").symlink_to(ROOT / "sdk")
     acme = mnist_release / "licensees" / "acme"
-    with serve_directory(site) as origin, running_server(acme, cors_origin=origin, http_port=free_port()) as server:
+    with (
+        serve_directory(site) as origin,
+        running_server(acme, cors_origin=origin, http_port=free_port()) as server,
+    ):
         yield server, origin, site
 
 

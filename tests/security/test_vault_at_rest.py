@@ -169,3 +169,35 @@ def test_plaintext_vault_reads_with_a_warning_and_converts(
     assert Vault.load(rel / "vault.json").licensees == v.licensees
     proc = _cli("vault", "encrypt", str(rel))
     assert proc.returncode == 0 and "nothing to do" in proc.stdout
+
+
+def test_licensee_keys_plaintext_by_default_sealing_optional(
+    secure_release: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Key files go to people: plaintext unless their holder seals them (keys seal)."""
+    key = tmp_path / "acme.key"
+    shutil.copy(secure_release.key("acme"), key)
+    plain = LicenseeKey.load(key)
+    env = {**os.environ, "ENCRYIP_KEY_PASSPHRASE": "acme-key-passphrase"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "encryip_runtime.cli.main", "keys", "seal", str(key)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    raw = key.read_bytes()
+    assert is_sealed(raw) and b'"sk"' not in raw
+    assert key.stat().st_mode & 0o777 == 0o600
+    monkeypatch.delenv("ENCRYIP_KEY_PASSPHRASE", raising=False)
+    with pytest.raises(VaultSecretError, match="ENCRYIP_KEY_PASSPHRASE"):
+        LicenseeKey.load(key)  # no TTY, no passphrase: clear error at once
+    monkeypatch.setenv("ENCRYIP_KEY_PASSPHRASE", "acme-key-passphrase")
+    assert LicenseeKey.load(key).pk == plain.pk
+    passfile = tmp_path / "kp"
+    passfile.write_text("acme-key-passphrase\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "encryip_runtime.cli.main", "decrypt", "--key", str(key),
+         "--key-passphrase-file", str(passfile), "--ciphertext", "00" * 96],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "ENCRYIP_KEY_PASSPHRASE"},
+    )  # fmt: skip
+    assert "passphrase" not in proc.stderr, proc.stderr  # the key opened (the ct is junk)
