@@ -243,3 +243,44 @@ def test_repository_with_no_loadable_model_refuses_to_start(
     (repo / "only" / "1" / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelError, match="no model of the repository"), running_server(repo):
         pass
+
+
+def test_reload_picks_up_a_new_version(releases: dict[str, TinyRelease], tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    place(releases["alpha"].licensee_dir("acme"), repo / "alpha" / "1")
+    place(releases["beta"].licensee_dir("acme"), repo / "beta" / "1")
+    x = sample_inputs(3, seed=8)
+    with running_server(repo) as server:
+        assert server.repository.index()[0].version == "1"
+        place(releases["alpha"].licensee_dir("globex"), repo / "alpha" / "2")
+        (repo / "beta" / "1" / "model.onnx").write_bytes(b"broken now")
+        assert server.reload() is False  # beta failed: it keeps its old model
+        cts, digest = predict_v1(server.port, "alpha", x)
+        globex = releases["alpha"].licensee_dir("globex") / "manifest.json"
+        assert digest == Manifest.load(globex).digest
+        assert [(r.name, r.version, r.state) for r in server.repository.index()] == [
+            ("alpha", "2", "READY"), ("beta", "1", "READY"),
+        ]  # fmt: skip
+        cts, _ = predict_v1(server.port, "beta", x)
+        key = LicenseeKey.load(releases["beta"].key("acme"))
+        np.testing.assert_array_equal(
+            decrypt_batch(cts, key), plain_labels(releases["beta"], "acme", x)
+        )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model_control": "sometimes"}, "--model-control: must be one of none, explicit"),
+        ({"cors_origin": "app.example"}, "--cors-origin: 'app.example' is not an origin"),
+        ({"cors_origin": " , "}, "--cors-origin: no origin given"),
+        ({"http_port": "8001"}, "--port/--http-port/--health-port/--metrics-port: must differ"),
+        ({"http_port": "70000"}, "--http-port: must be in 0..65535"),
+    ],
+)
+def test_rest_and_repository_settings_checked(
+    releases: dict[str, TinyRelease], settings: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        ServerConfig.from_env({}, release_dir=releases["alpha"].licensee_dir("acme"), **settings)
+    assert any(p.startswith(message) for p in err.value.problems), err.value.problems
