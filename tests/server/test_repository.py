@@ -284,3 +284,59 @@ def test_rest_and_repository_settings_checked(
     with pytest.raises(ConfigError) as err:
         ServerConfig.from_env({}, release_dir=releases["alpha"].licensee_dir("acme"), **settings)
     assert any(p.startswith(message) for p in err.value.problems), err.value.problems
+
+
+TRITON_REPOSITORY_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tritonclient.grpc as tg
+import tritonclient.http as th
+
+grpc_url, http_url, npy = sys.argv[1:4]
+x = np.load(npy)
+out = {}
+for name, mod, url in (("grpc", tg, grpc_url), ("http", th, http_url)):
+    c = mod.InferenceServerClient(url=url)
+    index = c.get_model_repository_index(**({"as_json": True} if name == "grpc" else {}))
+    rows = index.get("models", []) if isinstance(index, dict) else index
+    c.unload_model("beta")
+    ready_after_unload = c.is_model_ready("beta")
+    c.load_model("beta")
+    inp = mod.InferInput("pixels", list(x.shape), "UINT8")
+    inp.set_data_from_numpy(x)
+    res = c.infer("beta", [inp], outputs=[mod.InferRequestedOutput("ciphertext")])
+    out[name] = {
+        "index": sorted((r["name"], r.get("state", "")) for r in rows),
+        "ready_after_unload": ready_after_unload,
+        "ready_after_load": c.is_model_ready("beta"),
+        "cts": [bytes(v).hex() for v in res.as_numpy("ciphertext").reshape(-1)],
+    }
+print(json.dumps(out))
+"""
+
+
+def test_tritonclient_repository_api(
+    releases: dict[str, TinyRelease], triton_python: Path, tmp_path: Path
+) -> None:
+    """tritonclient's get_model_repository_index / unload_model / load_model, over
+    gRPC (Triton's messages) and REST, against a repository in explicit mode."""
+    import subprocess
+
+    repo = make_repo(tmp_path / "repo", releases, broken=False)
+    x = sample_inputs(4, seed=12)
+    np.save(tmp_path / "x.npy", x)
+    with running_server(repo, http_port=free_port(), model_control="explicit") as server:
+        proc = subprocess.run(
+            [str(triton_python), "-c", TRITON_REPOSITORY_SCRIPT, f"127.0.0.1:{server.port}",
+             f"127.0.0.1:{server.http_port}", str(tmp_path / "x.npy")],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    key = LicenseeKey.load(releases["beta"].key("acme"))
+    for name in ("grpc", "http"):
+        r = out[name]
+        assert r["index"] == [["alpha", "READY"], ["beta", "READY"], ["gamma", "READY"]]
+        assert (r["ready_after_unload"], r["ready_after_load"]) == (False, True)
+        labels = decrypt_batch([bytes.fromhex(h) for h in r["cts"]], key)
+        np.testing.assert_array_equal(labels, plain_labels(releases["beta"], "acme", x))
