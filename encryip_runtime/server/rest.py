@@ -29,6 +29,7 @@ A request may carry a deadline as ``parameters.timeout`` in microseconds (triton
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -57,6 +58,7 @@ from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.security import BearerAuth
 from encryip_runtime.server.status import (
     DeadlineExpiredError,
+    NotReadyError,
     RequestTooLargeError,
     http_status_for,
 )
@@ -228,7 +230,10 @@ class RestFrontend:
         name, version = _model_of(request)
         if self._health.serving and self._predictor.ready(name, version):
             return web.Response(status=200)
-        self._predictor.resolve(name, version)  # unknown model/version: 404
+        # Unknown model/version: 404. Draining or not loaded: "not ready" is the spec's
+        # 4xx, not the 503 a prediction would get.
+        with contextlib.suppress(NotReadyError):
+            self._predictor.resolve(name, version)
         return web.Response(status=400)
 
     async def _server_metadata(self, request: web.Request) -> web.Response:

@@ -269,6 +269,7 @@ def test_limits_deadline_and_drain(secure_release: Any) -> None:
         server.health.set_serving(False)
         server.predictor.begin_drain()
         assert call(base.replace("/models/encryip/infer", "/health/ready"))[0] == 400
+        assert call(base.replace("/infer", "/ready"))[0] == 400
         status, _, body = call(base, json_request(x))
         assert status == 503 and "draining" in json.loads(body)["error"]
 
