@@ -381,9 +381,10 @@ class ModelRepository:
         if self.is_repository:
             for name in self._discover():
                 out[name] = IndexEntry(name, "", "UNAVAILABLE", "not loaded")
-        for name, reason in self._failed.items():
+        # Snapshots: load/unload threads change these while the loop reads them.
+        for name, reason in list(self._failed.items()):
             out[name] = IndexEntry(name, "", "UNAVAILABLE", reason)
-        for name, entry in self._served.items():
+        for name, entry in list(self._served.items()):
             cur = entry.store.current
             if cur is not None:
                 out[name] = IndexEntry(name, cur.version, "READY", "")
