@@ -32,7 +32,6 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
@@ -42,6 +41,7 @@ from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.encryip_servicer import EncryIPServicer
 from encryip_runtime.server.health import HealthState
 from encryip_runtime.server.inference_servicer import InferenceServicer
+from encryip_runtime.server.licensees import LicenseeGate
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import (
     ModelRepository,
@@ -49,9 +49,11 @@ from encryip_runtime.server.model_store import (
     refuse_secret_material,
 )
 from encryip_runtime.server.predictor import Predictor
+from encryip_runtime.server.reflection import enable_reflection
 from encryip_runtime.server.rest import RestFrontend
 from encryip_runtime.server.security import (
     BearerAuth,
+    LicenseeAuthInterceptor,
     TokenAuthInterceptor,
     server_credentials,
     server_ssl_context,
@@ -112,7 +114,16 @@ class EncryIPServer:
         ]
         token = cfg.read_token()
         self._auth = BearerAuth(token) if token is not None else None
-        self._interceptors = [TokenAuthInterceptor(self._auth)] if self._auth is not None else []
+        self._interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Per-licensee tokens, limits and usage (--tokens-file); REST asks the same gate.
+        self.licensees: LicenseeGate | None = None
+        if cfg.tokens_file is not None:
+            self.licensees = LicenseeGate(
+                cfg.tokens_file, usage_file=cfg.usage_file, registry=self.metrics.registry
+            )
+            self._interceptors.append(LicenseeAuthInterceptor(self.licensees))
+        elif self._auth is not None:
+            self._interceptors.append(TokenAuthInterceptor(self._auth))
         self._rest: RestFrontend | None = None
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
@@ -243,12 +254,11 @@ class EncryIPServer:
         health_pb2_grpc.add_HealthServicer_to_server(
             self.health.new_aio_servicer(self._loop), self._grpc
         )
-        reflection.enable_server_reflection(
+        enable_reflection(
             (
                 encryip_pb2.DESCRIPTOR.services_by_name["EncryIP"].full_name,
                 grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
             ),
             self._grpc,
         )
@@ -270,6 +280,7 @@ class EncryIPServer:
                 self.metrics,
                 self.health,
                 auth=self._auth,
+                licensees=self.licensees,
                 max_body_bytes=cfg.max_message_bytes,
                 cors_origins=cfg.cors_origins,
                 extensions=["binary_tensor_data", "model_repository", "encryip"],
@@ -287,6 +298,8 @@ class EncryIPServer:
         self.repository.start(self.cfg.reload_poll_seconds)
         assert self._grpc is not None
         self._on_loop(self._grpc.start())
+        if self.licensees is not None:
+            self.licensees.start()
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
         log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
@@ -294,7 +307,7 @@ class EncryIPServer:
             log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
             "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
-            self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
+            self.cfg.host, self.port, mode, _auth_mode(self.cfg),
             self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
         )  # fmt: skip
         if self.cfg.token_file is not None and not self.cfg.tls:
@@ -305,7 +318,9 @@ class EncryIPServer:
 
     def reload(self) -> bool:
         """Load every served model again; True if all new models serve now (each one that
-        failed keeps its old model)."""
+        failed keeps its old model). The tokens file (``--tokens-file``) is re-read too."""
+        if self.licensees is not None:
+            self.licensees.reload()
         return self.repository.reload()
 
     def stop(self, grace: float | None = None) -> None:
@@ -339,6 +354,8 @@ class EncryIPServer:
                 self._on_loop(self._rest.stop())
                 self._rest = None
             self.repository.close_batchers(timeout_s=max(grace, 1.0))
+            if self.licensees is not None:
+                self.licensees.close()  # the usage ledger's last write
             self.health.shutdown()
             self._close_side_ports()
             self.repository.close()
@@ -359,6 +376,12 @@ class EncryIPServer:
         if self._health_executor is not None:
             self._health_executor.shutdown(wait=False)
         self.metrics.stop_http()
+
+
+def _auth_mode(cfg: ServerConfig) -> str:
+    if cfg.tokens_file is not None:
+        return ", per-licensee tokens"
+    return ", token auth" if cfg.token_file is not None else ""
 
 
 def _host(host: str) -> str:

@@ -205,10 +205,25 @@ class ServerConfig:
     token_file: Path | None = setting(
         None, _path, "file holding the bearer token clients must send", shown="off"
     )
+    tokens_file: Path | None = setting(
+        None,
+        _path,
+        "JSON file of per-licensee bearer tokens (SHA-256 hashes -> licensee, optional rate "
+        "limits and row quotas); re-read when it changes",
+        shown="off",
+    )
+    usage_file: Path | None = setting(
+        None,
+        _path,
+        "JSON ledger of per-licensee requests and rows (with --tokens-file), kept across "
+        "restarts; read by `encryip usage`",
+        shown="off",
+    )
     allow_insecure_token: bool = setting(
         False,
         _bool,
-        "allow --token-file without TLS (the token then crosses the network in clear); "
+        "allow --token-file/--tokens-file without TLS (the token then crosses the network "
+        "in clear); "
         "without it the server refuses to start",
         flag=True,
     )
@@ -376,10 +391,25 @@ class ServerConfig:
             out.append("--tls-cert/--tls-key: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             out.append("--tls-client-ca: needs --tls-cert and --tls-key (mTLS is on top of TLS)")
-        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file", "tokens_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 out.append(f"--{name.replace('_', '-')}: no such file: '{path}'")
+        if self.token_file is not None and self.tokens_file is not None:
+            out.append("--token-file/--tokens-file: give one (a shared token, or per licensee)")
+        if self.tokens_file is not None and self.tokens_file.is_file():
+            from encryip_runtime.server.licensees import load_gate_problems
+
+            out += load_gate_problems(self.tokens_file)
+        if self.usage_file is not None and self.tokens_file is None:
+            out.append("--usage-file: needs --tokens-file (usage is counted per licensee)")
+        if self.usage_file is not None and not self.usage_file.parent.is_dir():
+            out.append(f"--usage-file: no such directory: '{self.usage_file.parent}'")
+        if self.tokens_file is not None and not self.tls and not self.allow_insecure_token:
+            out.append(
+                "--tokens-file: without TLS the bearer tokens cross the network in clear; "
+                "add --tls-cert/--tls-key, or --allow-insecure-token to accept that"
+            )
         if self.token_file is not None and not self.tls and not self.allow_insecure_token:
             out.append(
                 "--token-file: without TLS the bearer token crosses the network in clear; "

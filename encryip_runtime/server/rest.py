@@ -45,6 +45,7 @@ from aiohttp import web
 
 from encryip_runtime.exceptions import InputError
 from encryip_runtime.server.health import HealthState
+from encryip_runtime.server.licensees import LicenseeGate
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import LoadedModel
 from encryip_runtime.server.oip import (
@@ -58,6 +59,7 @@ from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.security import BearerAuth
 from encryip_runtime.server.status import (
     DeadlineExpiredError,
+    LimitExceededError,
     NotReadyError,
     RequestTooLargeError,
     http_status_for,
@@ -81,6 +83,8 @@ _PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 # Bodies above this are parsed on a worker thread, not on the event loop.
 _PARSE_OFF_LOOP_BYTES = 64 * 1024
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Where the auth middleware leaves the calling licensee (--tokens-file) for the handler.
+_LICENSEE = web.RequestKey("encryip.licensee", str)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class RestFrontend:
         health: HealthState,
         *,
         auth: BearerAuth | None,
+        licensees: LicenseeGate | None = None,
         max_body_bytes: int,
         cors_origins: Sequence[str] = (),
         extensions: Sequence[str] = ("binary_tensor_data",),
@@ -113,6 +118,7 @@ class RestFrontend:
         self._metrics = metrics
         self._health = health
         self._auth = auth
+        self._licensees = licensees
         self._max_body = max_body_bytes
         self._cors = tuple(cors_origins)
         self._extensions = list(extensions)
@@ -208,13 +214,20 @@ class RestFrontend:
             status, _code, message = http_status_for(exc)
             if status >= 500 and status != 503 and status != 504:
                 log.error("REST %s failed: %s", request.path, type(exc).__name__, exc_info=exc)
-            return _error(status, message)
+            retry = (
+                getattr(exc, "retry_after_s", None) if isinstance(exc, LimitExceededError) else None
+            )
+            headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+            return _error(status, message, headers=headers)
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         if self._auth is not None and request.path not in _PUBLIC_PATHS:
             presented = request.headers.get("Authorization", "").encode("utf-8", "replace")
             self._auth.check(presented)  # UnauthenticatedError -> 401
+        if self._licensees is not None and request.path not in _PUBLIC_PATHS:
+            # per-licensee tokens (--tokens-file): the same gate as the gRPC interceptor
+            request[_LICENSEE] = self._licensees.authenticate(request.headers.get("Authorization"))
         return await handler(request)
 
     # -- health and metadata ---------------------------------------------------------
@@ -302,16 +315,30 @@ class RestFrontend:
             parsed = await asyncio.to_thread(_parse_infer, body, header_length, loaded)
         else:
             parsed = _parse_infer(body, header_length, loaded)
+        licensee: str | None = request.get(_LICENSEE)
+        n_rows = int(parsed.x.shape[0]) if parsed.x.ndim else 0
+        if licensee is not None:
+            assert self._licensees is not None
+            self._licensees.admit(licensee, n_rows)  # LimitExceededError -> 429
         predict = self._predictor.predict(
             loaded, parsed.x, onehot="onehot" in parsed.outputs, timeout_s=parsed.timeout_s
         )
-        if parsed.timeout_s is None:
-            pred = await predict
-        else:
-            try:
-                pred = await asyncio.wait_for(predict, parsed.timeout_s)
-            except TimeoutError:
-                raise DeadlineExpiredError("deadline passed (parameters.timeout)") from None
+        try:
+            if parsed.timeout_s is None:
+                pred = await predict
+            else:
+                try:
+                    pred = await asyncio.wait_for(predict, parsed.timeout_s)
+                except TimeoutError:
+                    raise DeadlineExpiredError("deadline passed (parameters.timeout)") from None
+        except BaseException:
+            if licensee is not None:
+                assert self._licensees is not None
+                self._licensees.record(licensee, n_rows, ok=False)
+            raise
+        if licensee is not None:
+            assert self._licensees is not None
+            self._licensees.record(licensee, n_rows, ok=True)
         head: dict[str, Any] = {"model_name": pred.model.name, "model_version": pred.model.version}
         if parsed.id is not None:
             head["id"] = parsed.id
@@ -352,8 +379,9 @@ def _model_of(request: web.Request) -> tuple[str, str]:
 
 def _error(status: int, message: str, headers: Any = None) -> web.Response:
     response = web.json_response({"error": message}, status=status)
-    if headers is not None and "Allow" in headers:
-        response.headers["Allow"] = headers["Allow"]
+    for name in ("Allow", "Retry-After"):
+        if headers is not None and name in headers:
+            response.headers[name] = headers[name]
     return response
 
 

@@ -26,6 +26,7 @@ from encryip_runtime.exceptions import (
 
 __all__ = [
     "DeadlineExpiredError",
+    "LimitExceededError",
     "ModelControlError",
     "NotReadyError",
     "QueueFullError",
@@ -49,6 +50,16 @@ class QueueFullError(EncryIPError):
 
 class RequestTooLargeError(EncryIPError):
     """A request larger than the server accepts (``RESOURCE_EXHAUSTED``)."""
+
+
+class LimitExceededError(EncryIPError):
+    """A licensee's rate limit or quota is used up (``RESOURCE_EXHAUSTED``; HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExpiredError(EncryIPError):
@@ -78,7 +89,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, (InputError, EncodingError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, (QueueFullError, RequestTooLargeError)):
+    if isinstance(exc, (QueueFullError, RequestTooLargeError, LimitExceededError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
