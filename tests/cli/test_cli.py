@@ -171,3 +171,27 @@ def test_decrypt_reads_predict_json_and_refuses_another_pk(
     assert main(["decrypt", "--key", key, "--pk", "xyz"]) == 2
     err = capsys.readouterr().err
     assert "--ciphertext/--predictions: give exactly one" in err and "--pk:" in err
+
+
+def test_predict_over_rest_and_v2_grpc(
+    secure_release: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.conftest import free_port
+
+    x = sample_inputs(3, seed=9)
+    np.save(tmp_path / "x.npy", x)
+    key = str(secure_release.key("acme"))
+    labels = []
+    with running_server(secure_release.licensee_dir("acme"), http_port=free_port()) as server:
+        for endpoint, extra in (
+            (f"127.0.0.1:{server.port}", []),
+            (f"http://127.0.0.1:{server.http_port}", []),
+            (f"grpc://127.0.0.1:{server.port}", ["--protocol", "v2"]),
+        ):
+            args = ["predict", "--endpoint", endpoint, "--key", key, "--json", *extra]
+            assert main([*args, "--input", str(tmp_path / "x.npy")]) == 0
+            out = json.loads(capsys.readouterr().out)
+            assert out["protocol"] == ("encryip.v1" if not extra and ":/" not in endpoint else "v2")
+            labels.append([r["label"] for r in out["predictions"]])
+        assert main(["health", "--endpoint", f"http://127.0.0.1:{server.http_port}"]) == 0
+    assert labels[0] == labels[1] == labels[2]
