@@ -431,6 +431,12 @@ class ServerConfig:
                 "--model-control explicit: needs a model repository "
                 "(RELEASE_DIR/<model>/<version>/ with model.onnx + manifest.json)"
             )
+        if self.model_control == "explicit" and self.tokens_file is not None:
+            # Every licensee token would pass: any licensee could unload every model.
+            out.append(
+                "--model-control explicit: not with --tokens-file (any licensee could load "
+                "and unload models); use --token-file (one operator token) for explicit mode"
+            )
         return out
 
     def validate(self) -> None:

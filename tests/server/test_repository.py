@@ -149,6 +149,11 @@ def test_load_unload_need_explicit_mode(releases: dict[str, TinyRelease], tmp_pa
         ).validate()
     with pytest.raises(ConfigError, match="--model-name: not with a model repository"):
         ServerConfig(release_dir=repo, model_name="x").validate()
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        ServerConfig(release_dir=repo, model_control="explicit", tokens_file=tokens).validate()
+    assert any("not with --tokens-file" in p for p in err.value.problems), err.value.problems
 
 
 def test_unload_under_load_drops_nothing_of_the_others(
