@@ -834,10 +834,14 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             "(no work at all): the ceiling of any Python gRPC server with this load generator "
             "on this machine.",
             "",
-            "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve | echo |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        systems = ("protected", "protected-v2", "plain", "kserve", "echo")
+        systems: tuple[str, ...] = ("protected", "protected-v2", "plain", "kserve", "echo")
+        head = "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve | echo |"
+        if any(c["system"].endswith("-rest") for cells in res["cells"].values() for c in cells):
+            # The Open Inference Protocol over REST (binary tensors, h2load --h1).
+            systems += ("protected-rest", "kserve-rest")
+            head += " protected REST | kserve REST |"
+        lines += [head, "|---" * (3 + len(systems)) + "|"]
         for model, cells in res["cells"].items():
             grid: dict[tuple[int, int], dict[str, Any]] = {}
             for c in cells:
@@ -858,6 +862,12 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
                     if m.get("echo_vs_kserve_throughput")
                     and (m.get("headline_cell") or {}).get("batch") == 1
                     else ", "
+                )
+                + (
+                    "REST protected/KServe REST "
+                    f"{m['protected_rest_vs_kserve_rest_throughput']:.2f}×, "
+                    if m.get("protected_rest_vs_kserve_rest_throughput")
+                    else ""
                 )
                 + f"protected/plain {m.get('protected_vs_plain_throughput', float('nan')):.2f}×, crypto "
                 f"{m.get('crypto_us_per_row', float('nan')):.0f} µs/row "

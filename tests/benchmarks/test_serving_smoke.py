@@ -47,6 +47,8 @@ def test_serving_benchmark_tiny(tmp_path: Path, load_generator: str) -> None:
     systems = {c["system"] for c in result["cells"]["cnn"]}
     want = {"protected", "plain", "protected-v2", "echo"}
     want |= {"kserve"} if result["kserve"] else set()
+    if load_generator == "h2load":  # REST cells (h2load --h1), beside KServe's REST
+        want |= {"protected-rest"} | ({"kserve-rest"} if result["kserve"] else set())
     assert systems == want
     assert all(cell["errors"] == 0 for cell in result["cells"]["cnn"])
     # rows/s for every cell, keyed like p99_ms
