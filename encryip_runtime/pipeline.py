@@ -159,8 +159,9 @@ class RerandomizerPool:
         self._model = model
         self._capacity = capacity
         self._chunk = max(1, min(chunk, capacity // 4))
-        # FIFO of (g1^r, g2^r, h^r) batches; ``_size`` counts their rows.
-        self._parts: collections.deque[tuple[Elements, Elements, Elements]] = collections.deque()
+        # FIFO of (g1^r, g2^r, h^r) batches (format v2: one column per pk element, the
+        # last with the label-preserving shift); ``_size`` counts their rows.
+        self._parts: collections.deque[tuple[Elements, ...]] = collections.deque()
         self._size = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -178,12 +179,12 @@ class RerandomizerPool:
                 want = self._chunk
             r = self._model.scheme.rerandomizers(self._model.manifest.pk, want)
             with self._lock:
-                self._parts.append((r[0], r[1], r[2]))
+                self._parts.append(tuple(r))
                 self._size += want
 
-    def take(self, count: int) -> tuple[Elements, Elements, Elements]:
+    def take(self, count: int) -> tuple[Elements, ...]:
         """``count`` triples nobody else ever gets (inline when the pool is short)."""
-        got: list[tuple[Elements, Elements, Elements]] = []
+        got: list[tuple[Elements, ...]] = []
         with self._lock:
             need = count
             while need and self._parts:
@@ -193,20 +194,16 @@ class RerandomizerPool:
                     got.append(head)
                     need -= len(head[0])
                 else:
-                    got.append((head[0][:need], head[1][:need], head[2][:need]))
-                    self._parts[0] = (head[0][need:], head[1][need:], head[2][need:])
+                    got.append(tuple(col[:need] for col in head))
+                    self._parts[0] = tuple(col[need:] for col in head)
                     need = 0
             self._size -= count - need
             self._wake.notify()
         if need:  # pool ran dry: compute the rest inline
-            got.append(self._model.scheme.rerandomizers(self._model.manifest.pk, need))
+            got.append(tuple(self._model.scheme.rerandomizers(self._model.manifest.pk, need)))
         if len(got) == 1:
             return got[0]
-        return (
-            np.concatenate([g[0] for g in got]),
-            np.concatenate([g[1] for g in got]),
-            np.concatenate([g[2] for g in got]),
-        )
+        return tuple(np.concatenate([g[k] for g in got]) for k in range(len(got[0])))
 
     @property
     def size(self) -> int:

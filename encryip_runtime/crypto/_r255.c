@@ -1171,6 +1171,74 @@ EIP_EXPORT int eip_is_valid(const uint8_t s[32])
     return r255_decode(&p, s) == 0;
 }
 
+/* Secure format v2 decryption: out[r] = encode(sum_i coeffs[i] * P[r][i]) for `count`
+ * rows of `np` (<= 32) encodings each, row-major (count, np, 32). Coefficients are a
+ * licensee's small secret b_i < 2^bits (bits <= 32): the same sequence of group
+ * operations for any coefficients (each bit adds P or the identity, chosen with
+ * fe_cmov). Returns -1 on success, the first row holding an invalid encoding, or -2
+ * for bad arguments. */
+EIP_EXPORT long eip_small_msm(const uint8_t *points, size_t np, const uint32_t *coeffs, int bits,
+                              size_t count, uint8_t *out)
+{
+    ge_p3 pts[32];
+    if (np == 0 || np > 32 || bits < 1 || bits > 32) {
+        return -2;
+    }
+    for (size_t r = 0; r < count; r++) {
+        ge_p3 acc, t;
+        for (size_t i = 0; i < np; i++) {
+            if (r255_decode(&pts[i], points + 32 * (r * np + i)) != 0) {
+                return (long)r;
+            }
+        }
+        ge_identity(&acc);
+        for (int bit = bits - 1; bit >= 0; bit--) {
+            ge_add(&acc, &acc, &acc);
+            for (size_t i = 0; i < np; i++) {
+                int on = (int)((coeffs[i] >> bit) & 1u);
+                ge_identity(&t);
+                fe_cmov(t.X, pts[i].X, on);
+                fe_cmov(t.Y, pts[i].Y, on);
+                fe_cmov(t.Z, pts[i].Z, on);
+                fe_cmov(t.T, pts[i].T, on);
+                ge_add(&acc, &acc, &t);
+            }
+        }
+        r255_encode(out + 32 * r, &acc);
+    }
+    secure_wipe(pts, sizeof pts);
+    return -1;
+}
+
+/* Secure format v2 label table: out[i] = ENCODE(2 (start + i * step)) for i < count,
+ * i.e. the progression M_i = M_start + i h when start and step are the halves of M_start
+ * and h. One addition per entry and the batch encoding of doubles (no square root).
+ * Public data only. -1 on success, -2 for an invalid start or step encoding. */
+EIP_EXPORT long eip_progression(const uint8_t start[32], const uint8_t step[32], size_t count,
+                                uint8_t *out)
+{
+    dbl_state st[EIP_BATCH];
+    uint8_t *dst[EIP_BATCH];
+    ge_p3 q, s;
+    size_t m = 0;
+    if (r255_decode(&q, start) != 0 || r255_decode(&s, step) != 0) {
+        return -2;
+    }
+    for (size_t i = 0; i < count; i++) {
+        dbl_prepare(&st[m], &q);
+        dst[m++] = out + 32 * i;
+        if (m == EIP_BATCH) {
+            dbl_encode_batch(dst, st, m);
+            m = 0;
+        }
+        ge_add(&q, &q, &s);
+    }
+    if (m > 0) {
+        dbl_encode_batch(dst, st, m);
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------ CPython shell */
 
 #ifdef EIP_PYMODULE

@@ -67,6 +67,9 @@ class KeyFamily:
 class CSLite:
     """The scheme over one group, with the label codec of its profile."""
 
+    #: The secure profile's release format version this scheme writes (v2: scheme_v2.py).
+    format_version = 1
+
     def __init__(self, group: Group, codec: LabelCodec, profile: str):
         self.group = group
         self.codec = codec
