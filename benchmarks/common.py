@@ -218,10 +218,12 @@ def run_cell(
     licensees: tuple[str, ...] = ("acme", "globex", "initech"),
     num_triggers: int = 32,
     trigger_x: Any = None,
+    plan: Any = None,
 ) -> Cell:
     """Plan -> EncryIP training -> (original training) -> Table-1 metrics.
 
-    ``trigger_x``: the trigger inputs (uint8 [T, C, H, W]); secret noise images by default."""
+    ``trigger_x``: the trigger inputs (uint8 [T, C, H, W]); secret noise images by default.
+    ``plan``: a protection plan made by the caller (e.g. another secure format)."""
 
     from exporter.train import (
         evaluate_protected,
@@ -237,7 +239,8 @@ def run_cell(
     cfg = train_config(arch, profile, seed, budget, licensees=licensees, num_triggers=num_triggers)
     device = resolve_device(cfg.device)
     c, h, w = data.input_shape
-    plan = make_plan(cfg, data.class_names)
+    if plan is None:
+        plan = make_plan(cfg, data.class_names)
     if trigger_x is None:
         trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), 10_000 + seed)
 

@@ -654,10 +654,9 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
                         f"| {prof} | {k.replace('_', ' ')} | {v['triggers_found']:.3f} | {v['false_positives']:.4f} |"
                     )
         lines.append("")
-    if res.get("dodge"):
-        lines += dodge_section(res["dodge"])
-    if res.get("dodge_natural"):
-        lines += dodge_section(res["dodge_natural"], natural=True)
+    for key in ("dodge", "dodge_natural", "dodge_v1", "dodge_v1_natural"):
+        if res.get(key):
+            lines += dodge_section(res[key], natural=key.endswith("natural"))
     return lines
 
 
@@ -675,7 +674,8 @@ def dodge_section(d: dict[str, Any], natural: bool = False) -> list[str]:
     """A licensee who leaks on purpose (issue 14): detectors, proxy, leaked file."""
     ps, fc = d.get("pixel_stats", {}), d.get("fingerprint_cost", {})
     kind = "data-like triggers (held-out training images)" if natural else "noise triggers"
-    head = "### A licensee who leaks on purpose"
+    fmt = "format v2" if d.get("scheme", "").endswith("V2") else "format v1"
+    head = f"### A licensee who leaks on purpose, {fmt}"
     if natural:
         head += ", data-like triggers"
         rec = d.get("trigger_recovery")
