@@ -313,7 +313,7 @@ def run_protect_job(
         served = decrypted_labels(
             plan,
             predict_logits(model.to(device), splits.test, device, workers=cfg.workers),
-            plan.family.keys[0],
+            plan.licensee_keys()[0],
         )
         after = metrics["accuracy"]["encryip"]
         metrics["accuracy"]["original"] = before
