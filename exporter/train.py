@@ -287,7 +287,7 @@ def evaluate_protected(
         "trigger_accuracy": float(trig.mean()) if len(trig) else 1.0,
     }
     if plan.profile == "paper":  # both Φ⁻¹ rules on the same outputs (the release uses one)
-        sk = plan.family.keys[0]
+        sk = plan.licensee_keys()[0]
         out["accuracy_by_decoder"] = {
             d: float((decrypted_labels(plan, logits, sk, d) == y_test).mean())
             for d in ("argmax", "joint")
@@ -577,7 +577,7 @@ def train_encryip_and_original(
 
     def eval_encryip(model: nn.Module) -> tuple[float, float]:
         logits = predict_logits(model, splits.test, device, workers=cfg.workers)
-        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == y_test).mean())
+        acc = float((decrypted_labels(plan, logits, plan.licensee_keys()[0]) == y_test).mean())
         trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
         return acc, trig
 
