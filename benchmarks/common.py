@@ -217,8 +217,11 @@ def run_cell(
     data: Any = None,
     licensees: tuple[str, ...] = ("acme", "globex", "initech"),
     num_triggers: int = 32,
+    trigger_x: Any = None,
 ) -> Cell:
-    """Plan -> EncryIP training -> (original training) -> Table-1 metrics."""
+    """Plan -> EncryIP training -> (original training) -> Table-1 metrics.
+
+    ``trigger_x``: the trigger inputs (uint8 [T, C, H, W]); secret noise images by default."""
 
     from exporter.train import (
         evaluate_protected,
@@ -235,7 +238,8 @@ def run_cell(
     device = resolve_device(cfg.device)
     c, h, w = data.input_shape
     plan = make_plan(cfg, data.class_names)
-    trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), 10_000 + seed)
+    if trigger_x is None:
+        trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), 10_000 + seed)
 
     t0 = time.perf_counter()
     enc, base = train_encryip_and_original(plan, data, cfg, trigger_x, baseline=baseline)

@@ -1006,6 +1006,11 @@ def summarise(run: ModelRun) -> dict[str, Any]:
             for c, b in ((1, 1), (conc, batch))
             if run.cell(sys_, c, b) is not None
         },
+        # Every cell measured, keyed like p99_ms ("protected_c32_b32", "kserve_c32_b1", ...).
+        "rows_per_s": {
+            f"{cell['system']}_c{cell['concurrency']}_b{cell['batch']}": cell.get("rows_per_s")
+            for cell in run.cells
+        },
     }
     p99_1 = get("protected", 1, 1, "p99_ms")
     p99_1v2 = get("protected-v2", 1, 1, "p99_ms")

@@ -118,6 +118,8 @@ class ModelInfo:
     ciphertext_size: int
     onehot_size: int
     runtime_version: str
+    # What computes SampDist on the server ("native", "libsodium", "numpy"; "" if older).
+    crypto_backend: str = ""
 
     @classmethod
     def from_proto(cls, m: encryip_pb2.ModelInfo) -> ModelInfo:
@@ -135,6 +137,7 @@ class ModelInfo:
             ciphertext_size=m.ciphertext_size,
             onehot_size=m.onehot_size,
             runtime_version=m.runtime_version,
+            crypto_backend=m.crypto_backend,
         )
 
     @classmethod
@@ -177,6 +180,7 @@ class ModelInfo:
             "ciphertext_size": self.ciphertext_size,
             "onehot_size": self.onehot_size,
             "runtime_version": self.runtime_version,
+            "crypto_backend": self.crypto_backend,
         }
 
 
@@ -230,11 +234,20 @@ def check_key_matches(
                 f"{source}: key is for {key.num_classes} classes but the server's model has "
                 f"{expected.num_classes}"
             )
+        if expected.ciphertext_size and expected.ciphertext_size != key.scheme.ciphertext_size:
+            raise InvalidKeyError(
+                f"{source}: key is for {key.scheme.ciphertext_size}-byte ciphertexts (format "
+                f"v{key.format_version}) but the server's model answers "
+                f"{expected.ciphertext_size}-byte ones: ask the model owner for this "
+                "deployment's key"
+            )
         want: tuple[str, ...] = expected.pk
     else:
         want = tuple(expected)
     g = key.scheme.group
-    have = tuple(str(g.to_json(part)[0]).lower() for part in key.pk.parts())
+    parts = key.pk.parts()
+    # (g1, g2, h): format v2's further generators are bound through h and the key check
+    have = tuple(str(g.to_json(part)[0]).lower() for part in (parts[0], parts[1], parts[-1]))
     if len(want) != 3 or not all(
         hmac.compare_digest(h.encode(), w.strip().lower().encode())
         for h, w in zip(have, want, strict=True)

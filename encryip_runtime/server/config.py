@@ -249,7 +249,7 @@ class ServerConfig:
         0,
         _threads_or_auto,
         "threads sharing one batch's SampDist, or auto: the cores left after onnxruntime's "
-        "threads and the event loop (batches under 16 rows stay on one thread; "
+        "threads and the event loop (batches under 32 rows stay on one thread; "
         "not used with --reroll-pool)",
         shown="auto",
     )

@@ -119,7 +119,7 @@ def load_model(
         name=model_name or m.model_name,
         profile=m.profile,
         group=g.name,
-        pk=(pk[0], pk[1], pk[2]),
+        pk=(pk[0], pk[1], pk[-1]),  # (g1, g2, h); format v2 has more generators
         num_classes=m.num_classes,
         class_names=tuple(m.class_names),
         spec=spec,

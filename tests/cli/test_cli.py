@@ -52,8 +52,10 @@ def test_info(endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--endpoint", endpoint, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["profile"] == "secure" and info["num_classes"] == 10
+    assert info["crypto_backend"] in ("native", "libsodium")
     assert main(["info", "--endpoint", endpoint]) == 0
-    assert "ristretto255" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ristretto255" in out and f"crypto backend:   {info['crypto_backend']}" in out
 
 
 def test_predict_npy_and_image_then_decrypt(

@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-# What a client may ever see from a request it got wrong (never UNKNOWN or INTERNAL):
-# NOT_FOUND names a model the server does not serve.
+# What a client may ever see from a request it got wrong (never UNKNOWN or INTERNAL);
+# NOT_FOUND: a model name the server does not serve.
 INPUT_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
