@@ -39,6 +39,7 @@ __all__ = [
     "make_scheme",
     "make_scheme_v2",
     "profile_of",
+    "random_permutation",
 ]
 
 #: Format versions of the secure profile: 1 (CS_lite as in the paper, still read and
@@ -76,7 +77,7 @@ class AnyScheme(Protocol):
     def from_wire(self, data: Any) -> Any: ...
 
 
-def _permutation(size: int) -> npt.NDArray[np.int64]:
+def random_permutation(size: int) -> npt.NDArray[np.int64]:
     """A uniformly random permutation from the OS's CSPRNG (never numpy's RNG)."""
     items = list(range(size))
     secrets.SystemRandom().shuffle(items)
@@ -137,7 +138,7 @@ class Profile:
 
     def licensee_permutation(self, output_size: int) -> npt.NDArray[np.int64]:
         """A fresh secret output order for one licensee's file."""
-        return _permutation(output_size)
+        return random_permutation(output_size)
 
     def message_space(self, scheme: AnyScheme) -> int:  # pragma: no cover - abstract
         """How many equally likely messages a Fake decrypts to (for the trigger chance)."""
@@ -181,7 +182,7 @@ class PaperProfile(Profile):
     def licensee_permutation(self, output_size: int) -> npt.NDArray[np.int64]:
         """Positions shuffled within each of the three blocks: the file keeps the layout."""
         p = output_size // 3
-        return np.concatenate([b * p + _permutation(p) for b in range(3)])
+        return np.concatenate([b * p + random_permutation(p) for b in range(3)])
 
     def message_space(self, scheme: AnyScheme) -> int:
         # label = (e - 1) mod K for e uniform in 1..p-1
