@@ -117,7 +117,7 @@ class Profile:
             known = " or ".join(str(v) for v in self.formats)
             raise ValueError(f"unknown {self.name} format {version} (expected {known})")
 
-    def output_size(self, scheme: AnyScheme, num_triggers: int) -> int:  # pragma: no cover
+    def output_size(self, scheme: AnyScheme, num_triggers: int = 0) -> int:  # pragma: no cover
         """The number of network outputs for ``scheme`` with ``num_triggers`` triggers."""
         raise NotImplementedError
 
