@@ -90,6 +90,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     t.add_argument(
+        "--max-trigger-epochs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="self-check: before the release is published, verify-onnx must attribute every "
+        "licensee file to its licensee at p < 1e-6 with every trigger recovered; while it "
+        "does not, train up to N trigger-consolidation epochs, then fail without writing "
+        "a release (default: 3; 0 = check only)",
+    )
+    t.add_argument(
         "--checkpoint",
         default=None,
         help="checkpoint path prefix: saved every epoch, resumed if present",
@@ -144,9 +154,9 @@ def _validate(args: argparse.Namespace) -> list[str]:
             validate_licensee_names(names)
         except ValueError as exc:
             problems.append(f"--licensees: {exc}")
-    for flag in ("epochs", "batch_size", "triggers", "probe_size"):
+    for flag in ("epochs", "batch_size", "triggers", "probe_size", "max_trigger_epochs"):
         v = getattr(args, flag)
-        if v is None or v < (0 if flag in ("triggers",) else 1):
+        if v is None or v < (0 if flag in ("triggers", "max_trigger_epochs") else 1):
             problems.append(f"--{flag.replace('_', '-')}: must be positive, got {v}")
     if args.lr <= 0:
         problems.append(f"--lr: must be positive, got {args.lr}")
@@ -215,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         probe_size=args.probe_size,
         model_name=args.model_name,
         out=str(args.out),
+        max_trigger_epochs=args.max_trigger_epochs,
     )
     data = arrays_from_splits(splits)
     progress = False if args.no_progress else None

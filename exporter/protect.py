@@ -90,7 +90,9 @@ def run_protect_job(
         slot_head_from_plain(model, np.asarray(plan.class_slots), plan.output_size)
         return model
 
-    metrics = run_train_job(replace(job, baseline=False), data, progress=progress, init_model=init)
+    metrics = run_train_job(
+        replace(job, baseline=False), data, progress=progress, init_model=init, command="protect"
+    )
     if metrics:
         metrics["accuracy"]["original"] = before
         metrics["accuracy"]["before_protection"] = before
