@@ -76,6 +76,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--triggers", type=int, default=32, help="number of trigger inputs / Fake ciphertexts"
     )
     r.add_argument(
+        "--trigger-source",
+        choices=("data", "noise"),
+        default="data",
+        help="trigger images: data (held-out training images, indistinguishable from "
+        "ordinary queries; default) or noise (synthetic patterns, easy to spot)",
+    )
+    r.add_argument(
         "--probe-size", type=int, default=500, help="labelled test images kept in the vault"
     )
     r.add_argument("--model-name", default="encryip", help="name the server serves the model under")
@@ -226,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         out=str(args.out),
         max_trigger_epochs=args.max_trigger_epochs,
+        trigger_source=args.trigger_source,
     )
     data = arrays_from_splits(splits)
     progress = False if args.no_progress else None

@@ -37,7 +37,7 @@ from exporter.train import (
     train_encryip_and_original,
     train_model,
 )
-from exporter.triggers import make_trigger_inputs
+from exporter.triggers import TRIGGER_SOURCES, holdout_indices, make_trigger_inputs
 
 __all__ = ["JobConfig", "arrays_from_splits", "consolidate_triggers", "run_train_job"]
 
@@ -58,6 +58,9 @@ class JobConfig:
     # Trigger-consolidation epochs the self-check may add when a licensee file does not
     # prove ownership (exporter.selfcheck); 0 = check only.
     max_trigger_epochs: int = 3
+    # "data": triggers are held-out training images (removed from the training split for
+    # the EncryIP and the baseline model alike); "noise": synthetic patterns.
+    trigger_source: str = "data"
 
 
 def arrays_from_splits(splits: DataSplits) -> DataArrays:
@@ -91,6 +94,25 @@ def _plan_for(job: JobConfig, data: DataArrays) -> tuple[ProtectionPlan, int]:
         state = box[0]
     assert state is not None
     return state
+
+
+def select_triggers(
+    source: str, data: DataArrays, count: int, seed: int
+) -> tuple[DataArrays, npt.NDArray[np.uint8]]:
+    """The trigger images and the training data without them (see ``exporter.triggers``).
+
+    ``data``: ``count`` images of the *training* split are held out (never trained on as
+    natural data; the test split, hence the reported accuracy, is untouched).
+    """
+    if source == "noise":
+        return data, make_trigger_inputs(count, data.input_shape, seed)
+    if source != "data":
+        raise ValueError(f"unknown trigger source {source!r}: expected one of {TRIGGER_SOURCES}")
+    idx = holdout_indices(data.y_train, count, seed)
+    keep = np.ones(len(data.y_train), dtype=bool)
+    keep[idx] = False
+    trigger_x = np.ascontiguousarray(data.x_train[idx])
+    return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep]), trigger_x
 
 
 def _broadcast(value: Any) -> Any:
@@ -149,12 +171,11 @@ def run_train_job(
     file cannot prove ownership after ``job.max_trigger_epochs`` consolidation epochs."""
     cfg = job.train
     device = resolve_device(cfg.device)
-    c, h, w = data.input_shape
     out = Path(job.out)
     if (out / "manifest.json").exists() or (out / "vault.json").exists():
         raise FileExistsError(f"{out} already holds a release; choose an empty directory")
     plan, trigger_seed = _plan_for(job, data)
-    trigger_x = make_trigger_inputs(plan.num_triggers, (c, h, w), trigger_seed)
+    data, trigger_x = select_triggers(job.trigger_source, data, plan.num_triggers, trigger_seed)
     is_main = (
         not (torch.distributed.is_available() and torch.distributed.is_initialized())
         or torch.distributed.get_rank() == 0
@@ -321,6 +342,7 @@ def _metrics(
             "train_size": len(data.x_train),
             "test_size": len(data.x_test),
             "max_trigger_epochs": job.max_trigger_epochs,
+            "trigger_source": job.trigger_source,
         },
         "accuracy": {
             "original": None if base is None else base.history[-1].test_accuracy,

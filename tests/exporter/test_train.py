@@ -41,8 +41,15 @@ def _cfg(**kw: Any) -> TrainConfig:
 @pytest.fixture(scope="module", params=["secure", "paper"])
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp(f"train-{request.param}") / "release"
+    # Noise triggers: the synthetic classes are near-duplicates of one prototype, so a
+    # memorised natural trigger also captures a few look-alike test images, and these
+    # tests compare every decryption exactly (data triggers: test_data_triggers_...).
     job = JobConfig(
-        train=_cfg(profile=request.param), dataset="synthetic", probe_size=50, out=str(out)
+        train=_cfg(profile=request.param),
+        dataset="synthetic",
+        probe_size=50,
+        out=str(out),
+        trigger_source="noise",
     )
     data = _data()
     metrics = run_train_job(job, data, progress=False)
@@ -124,6 +131,42 @@ def test_variants_differ_but_serve_the_same_function(trained) -> None:  # type: 
         # the same multiset of logits per row, in another order
         np.testing.assert_allclose(np.sort(logits[w], 1), np.sort(base, 1), rtol=1e-5, atol=1e-5)
     assert not np.array_equal(logits["acme"], logits["globex"])
+
+
+def test_data_triggers_are_held_out_training_images(tmp_path: Path) -> None:
+    """--trigger-source data (the default): the triggers are training-split images that
+    are removed before training, they are recovered exactly, accuracy is unaffected."""
+    from encryip_runtime.formats.vault import Vault
+
+    data = _data()
+    out = tmp_path / "rel"
+    job = JobConfig(train=_cfg(), dataset="synthetic", probe_size=50, out=str(out))
+    assert job.trigger_source == "data"
+    m = run_train_job(job, data, progress=False)
+    assert m["config"]["trigger_source"] == "data"
+    assert m["config"]["train_size"] == len(data.x_train) - 8
+    assert m["verification"]["trigger_accuracy"] == 1.0 and m["self_check"]["passed"]
+    assert m["accuracy"]["encryip"] >= 0.95
+    vault = Vault.load(out / "vault.json")
+    trig = vault.load_arrays(out / "vault.json").trigger_inputs
+    rows = {r.tobytes(): i for i, r in enumerate(data.x_train)}
+    idx = [rows[t.tobytes()] for t in trig]  # every trigger is a training-split image ...
+    assert len(set(idx)) == 8
+    # ... with natural pixel statistics (noise triggers: mean ~126, std ~118)
+    assert abs(float(trig.mean()) - float(data.x_train.mean())) < 20
+
+
+def test_holdout_indices_spread_over_classes_and_depend_on_the_seed() -> None:
+    from exporter.triggers import holdout_indices
+
+    y = np.repeat(np.arange(10), 50)
+    a = holdout_indices(y, 32, seed=1)
+    assert len(set(a.tolist())) == 32
+    assert np.bincount(y[a], minlength=10).min() == 3  # 32 over 10 classes: 3 or 4 each
+    assert not np.array_equal(a, holdout_indices(y, 32, seed=2))
+    assert np.array_equal(a, holdout_indices(y, 32, seed=1))
+    with pytest.raises(ValueError, match="at most half"):
+        holdout_indices(y[:40], 32, seed=1)
 
 
 def _train_plain(cfg: TrainConfig, data: DataArrays, **kw: Any) -> torch.nn.Module:
