@@ -61,6 +61,9 @@ class JobConfig:
     # "data": triggers are held-out training images (removed from the training split for
     # the EncryIP and the baseline model alike); "noise": synthetic patterns.
     trigger_source: str = "data"
+    # Seed choosing the trigger images: None = a fresh secret one (always, for releases).
+    # Set only by tests and benchmarks that must be reproducible.
+    trigger_seed: int | None = None
 
 
 def arrays_from_splits(splits: DataSplits) -> DataArrays:
@@ -85,7 +88,8 @@ def _plan_for(job: JobConfig, data: DataArrays) -> tuple[ProtectionPlan, int]:
             state = pickle.loads(plan_path.read_bytes())  # our own 0600 file, written below
             log.info("resuming with the protection plan in %s", plan_path)
         else:
-            state = (make_plan(cfg, data.class_names), secrets.randbits(64))
+            seed = secrets.randbits(64) if job.trigger_seed is None else job.trigger_seed
+            state = (make_plan(cfg, data.class_names), seed)
             if plan_path is not None:
                 atomic_write_bytes(plan_path, pickle.dumps(state), secret=True)
     if dist:

@@ -16,7 +16,7 @@ from exporter.train import TrainConfig, plain_targets, train_model
 
 SMALL = ["--dataset", "synthetic", "--train-subset", "1000", "--test-subset", "200",
          "--batch-size", "32", "--lr", "3e-3", "--triggers", "8", "--probe-size", "50",
-         "--threads", "1", "--no-progress"]  # fmt: skip
+         "--threads", "1", "--no-progress", "--trigger-source", "noise"]  # fmt: skip
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
