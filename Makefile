@@ -7,7 +7,8 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/python -m exporter.demo $(DEMO_ARGS)
 
-test: bootstrap
+# Lint runs here once (ruff, ruff format, mypy), not again inside pytest.
+test: lint
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
 lint: bootstrap

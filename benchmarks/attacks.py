@@ -1,5 +1,5 @@
 """Attacks: the paper's removal attacks (Fig. 6-7) and the ones it does not discuss
-(DESIGN §7), each a reproducible experiment with a number.
+(docs/design.md §7), each a reproducible experiment with a number.
 
 Sections (``--only`` picks some):
 
@@ -21,6 +21,10 @@ distill     a licensee labels its own unlabelled data with decrypted predictions
             trains a plain model: its accuracy, and whether the triggers survive.
 collusion   two (or all) licensees decrypt the same served outputs: their keys disagree
             only on Fake ciphertexts, so they spot trigger queries. Recall vs false alarms.
+dodge       one licensee leaking on purpose (secure): its single-party trigger detectors
+            (``encryip_runtime.attacks.detectors``), the filtering proxy (a real gRPC
+            reseller) against verify-labels, and its leaked file re-permuted, noised,
+            pruned, fine-tuned against verify-onnx (slot and weight fingerprints).
 
     python -m benchmarks.attacks [--quick|--full|--tiny] [--only relabel distill ...]
 """
@@ -53,7 +57,9 @@ from benchmarks.common import (
 
 log = logging.getLogger("benchmarks.attacks")
 
-SECTIONS = ("removal", "forgery", "wrongkey", "legendre", "relabel", "distill", "collusion")
+SECTIONS = (
+    "removal", "forgery", "wrongkey", "legendre", "relabel", "distill", "collusion", "dodge",
+)  # fmt: skip
 
 # (train budget, held-out pool size, datasets for removal)
 BOTH = ("mnist", "fashion-mnist")
@@ -587,6 +593,304 @@ def collusion(cells: dict[str, Cell]) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------- dodge
+
+
+def _torch_weights(model: Any) -> list[npt.NDArray[np.float32]]:
+    """Inner Conv/Linear weights of a torch model, in the order the ONNX file has them."""
+    from torch import nn
+
+    mods = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    return [m.weight.detach().cpu().numpy().astype(np.float32) for m in mods[:-1]]
+
+
+def _load_inner(model: Any, weights: list[npt.NDArray[np.float32]]) -> None:
+    import torch
+    from torch import nn
+
+    mods = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)][:-1]
+    with torch.no_grad():
+        for m, w in zip(mods, weights, strict=True):
+            m.weight.copy_(torch.from_numpy(w))
+
+
+def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[str, Any]:
+    """A licensee who leaks on purpose (issue 14): single-party trigger detectors, the
+    filtering proxy against verify-labels, and re-permutation / noise / pruning /
+    fine-tuning of its leaked file against verify-onnx (slot and weight fingerprints)."""
+    import copy as _copy
+    from dataclasses import replace
+
+    import torch
+
+    from encryip_runtime.arbitrator.verify_labels import decide_labels
+    from encryip_runtime.arbitrator.verify_onnx import decide, verify_onnx, weight_evidence
+    from encryip_runtime.attacks.detectors import (
+        ClassMessageDetector,
+        InputStatsDetector,
+        Query,
+        SlotDetector,
+        auroc,
+        score_detector,
+    )
+    from encryip_runtime.attacks.proxy import FilteringProxy, ProxyServer, query_labels
+    from encryip_runtime.attacks.repermute import repermute_variant
+    from encryip_runtime.client import EncryIPClient, load_key
+    from encryip_runtime.formats.manifest import Manifest
+    from encryip_runtime.release.fingerprint import inner_weights
+    from encryip_runtime.server.app import create_server
+    from encryip_runtime.server.config import ServerConfig
+    from exporter.train import DataArrays, block_width, predict_logits, train_model
+
+    arb = Arbitrator(cell, tmp)
+    vault, arrays, vpath = arb.vault, arb.arrays, arb.path
+    root = vpath.parent
+    leaker = arb.leaker.name
+    lic_dir = root / "licensees" / leaker
+    key_path = root / "keys" / f"{leaker}.key"
+    x_test, y_test = cell.data.x_test, cell.data.y_test
+    n_fit = min(200, len(x_test) // 4)
+    n_eval = min(2000, (len(x_test) - n_fit) // 2)
+    fit_x, eval_x = x_test[:n_fit], x_test[n_fit : n_fit + n_eval]
+    file_fit_x = x_test[n_fit + n_eval :]  # the file holder's own ordinary traffic
+    n_served = min(500, n_eval)
+    trig = arrays.trigger_inputs
+    out: dict[str, Any] = {"leaker": leaker, "num_triggers": len(trig), "num_natural": len(eval_x)}
+    px = np.asarray(trig, dtype=np.float64).reshape(len(trig), -1)
+    nx = np.asarray(eval_x, dtype=np.float64).reshape(len(eval_x), -1)
+    out["pixel_stats"] = {
+        "triggers": {"mean": float(px.mean()), "std": float(px.std(axis=1).mean())},
+        "natural": {"mean": float(nx.mean()), "std": float(nx.std(axis=1).mean())},
+    }
+
+    # fingerprint's cost: decrypted accuracy of the leaker's file vs the base file
+    base_bytes = (root / "model.onnx").read_bytes()
+    lic_bytes = (lic_dir / "model.onnx").read_bytes()
+    slot_class = np.full(vault.output_size, -1)
+    assert vault.class_slots is not None
+    slot_class[list(vault.class_slots)] = np.arange(vault.num_classes)
+    from encryip_runtime.arbitrator.inputs import SuspectModel
+
+    acc_base = float(
+        np.mean(
+            slot_class[np.argmax(SuspectModel(root / "model.onnx").logits(x_test), 1)] == y_test
+        )
+    )
+    acc_lic = float(
+        np.mean(
+            slot_class[arb.perm[np.argmax(SuspectModel(lic_dir / "model.onnx").logits(x_test), 1)]]
+            == y_test
+        )
+    )
+    out["fingerprint_cost"] = {
+        "accuracy_base": acc_base,
+        "accuracy_licensee_file": acc_lic,
+        "delta_pp": 100 * (acc_lic - acc_base),
+        "num_test": len(y_test),
+        "strength": arb.leaker.fingerprint_strength,
+        "num_weights": int(sum(w.size for w in inner_weights(base_bytes))),
+    }
+    log.info("dodge: fingerprint cost %s", out["fingerprint_cost"])
+
+    # the owner's server (owner-hosted) and the licensee-hosted one, on loopback
+    public = Path(tmp) / "public"
+    public.mkdir(exist_ok=True)
+    for n in ("model.onnx", "manifest.json"):
+        (public / n).write_bytes((root / n).read_bytes())
+
+    def server(d: Path) -> Any:
+        srv, _ = create_server(
+            ServerConfig(
+                release_dir=d, host="127.0.0.1", port=0, http_port=0, health_port=0, metrics_port=0
+            )
+        )
+        srv.start()
+        return srv
+
+    owner, hosted = server(public), server(lic_dir)
+    try:
+        key = load_key(key_path)
+        with EncryIPClient(f"127.0.0.1:{owner.port}") as client:
+
+            def q(x: Any) -> Any:
+                return Query(x, key.scheme.from_wire(list(client.predict(x).ciphertexts)))
+
+            stats_det = InputStatsDetector()
+            stats_det.fit(Query(fit_x))
+            key_det = ClassMessageDetector(key)
+            key_det.fit(q(fit_x))
+            file_det = SlotDetector(lic_dir / "model.onnx")
+            file_det.fit(Query(file_fit_x))
+            dets = {
+                "input statistics (anyone who sees the queries)": (
+                    stats_det, Query(trig), Query(eval_x)
+                ),
+                "decryption not a learned class message (key holder, format v1)": (
+                    key_det, q(trig), q(eval_x)
+                ),
+                "winning slot never wins on natural data (file holder)": (
+                    file_det, Query(trig), Query(eval_x)
+                ),
+            }  # fmt: skip
+            rows = []
+            for label, (d, tq, nq) in dets.items():
+                s = score_detector(d, tq, nq).to_json()
+                s["who"] = label
+                if isinstance(d, InputStatsDetector):
+                    s["auroc"] = auroc(d.scores(nq), d.scores(tq))
+                if isinstance(d, ClassMessageDetector):
+                    s["learned_messages"] = len(d.known)
+                if isinstance(d, SlotDetector):
+                    s["winning_slots"] = len(d.winning)
+                    s["num_slots"] = d.num_outputs
+                rows.append(s)
+                log.info("dodge detector %s", s)
+            out["detectors"] = rows
+
+        # the filtering proxy, against verify-labels
+        proxies = {
+            "honest reseller (no detector), owner-hosted": (owner, []),
+            "filtering proxy, owner-hosted (input statistics + key holder)": (
+                owner, [InputStatsDetector(), ClassMessageDetector(key)]
+            ),
+            "filtering proxy, key holder only, owner-hosted": (owner, [ClassMessageDetector(key)]),
+            "filtering proxy, licensee-hosted (+ file holder)": (
+                hosted,
+                [
+                    InputStatsDetector(), ClassMessageDetector(key),
+                    SlotDetector(lic_dir / "model.onnx"),
+                ],
+            ),
+        }  # fmt: skip
+        prow = []
+        for label, (srv, ds) in proxies.items():
+            fp = FilteringProxy(f"127.0.0.1:{srv.port}", key_path, ds)
+            fp.fit(fit_x)
+            with ProxyServer(fp) as ps:
+                got = query_labels(ps.endpoint, eval_x[:n_served])
+                served_acc = float(np.mean(got == y_test[n_fit : n_fit + n_served]))
+                natural_flagged = fp.flagged
+                obs = query_labels(ps.endpoint, trig).tolist()
+            v = decide_labels(vault, obs, 1e-6)
+            row = {
+                "proxy": label,
+                "served_accuracy": served_acc,
+                "natural_flagged": natural_flagged,
+                "num_natural": n_served,
+                "triggers_flagged": fp.flagged - natural_flagged,
+                "leaker_matches": next(m.matches for m in v.licensees if m.name == leaker),
+                "answered": v.answered,
+                "named": v.licensee,
+                "leaker_named": v.licensee == leaker,
+                "log10_p": float(v.log10_p_value),
+            }  # fmt: skip
+            prow.append(row)
+            log.info("dodge proxy %s", row)
+        out["proxy"] = prow
+    finally:
+        owner.stop(0.2)
+        hosted.stop(0.2)
+
+    # the leaked file: re-permutation, noise, pruning, fine-tuning vs verify-onnx
+    def judge_file(model_bytes: bytes, label: str) -> dict[str, Any]:
+        p = Path(tmp) / "suspect.onnx"
+        p.write_bytes(model_bytes)
+        v = verify_onnx(p, vpath)
+        w = None if v.weights is None else v.weights.best()
+        own = next(m for m in v.weights.licensees if m.name == leaker) if v.weights else None
+        return {
+            "attack": label,
+            "owned": v.owned,
+            "named": v.licensee,
+            "leaker_named": v.licensee == leaker,
+            "verdict": v.attribution,
+            "log10_p": float(v.log10_p_value),
+            "leaker_trigger_hits": max(c.trigger_hits for c in v.candidates if c.name == leaker),
+            "leaker_z": None if own is None else own.z,
+            "best_other_z": None
+            if v.weights is None
+            else max((m.z for m in v.weights.licensees if m.name != leaker), default=None),
+            "weights_best": None if w is None else w.name,
+            "realigned_layers": None if v.weights is None else v.weights.realigned_layers,
+        }
+
+    manifest = Manifest.load(lic_dir / "manifest.json")
+    files = [judge_file(lic_bytes, "none (the leaked file as issued)")]
+    m1, _, _ = repermute_variant(lic_bytes, manifest)
+    files.append(judge_file(m1, "outputs re-permuted with the codebook"))
+    try:
+        m2, _, _ = repermute_variant(lic_bytes, manifest, hidden=True)
+        files.append(judge_file(m2, "outputs + hidden units re-permuted"))
+    except Exception as exc:  # a head without Gemm -> Relu -> Gemm
+        log.warning("no hidden-unit re-permutation: %s", exc)
+    out["files"] = files
+    for f in files:
+        log.info("dodge file %s", f)
+
+    # noise, pruning, fine-tuning on the leaker's torch copy carrying its fingerprint
+    stolen = arb.stolen_copy(cell.model)
+    _load_inner(stolen, inner_weights(lic_bytes))
+    base_ws = inner_weights(base_bytes)
+    dev = torch.device("cpu")
+
+    def judge_torch(m: Any, label: str, **extra: Any) -> dict[str, Any]:
+        lt = predict_logits(m, arrays.trigger_inputs, dev)
+        lp = predict_logits(m, arrays.probe_inputs, dev)
+        we = weight_evidence(vault, base_ws, _torch_weights(m))
+        v = decide(vault, arrays, lt, lp, 1e-6, label, str(vpath), weights=we)
+        lg = predict_logits(m, x_test, dev)
+        acc = float(np.mean(slot_class[arb.perm[np.argmax(lg, 1)]] == y_test))
+        own = None if we is None else next(x.z for x in we.licensees if x.name == leaker)
+        other = None if we is None else max(x.z for x in we.licensees if x.name != leaker)
+        return {
+            "attack": label, **extra, "accuracy": acc, "owned": v.owned, "named": v.licensee,
+            "leaker_named": v.licensee == leaker, "verdict": v.attribution,
+            "log10_p": float(v.log10_p_value), "leaker_z": own, "best_other_z": other,
+            "leaker_trigger_hits": max(c.trigger_hits for c in v.candidates if c.name == leaker),
+        }  # fmt: skip
+
+    rob = [judge_torch(stolen, "none (torch copy of the leaked file)")]
+    gen = torch.Generator().manual_seed(0)
+    for rel in (0.01, 0.03, 0.1, 0.3, 1.0):
+        m = _copy.deepcopy(stolen)
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear):
+                    w = mod.weight
+                    w.add_(torch.randn(w.shape, generator=gen) * rel * float(w.std()))
+        rob.append(judge_torch(m, "gaussian noise", relative_std=rel))
+    for frac in (0.1, 0.3, 0.5):
+        m = _copy.deepcopy(stolen)
+        ws = [
+            mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear)
+        ]
+        allw = torch.cat([w.detach().abs().flatten() for w in ws])
+        thr = torch.quantile(allw[torch.randperm(len(allw))[:1_000_000]], frac)
+        with torch.no_grad():
+            for w in ws:
+                w[w.abs() < thr] = 0
+        rob.append(judge_torch(m, "magnitude pruning", fraction=frac))
+    parts = 5 if scale != "tiny" else 2
+    cut = np.array_split(np.arange(len(held.x_train)), parts)
+    cfg = replace(
+        train_config(cell.arch, cell.profile, cell.seed + 1, budget), epochs=1, lr=budget.lr / 2
+    )
+    targets = cell.plan.class_targets()[:, arb.perm]
+    m = _copy.deepcopy(stolen)
+    for k, idx in enumerate(cut, start=1):
+        part = DataArrays(
+            held.x_train[idx], held.y_train[idx], held.x_test, held.y_test, held.class_names
+        )
+        train_model(m, part, targets, cfg, block=block_width(cell.plan), progress=False,
+                    tag=f"dodge-finetune-{k}")  # fmt: skip
+        m = m.cpu()
+        rob.append(judge_torch(m, "fine-tuning", parts=k, images=int(sum(len(c) for c in cut[:k]))))
+    for r in rob:
+        log.info("dodge robustness %s", r)
+    out["robustness"] = rob
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     scale = p.add_mutually_exclusive_group()
@@ -618,7 +922,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_ds = removal_sets[0]
     if needs_model:
         train, h = split_data(main_ds, budget, pool)
-        for prof in ("secure", "paper"):
+        profs = (
+            ("secure",)
+            if set(sections) <= {"dodge", "forgery", "wrongkey"}
+            else ("secure", "paper")
+        )
+        for prof in profs:
             cells[prof] = run_cell(main_ds, args.arch, prof, 0, budget, baseline=False, data=train)
             held[prof] = h
         result["models"] = {
@@ -646,6 +955,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["distill"] = distill(cells, held, budget)
     if "collusion" in sections:
         result["collusion"] = collusion(cells)
+    if "dodge" in sections:
+        with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
+            result["dodge"] = dodge(cells["secure"], held["secure"], budget, tmp, scale)
     result["wall_seconds"] = time.perf_counter() - t_start
     emit(result)
     return 0

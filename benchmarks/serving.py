@@ -220,7 +220,7 @@ def start_ours(
     port, metrics = free_port(), free_port()
     args = [
         str(release),
-        "--host", "127.0.0.1", "--port", str(port), "--health-port", "0",
+        "--host", "127.0.0.1", "--port", str(port), "--health-port", "0", "--http-port", "0",
         "--metrics-port", str(metrics), "--intra-op-threads", str(threads),
         "--log-level", "WARNING", "--drain-seconds", "2", *extra,
     ]  # fmt: skip

@@ -134,7 +134,7 @@ def run_soak(
     cmd = [
         sys.executable, "-m", "encryip_runtime.cli.main", "serve", str(release_dir),
         "--host", "127.0.0.1", "--port", str(port), "--health-port", str(health_port),
-        "--metrics-port", "0", "--log-level", "WARNING", *server_args,
+        "--metrics-port", "0", "--http-port", "0", "--log-level", "WARNING", *server_args,
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,

@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from exporter.job import consolidate_triggers, select_triggers
-    from exporter.models import build_model
     from exporter.train import (
+        as_splits,
+        build_for,
         evaluate_protected,
         make_plan,
         plain_targets,
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = train_config(args.arch, "secure", args.seed, budget, num_triggers=args.triggers)
         plan = make_plan(cfg, full.class_names)
         seed = 10_000 + args.seed
-        data, trig = select_triggers(source, full, plan.num_triggers, seed)
+        data, trig = select_triggers(source, as_splits(full), plan.num_triggers, seed)
         device = resolve_device(cfg.device)
         enc, _ = train_encryip_and_original(plan, data, cfg, trig, baseline=False, progress=False)
         final = evaluate_protected(plan, enc.model, data, trig, device)
@@ -115,12 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             final = evaluate_protected(plan, enc.model, data, trig, device)
         # The original model on the same reduced training set, same seed and data order.
         k = len(full.class_names)
-        c, h, _ = data.input_shape
         torch.manual_seed(cfg.seed)
-        plain = train_model(build_model(args.arch, c, k, h), data, plain_targets(k), cfg,
+        plain = train_model(build_for(cfg, data, k), data, plain_targets(k), cfg,
                             progress=False, tag="original").model  # fmt: skip
-        orig = float((predict_logits(plain, data.x_test, device).argmax(1) == data.y_test).mean())
-        slots = np.argmax(predict_logits(enc.model, data.x_test, device), axis=1)
+        orig = float((predict_logits(plain, full.x_test, device).argmax(1) == full.y_test).mean())
+        slots = np.argmax(predict_logits(enc.model, full.x_test, device), axis=1)
         captured = int(np.isin(slots, np.asarray(plan.trigger_slots)).sum())
         if source == "data":
             pool = np.concatenate(
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             "trigger_accuracy": final["trigger_accuracy"],
             "consolidation_epochs": rounds,
             "natural_test_on_trigger_outputs": captured,
-            "test_size": len(data.x_test),
+            "test_size": len(full.x_test),
+            "train_size": len(data.train),
             "trigger_pixel_mean": float(trig.mean()),
             "trigger_pixel_std": float(trig.std()),
             "auroc": detector_aurocs(trig, pool, attacker_x, attacker_y, natural),

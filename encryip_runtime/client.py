@@ -38,6 +38,7 @@ __all__ = [
     "RemoteError",
     "decrypt",
     "decrypt_batch",
+    "is_loopback",
     "load_key",
 ]
 
@@ -46,13 +47,36 @@ _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class RemoteError(EncryIPError):
-    """The server answered with an error status. ``code`` is the gRPC status code name."""
+    """The server answered with an error status: ``status_code`` is the
+    ``grpc.StatusCode``, ``code`` its name (``"UNAVAILABLE"``)."""
 
-    def __init__(self, code: str, details: str, endpoint: str) -> None:
+    def __init__(
+        self,
+        code: str,
+        details: str,
+        endpoint: str,
+        status_code: grpc.StatusCode | None = None,
+        hint: str = "",
+    ) -> None:
         self.code = code
+        self.status_code = (
+            status_code if status_code is not None else getattr(grpc.StatusCode, code, None)
+        )
         self.details = details
         self.endpoint = endpoint
-        super().__init__(f"{endpoint}: {code}: {details}")
+        self.hint = hint
+        super().__init__(f"{endpoint}: {code}: {details}" + (f" ({hint})" if hint else ""))
+
+
+_LOOPBACK_HOSTS = ("localhost", "::1", "[::1]", "ip6-localhost")
+
+
+def is_loopback(target: str) -> bool:
+    """True for ``localhost``/``127.x.y.z``/``[::1]`` targets (and unix sockets)."""
+    if target.startswith("unix:"):
+        return True
+    host = target.rpartition(":")[0] if not target.startswith("unix") else target
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @dataclass(frozen=True)
@@ -223,7 +247,10 @@ class EncryIPClient:
         if (client_cert is None) != (client_key is None):
             raise ValueError("client_cert and client_key go together (mTLS)")
         certs_given = root_certificates is not None or client_cert is not None
-        use_tls = tls if tls is not None else certs_given
+        # Never plaintext by default off this machine: a non-loopback endpoint gets TLS
+        # (system roots) unless the caller says tls=False (CLI: --plaintext).
+        use_tls = tls if tls is not None else (certs_given or not is_loopback(self.endpoint))
+        self.tls = use_tls
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -264,7 +291,23 @@ class EncryIPClient:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
             name = code.name if code is not None else "UNKNOWN"
-            raise RemoteError(name, details or "", self.endpoint) from None
+            raise RemoteError(
+                name, details or "", self.endpoint, code, self._hint(code, details or "")
+            ) from None
+
+    def _hint(self, code: grpc.StatusCode | None, details: str) -> str:
+        """A likely cause for the bare transport errors gRPC gives."""
+        if code != grpc.StatusCode.UNAVAILABLE:
+            return ""
+        low = details.lower()
+        if not self.tls and ("socket closed" in low or "connection reset" in low):
+            return "the server may expect TLS: add --tls or --ca-cert FILE"
+        if self.tls and ("ssl" in low or "handshake" in low or "wrong version" in low):
+            return (
+                "TLS handshake failed: a plaintext server, or a certificate this client "
+                "does not trust (--ca-cert)"
+            )
+        return ""
 
     def info(self, *, refresh: bool = False, timeout: float | None = None) -> ModelInfo:
         """The served model's public description (cached; ``refresh`` asks again)."""
@@ -301,6 +344,15 @@ class EncryIPClient:
         if resp.HasField("onehot") and resp.onehot.data:
             one = np.frombuffer(resp.onehot.data, dtype="<f4").reshape(tuple(resp.onehot.shape))
         return Prediction(tuple(resp.ciphertexts), resp.model_name, resp.manifest_digest, one)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status of ``service`` ("" = the whole server): ``"SERVING"``,
+        ``"NOT_SERVING"`` (e.g. draining), ...; RemoteError when it does not answer."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        resp = self._call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
     def load_key(self, path: str | Path) -> LicenseeKey:
         """Load a key file and check it belongs to this server's public key."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,87 @@ import numpy as np
 import numpy.typing as npt
 
 from encryip_runtime.crypto.scheme import Ciphertexts, Elements
-from encryip_runtime.exceptions import InferenceError, InputError, ModelError, SecretMaterialError
+from encryip_runtime.exceptions import InferenceError, InputError, ModelError
 from encryip_runtime.formats.manifest import Manifest
-from encryip_runtime.transfer import OneHotTransfer
+from encryip_runtime.formats.secrets import refuse_secret_material
+from encryip_runtime.transfer import CodebookTransfer, OneHotTransfer
 
-__all__ = ["ProtectedModel", "RerandomizerPool", "check_no_secrets", "resolve_release_dir"]
+__all__ = [
+    "CryptoPool",
+    "ProtectedModel",
+    "RerandomizerPool",
+    "auto_crypto_threads",
+    "check_no_secrets",
+    "resolve_release_dir",
+]
 
 log = logging.getLogger(__name__)
 
-_SECRET_NAMES = ("vault.json", "vault.npz")
-# Below this many rows per thread, handing work to another thread costs more than it saves.
+# Below this many rows per thread, handing work to another thread costs more than it saves
+# (benchmarks/crypto.py measures the crossover: docs/internals.md, "Crypto threads").
 _MIN_ROWS_PER_THREAD = 8
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_crypto_threads(
+    intra_op_threads: int = 0, *, cores: int | None = None, on_gpu: bool = False
+) -> int:
+    """``--crypto-threads auto``: the cores left after the event loop (one) and
+    onnxruntime's threads, at least 1.
+
+    onnxruntime's threads are ``intra_op_threads`` when set; its default (0) uses every
+    core on CPU, leaving none, and about one on a GPU, where the network runs elsewhere.
+    So a 2-core CPU pod gets 1 (SampDist on the batch thread) and a 16-core GPU box 14.
+    """
+    n = usable_cores() if cores is None else cores
+    ort = intra_op_threads if intra_op_threads > 0 else (1 if on_gpu else n)
+    return max(1, n - 1 - ort)
+
+
+class CryptoPool:
+    """Threads that share one batch's SampDist (the calling thread takes a share too).
+
+    One per server, shared by every model it loads: a reload never shuts it down under a
+    batch of the old model that is still queued (the C code releases the GIL, so the
+    shares run in parallel). ``threads`` counts the caller: 1 means no helper threads.
+    """
+
+    def __init__(self, threads: int) -> None:
+        if threads < 1:
+            raise ValueError(f"crypto threads must be at least 1, got {threads}")
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        if threads > 1:
+            self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="encryip-sampdist")
+
+    def split(self, rows: int, run: Callable[[int, int], Ciphertexts]) -> Ciphertexts:
+        """``run(a, b)`` over ``[0, rows)`` cut into contiguous shares, concatenated in order.
+
+        Small batches (under ``_MIN_ROWS_PER_THREAD`` rows a share) stay on the calling
+        thread; so does everything once the pool is closed.
+        """
+        parts = min(self.threads, rows // _MIN_ROWS_PER_THREAD)
+        if self._executor is None or parts < 2:
+            return run(0, rows)
+        bounds = [rows * i // parts for i in range(parts + 1)]
+        try:
+            helpers = [self._executor.submit(run, a, b) for a, b in pairwise(bounds[1:])]
+        except RuntimeError:  # closed: this thread does it all
+            return run(0, rows)
+        first = run(bounds[0], bounds[1])
+        return np.concatenate([first, *(h.result() for h in helpers)])
+
+    def close(self) -> None:
+        """Let running shares finish; later splits run on the calling thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
 
 def resolve_release_dir(path: Path) -> Path:
@@ -45,19 +117,8 @@ def resolve_release_dir(path: Path) -> Path:
 
 
 def check_no_secrets(directory: Path) -> None:
-    """Refuse to serve from a directory that holds a key or the vault."""
-    found = [directory / n for n in _SECRET_NAMES if (directory / n).exists()]
-    found += sorted(directory.glob("*.key"))
-    keys_dir = directory / "keys"
-    if keys_dir.is_dir():
-        found += sorted(keys_dir.glob("*.key"))
-    if found:
-        names = ", ".join(str(f) for f in found[:5])
-        raise SecretMaterialError(
-            f"refusing to serve: secret material in the model directory ({names}). "
-            "The runtime needs only model.onnx and manifest.json; serve a licensee directory "
-            "(release/licensees/NAME) or copy those two files to a directory of their own."
-        )
+    """Refuse to serve from a directory that holds a key or the vault (formats/secrets.py)."""
+    refuse_secret_material(directory)
 
 
 class RerandomizerPool:
@@ -171,8 +232,13 @@ class ProtectedModel:
         directory: Path | None = None,
         pool_capacity: int = 0,
         crypto_threads: int = 1,
+        crypto_pool: CryptoPool | None = None,
+        inputs_checked: bool = False,
     ):
         self.manifest = manifest
+        # The server's request path checks every tensor once (server/tensors.check_input)
+        # before it is queued; then ``logits`` does not check the batch a second time.
+        self._inputs_checked = inputs_checked
         self.scheme = manifest.scheme
         self.transfer = manifest.transfer()
         self.session = session
@@ -204,13 +270,15 @@ class ProtectedModel:
             )
         if crypto_threads < 1:
             raise ValueError("crypto_threads must be at least 1")
-        # Helpers for one batch's SampDist; the calling thread takes a share itself.
-        self._crypto_pool: ThreadPoolExecutor | None = None
-        if crypto_threads > 1:
-            self._crypto_pool = ThreadPoolExecutor(
-                crypto_threads - 1, thread_name_prefix="encryip-sampdist"
-            )
-        self._crypto_threads = crypto_threads
+        # Threads for one batch's SampDist: the server's (shared by every model it loads,
+        # never closed here) or, standalone, our own.
+        self._owns_crypto = crypto_pool is None
+        self._crypto = crypto_pool if crypto_pool is not None else CryptoPool(crypto_threads)
+        # Secure profile: the codebook prepared once (its decoded halves), so a row's
+        # SampDist needs no decode and no square root.
+        self._codebook: Any = None
+        if isinstance(self.transfer, CodebookTransfer):
+            self._codebook = self.scheme.prepare_codebook(self.transfer.codebook)
         self._pool: RerandomizerPool | None = None
         if pool_capacity > 0 and manifest.profile == "secure":
             self._pool = RerandomizerPool(self, pool_capacity)
@@ -225,6 +293,8 @@ class ProtectedModel:
         intra_op_threads: int = 0,
         pool_capacity: int = 0,
         crypto_threads: int = 1,
+        crypto_pool: CryptoPool | None = None,
+        inputs_checked: bool = False,
     ) -> ProtectedModel:
         import onnxruntime as ort
 
@@ -249,13 +319,28 @@ class ProtectedModel:
             session = ort.InferenceSession(data, sess_options=opts, providers=_providers(providers))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{model_path}: onnxruntime cannot load it ({exc})") from None
-        return cls(manifest, session, d, pool_capacity=pool_capacity, crypto_threads=crypto_threads)
+        return cls(
+            manifest,
+            session,
+            d,
+            pool_capacity=pool_capacity,
+            crypto_threads=crypto_threads,
+            crypto_pool=crypto_pool,
+            inputs_checked=inputs_checked,
+        )
 
     def close(self) -> None:
+        """Stop the background work. Batches still queued for this model keep working
+        (on the calling thread when the pool it owned is closed; a server's pool stays)."""
         if self._pool is not None:
             self._pool.close()
-        if self._crypto_pool is not None:
-            self._crypto_pool.shutdown(wait=False)
+        if self._owns_crypto:
+            self._crypto.close()
+
+    @property
+    def crypto_backend(self) -> str:
+        """What computes SampDist: "native", "libsodium" or "numpy" (paper profile)."""
+        return self.scheme.group.backend
 
     # -- input ----------------------------------------------------------------
     def validate_input(self, x: npt.NDArray[Any], name: str | None = None) -> npt.NDArray[Any]:
@@ -298,7 +383,7 @@ class ProtectedModel:
     # -- Algorithm 2 ----------------------------------------------------------
     def logits(self, x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Line 1: [y] <- [M](x)."""
-        feed = self.validate_input(x)
+        feed = x if self._inputs_checked else self.validate_input(x)
         try:
             (out,) = self.session.run([self.manifest.output_name], {self.manifest.input.name: feed})
         except Exception as exc:
@@ -307,24 +392,20 @@ class ProtectedModel:
 
     def protect(self, logits: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         """Lines 2-4: c <- Φ⁻¹([y]); c_d <- SampDist(c); wire encoding of c_d."""
-        cts = self.transfer.phi_inv(logits)
+        pk = self.manifest.pk
         if self._pool is not None:
-            fresh = self.scheme.sampdist(self.manifest.pk, cts, self._pool.take(len(cts)))
+            cts = self.transfer.phi_inv(logits)
+            fresh = self.scheme.sampdist(pk, cts, self._pool.take(len(cts)))
+        elif self._codebook is not None and isinstance(self.transfer, CodebookTransfer):
+            slots = self.transfer.slots(logits)
+            fresh = self._crypto.split(
+                len(slots),
+                lambda a, b: self.scheme.sampdist_codebook(pk, self._codebook, slots[a:b]),
+            )
         else:
-            fresh = self._sampdist(cts)
+            cts = self.transfer.phi_inv(logits)
+            fresh = self._crypto.split(len(cts), lambda a, b: self.scheme.sampdist(pk, cts[a:b]))
         return self.scheme.to_wire(fresh)
-
-    def _sampdist(self, cts: Ciphertexts) -> Ciphertexts:
-        """SampDist of a batch, split across ``crypto_threads`` when it is large enough."""
-        parts = min(self._crypto_threads, len(cts) // _MIN_ROWS_PER_THREAD)
-        if self._crypto_pool is None or parts < 2:
-            return self.scheme.sampdist(self.manifest.pk, cts)
-        chunks = np.array_split(cts, parts)
-        helpers = [
-            self._crypto_pool.submit(self.scheme.sampdist, self.manifest.pk, c) for c in chunks[1:]
-        ]
-        first = self.scheme.sampdist(self.manifest.pk, chunks[0])
-        return np.concatenate([first, *(h.result() for h in helpers)])
 
     def predict(self, x: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         """Confused labels for a batch: ``uint8 (N, ciphertext_size)``."""
@@ -335,10 +416,6 @@ class ProtectedModel:
         if not isinstance(self.transfer, OneHotTransfer):
             raise InputError("the one-hot form Φ(c) exists only in the paper profile")
         return self.transfer.phi(self.scheme.from_wire(wire))
-
-    def unprotected_labels(self, x: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-        """BENCHMARK ONLY: plain argmax of the network, no crypto. Never serve this."""
-        return np.argmax(self.logits(x), axis=1).astype(np.int64)
 
     @property
     def ciphertext_size(self) -> int:

@@ -6,7 +6,7 @@
   no ciphertext the network was trained on) or the ``joint`` decoder: the codeword (one
   of the release's K + T ciphertexts) with the highest summed per-block log-probability.
 * secure: a codebook of S = K + T fixed ciphertexts; Φ(c) = one-hot of c's slot,
-  Φ⁻¹(logits) = codebook[argmax] (DESIGN §3.2).
+  Φ⁻¹(logits) = codebook[argmax] (docs/design.md §3.2).
 
 Per-licensee variants permute the network's outputs: output k of the variant is
 output ``order[k]`` of the base network. The paper profile stores ``order`` in the

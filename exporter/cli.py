@@ -86,6 +86,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--probe-size", type=int, default=500, help="labelled test images kept in the vault"
     )
     r.add_argument("--model-name", default="encryip", help="name the server serves the model under")
+    r.add_argument(
+        "--passphrase-file",
+        type=Path,
+        default=None,
+        help="file whose first line is the vault passphrase (else ENCRYIP_VAULT_PASSPHRASE, "
+        "ENCRYIP_VAULT_KEY_FILE, or a prompt on a terminal); the vault is encrypted at rest",
+    )
     t = p.add_argument_group("training")
     t.add_argument(
         "--arch", choices=ARCHS, default="cnn", help="network architecture (default: cnn)"
@@ -254,8 +261,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _setup(args: argparse.Namespace) -> None:
+    """Logging, then every problem with the arguments before any work (exit 2)."""
+    from encryip_runtime.cli.errors import UsageError
+    from encryip_runtime.formats.vault_crypt import VaultSecretError, check_vault_passphrase
+
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -263,37 +273,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Before any torch work: every intra-op thread then flushes subnormals (see
+    # exporter.train.enable_flush_denormal; the flag is per thread and inherited).
+    from exporter.train import enable_flush_denormal
+
+    enable_flush_denormal()
     problems = _validate(args)
+    if not problems:
+        # The vault is written sealed at the end: fail now, not after training, without a
+        # passphrase (never a silent plaintext vault, never a prompt that hangs).
+        try:
+            check_vault_passphrase(new=True)
+        except VaultSecretError as exc:
+            problems.append(str(exc))
     if problems:
-        for p in problems:
-            print(f"{PROG} {args.command}: error: {p}", file=sys.stderr)
-        return 2
+        raise UsageError(problems)
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
     try:
         _setup_distributed()
         return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        from encryip_runtime.exceptions import EncryIPError
-
-        kind = (
-            "error"
-            if isinstance(exc, (EncryIPError, ValueError, FileExistsError))
-            else f"unexpected {type(exc).__name__}"
-        )
-        print(
-            f"{PROG} {args.command}: {kind}: {exc} (run with --debug for a traceback)",
-            file=sys.stderr,
-        )
-        return 1
     finally:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from encryip_runtime.cli.runner import run_cli
+
+    parser = build_parser()
+    parser.set_defaults(run=_run_distributed)
+    return run_cli(
+        PROG, parser, argv, error_code=lambda exc: 1, setup=_setup,
+        expected=(ValueError, FileExistsError),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

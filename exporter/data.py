@@ -1,8 +1,12 @@
-"""Datasets for the exporter: raw uint8 pixels ``[N, C, H, W]`` and int64 labels.
+"""Datasets for the exporter: raw uint8 pixels ``[C, H, W]`` per image and int64 labels,
+read through a torch ``Dataset`` + ``DataLoader`` (:func:`make_loader`).
 
 Normalisation is *not* done here: it lives inside the model (``models.Normalize``) so
 that the exported ONNX graph takes the raw pixels a client has. Every loader returns a
-:class:`DataSplits` (train + test :class:`ImageDataset`, class names).
+:class:`DataSplits` (train + test :class:`ImageSource`, class names). Small sources
+(IDX, npz, synthetic) are held in memory (:class:`ImageDataset`); ImageFolder trees are
+streamed (:class:`ImageFolderDataset`: file names in memory, pixels decoded per batch
+in ``--workers`` processes), so memory does not grow with the number of images.
 
 Sources, by ``spec`` given to :func:`load_dataset`:
 
@@ -22,7 +26,8 @@ Sources, by ``spec`` given to :func:`load_dataset`:
     ``x_test``/``y_test``, as in Keras' ``mnist.npz``); optional ``class_names``.
 ``DIR`` (ImageFolder)
     one sub-folder per class (class = folder name); or ``DIR/train`` and ``DIR/test``
-    with the same class folders.
+    with the same class folders. JPEG/PNG/... of any size, grey or RGB; ``image_size``
+    resizes + center-crops every image (see :class:`ImageFolderDataset`).
 
 Sources without a test split are split here: stratified, seeded (``test_fraction``).
 """
@@ -38,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data._utils.collate import default_collate
 
 from encryip_runtime.exceptions import EncryIPError
 
@@ -49,10 +57,15 @@ __all__ = [
     "DataError",
     "DataSplits",
     "ImageDataset",
+    "ImageFolderDataset",
+    "ImageSource",
+    "channel_stats",
+    "collate",
     "load_dataset",
     "load_idx_dataset",
     "load_image_folder",
     "load_npz",
+    "make_loader",
     "make_synthetic",
     "read_idx",
     "search_dirs",
@@ -80,32 +93,15 @@ class DataError(EncryIPError, ValueError):
 # ----------------------------------------------------------------------------- containers
 
 
-@dataclass(frozen=True)
-class ImageDataset:
-    """Raw images ``uint8 [N, C, H, W]`` with labels ``int64 [N]`` in ``[0, K)``."""
+class ImageSource(Dataset[tuple[torch.Tensor, int]]):
+    """A labelled image set read as a torch ``Dataset``: item ``i`` is
+    ``(uint8 [C, H, W] tensor, int label)``. ``labels`` (int64 ``[N]``) and
+    ``class_names`` are known without reading any image, so subsets, stratified
+    samples and class counts cost nothing. Subclasses: :class:`ImageDataset` (in memory)
+    and :class:`ImageFolderDataset` (files decoded on access)."""
 
-    images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise DataError(
-                f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
-            )
-        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise DataError(
-                f"labels must be int64 [{self.images.shape[0]}], got {self.labels.dtype} "
-                f"{tuple(self.labels.shape)}"
-            )
-        if len(self.labels) and (
-            int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)
-        ):
-            raise DataError(
-                f"labels must lie in [0, {len(self.class_names)}), got "
-                f"[{int(self.labels.min())}, {int(self.labels.max())}]"
-            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -115,25 +111,120 @@ class ImageDataset:
         return len(self.class_names)
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:  # pragma: no cover - abstract
+        """``(C, H, W)`` of every item."""
+        raise NotImplementedError
+
+    def subset(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> ImageSource:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def augmented(self) -> ImageSource:
+        """The same images with random-resized-crop + horizontal flip (training only)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def stratified_subset(self, n: int, seed: int = 0) -> ImageSource:
+        """``n`` samples with the class proportions of the whole set (seeded)."""
+        return self.subset(stratified_indices(self.labels.numpy(), n, seed=seed))
+
+    def arrays(
+        self, indices: np.ndarray | Sequence[int] | None = None
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        """Read ``indices`` (default: all) into memory as ``uint8 [n, C, H, W]`` and
+        ``int64 [n]``: for small sets only (probes, parity samples, tests)."""
+        src = self if indices is None else self.subset(indices)
+        loader = make_loader(src, batch_size=256)
+        xs = [x.numpy() for x, _ in loader]
+        c, h, w = self.image_shape
+        x = np.concatenate(xs) if xs else np.zeros((0, c, h, w), np.uint8)
+        return x, src.labels.numpy().copy()
+
+
+def collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DataLoader`` collate: a batch an in-memory set already gathered
+    (``__getitems__``) passes through; a list of items is stacked."""
+    if isinstance(batch, tuple):
+        return batch
+    x, y = default_collate(batch)
+    return x, y
+
+
+class ImageDataset(ImageSource):
+    """Raw images ``uint8 [N, C, H, W]`` with labels ``int64 [N]`` in ``[0, K)``, in memory
+    (MNIST-sized sets: the IDX, npz and synthetic sources)."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        *,
+        augment: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise DataError(
+                f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
+            raise DataError(
+                f"labels must be int64 [{images.shape[0]}], got {labels.dtype} "
+                f"{tuple(labels.shape)}"
+            )
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
+            raise DataError(
+                f"labels must lie in [0, {len(class_names)}), got "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
+        self.images = images
+        self.labels = labels
+        self.class_names = tuple(class_names)
+        self.augment = augment
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)``."""
         c, h, w = self.images.shape[1:]
         return int(c), int(h), int(w)
 
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i]
+        if self.augment:
+            x = _augment_tensor(x)
+        return x, int(self.labels[i])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One gather per batch instead of one __getitem__ per image: the DataLoader
+        # hands this tuple to `collate`, which passes it through.
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = self.images[idx]
+        if self.augment:
+            x = torch.stack([_augment_tensor(im) for im in x])
+        return x, self.labels[idx]
+
     def subset(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> ImageDataset:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return ImageDataset(self.images[idx], self.labels[idx], self.class_names)
+        return ImageDataset(
+            self.images[idx], self.labels[idx], self.class_names, augment=self.augment
+        )
+
+    def augmented(self) -> ImageDataset:
+        return ImageDataset(self.images, self.labels, self.class_names, augment=True)
 
     def stratified_subset(self, n: int, seed: int = 0) -> ImageDataset:
-        """``n`` samples with the class proportions of the whole set (seeded)."""
         return self.subset(stratified_indices(self.labels.numpy(), n, seed=seed))
+
+
+def _augment_tensor(x: torch.Tensor) -> torch.Tensor:
+    from torchvision.transforms import v2
+
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    out: torch.Tensor = v2.RandomHorizontalFlip()(v2.RandomResizedCrop((h, w), antialias=True)(x))
+    return out
 
 
 @dataclass(frozen=True)
 class DataSplits:
     name: str
-    train: ImageDataset
-    test: ImageDataset
+    train: ImageSource
+    test: ImageSource
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -157,6 +248,71 @@ class DataSplits:
         if test is not None and test < len(te):
             te = te.stratified_subset(test, seed=seed + 1)
         return DataSplits(self.name, tr, te)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def make_loader(
+    source: ImageSource,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    workers: int = 0,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    persistent: bool = False,
+) -> DataLoader[tuple[torch.Tensor, int]]:
+    """A ``DataLoader`` of ``(uint8 [B, C, H, W], int64 [B])`` batches over ``source``.
+
+    Training (``shuffle``): a ``DistributedSampler`` for ``world`` replicas (1 without
+    torchrun) that reshuffles per epoch from ``seed`` (call ``loader.sampler.set_epoch``)
+    and drops the remainder of ``len / world`` so every rank runs the same number of
+    steps (otherwise DDP's all-reduce waits for a peer that has finished). Evaluation:
+    every item in order. Images are decoded in ``workers`` processes; nothing but the
+    current batches is held in memory.
+    """
+    sampler: Sampler[int]
+    if shuffle:
+        sampler = DistributedSampler(
+            source, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+    else:
+        sampler = SequentialSampler(source)
+    return DataLoader(
+        source,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=persistent and workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # augmentation seeds per worker
+    )
+
+
+def channel_stats(
+    source: ImageSource, *, max_images: int = 20000, workers: int = 0, seed: int = 0
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the pixels on the [0, 1] scale, streamed over at most
+    ``max_images`` images (a stratified seeded sample beyond that)."""
+    src = source if len(source) <= max_images else source.stratified_subset(max_images, seed)
+    c = source.image_shape[0]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    count = 0
+    for x, _ in make_loader(src, batch_size=512, workers=workers):
+        xf = x.to(torch.float64).div_(255.0).transpose(0, 1).reshape(c, -1)
+        total += xf.sum(1)
+        squares += (xf * xf).sum(1)
+        count += xf.shape[1]
+    if count == 0:
+        raise DataError("cannot compute mean/std: the training set is empty")
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -442,7 +598,8 @@ def load_npz(path: str | Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
         class_names = tuple(str(i) for i in range(max_label + 1))
     if "all" in parts:
         x, y = parts["all"]
-        return _split(path.stem, x, y, class_names, test_fraction, seed)
+        whole = ImageDataset(torch.from_numpy(x), torch.from_numpy(y), class_names)
+        return _split(path.stem, whole, test_fraction, seed)
     return DataSplits(
         path.stem,
         *(
@@ -452,26 +609,18 @@ def load_npz(path: str | Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
     )
 
 
-def _split(
-    name: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    class_names: tuple[str, ...],
-    test_fraction: float,
-    seed: int,
-) -> DataSplits:
+def _split(name: str, source: ImageSource, test_fraction: float, seed: int) -> DataSplits:
+    """Hold out a stratified seeded test split of ``source``."""
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    y = source.labels.numpy()
     n_test = max(1, round(len(y) * test_fraction))
     if n_test >= len(y):
         raise DataError(f"{name}: {len(y)} samples are too few to hold out a test split")
     test_idx = stratified_indices(y, n_test, seed=seed)
     mask = np.ones(len(y), dtype=bool)
     mask[test_idx] = False
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    train = ImageDataset(xt[torch.from_numpy(mask)], yt[torch.from_numpy(mask)], class_names)
-    test = ImageDataset(xt[torch.from_numpy(test_idx)], yt[torch.from_numpy(test_idx)], class_names)
-    return DataSplits(name, train, test)
+    return DataSplits(name, source.subset(np.flatnonzero(mask)), source.subset(test_idx))
 
 
 # ----------------------------------------------------------------------------- ImageFolder
@@ -484,53 +633,134 @@ def _class_dirs(root: Path) -> list[Path]:
     )
 
 
-def _read_folder(
-    root: Path,
-    class_names: Sequence[str],
-    mode: str | None,
-    size: tuple[int, int] | None,
-    resize: bool = False,
-) -> tuple[np.ndarray, np.ndarray, str, tuple[int, int]]:
-    from PIL import Image, UnidentifiedImageError
+_GREY_MODES = ("1", "L", "I", "I;16", "F", "LA", "P;L")
 
-    files: list[tuple[Path, int]] = []
+
+class ImageFolderDataset(ImageSource):
+    """An ImageFolder tree read lazily: item ``i`` opens, decodes and transforms one file.
+
+    Only the file names (one byte string each) and labels are held, so memory does not
+    grow with the number of images beyond those. Every item comes out ``uint8
+    [C, H, W]``: ``C`` is 1 (``mode`` ``"L"``) or 3 (``"RGB"``), whatever the file holds.
+
+    * ``resize`` = S (``--image-size``): resize the shorter side to S, then center-crop
+      S x S (torchvision's ``Resize(S)`` + ``CenterCrop(S)``, bilinear with antialiasing);
+    * no ``resize``: every image must already be ``size``; another size is an error
+      that names the file;
+    * ``augment`` (training only): random-resized-crop to the output size and a random
+      horizontal flip instead (torchvision's ``RandomResizedCrop`` defaults).
+    """
+
+    def __init__(
+        self,
+        files: npt.NDArray[np.bytes_],
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        *,
+        mode: str,
+        size: tuple[int, int],
+        resize: int | None,
+        augment: bool = False,
+    ) -> None:
+        if mode not in ("L", "RGB"):
+            raise DataError(f"image mode must be 'L' or 'RGB', got {mode!r}")
+        self.files = files
+        self.labels = labels
+        self.class_names = tuple(class_names)
+        self.mode = mode
+        self.size = size  # (H, W) of every item
+        self.resize = resize
+        self.augment = augment
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1 if self.mode == "L" else 3, *self.size)
+
+    def _with(self, files: npt.NDArray[np.bytes_], labels: torch.Tensor, augment: bool) -> Any:
+        return ImageFolderDataset(
+            files,
+            labels,
+            self.class_names,
+            mode=self.mode,
+            size=self.size,
+            resize=self.resize,
+            augment=augment,
+        )
+
+    def subset(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> ImageFolderDataset:
+        idx = np.asarray(indices, dtype=np.int64)
+        out: ImageFolderDataset = self._with(
+            self.files[idx], self.labels[torch.from_numpy(idx)], self.augment
+        )
+        return out
+
+    def augmented(self) -> ImageFolderDataset:
+        out: ImageFolderDataset = self._with(self.files, self.labels, True)
+        return out
+
+    def path(self, i: int) -> Path:
+        return Path(os.fsdecode(bytes(self.files[i])))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+        from torchvision.transforms import InterpolationMode, RandomResizedCrop
+        from torchvision.transforms import functional as TF
+
+        p = self.path(i)
+        try:
+            with Image.open(p) as src:
+                im = src.convert(self.mode)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(f"{p}: cannot decode image: {e}") from e
+        h, w = self.size
+        if self.augment:
+            im = RandomResizedCrop((h, w), antialias=True)(im)
+            if torch.rand(()) < 0.5:
+                im = TF.hflip(im)
+        elif self.resize is not None:
+            im = TF.resize(im, self.resize, InterpolationMode.BILINEAR, antialias=True)
+            im = TF.center_crop(im, [h, w])
+        elif im.size != (w, h):
+            raise DataError(
+                f"{p}: image is {im.size[0]}x{im.size[1]} but the others are {w}x{h} "
+                "(pass --image-size / image_size= to resize all)"
+            )
+        x = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True))
+        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+        return x, int(self.labels[i])
+
+
+def _list_folder(root: Path, class_names: Sequence[str]) -> tuple[list[str], list[int]]:
+    files: list[str] = []
+    labels: list[int] = []
     for y, cname in enumerate(class_names):
         d = root / cname
         if not d.is_dir():
             raise DataError(f"{root}: class folder '{cname}' is missing")
         found = sorted(
-            p for p in d.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+            e.path
+            for e in os.scandir(d)
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in _IMAGE_SUFFIXES
         )
         if not found:
             raise DataError(
                 f"{d}: class folder '{cname}' has no images ({sorted(_IMAGE_SUFFIXES)})"
             )
-        files += [(p, y) for p in found]
-    images: list[np.ndarray] = []
-    for p, _label in files:
-        try:
-            with Image.open(p) as src:
-                src.load()
-                if mode is None:  # the first image decides: grey stays grey
-                    mode = "L" if src.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
-                im = src.convert(mode)
-                if resize and size is not None and im.size != size:
-                    im = im.resize(size, Image.Resampling.BILINEAR)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"{p}: cannot decode image: {e}") from e
-        if size is None:
-            size = im.size
-        elif im.size != size:
-            raise DataError(
-                f"{p}: image is {im.size[0]}x{im.size[1]} but the others are "
-                f"{size[0]}x{size[1]} (pass image_size= to resize all)"
-            )
-        images.append(np.asarray(im))
-    x = np.stack(images)
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    labels = np.array([lab for _, lab in files], dtype=np.int64)
-    assert mode is not None and size is not None
-    return np.ascontiguousarray(x), labels, mode, size
+        files += found
+        labels += [y] * len(found)
+    return files, labels
+
+
+def _first_image(path: str) -> tuple[str, tuple[int, int]]:
+    """Mode (``L`` or ``RGB``) and ``(H, W)`` of one file, from its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as src:
+            mode = "L" if src.mode in _GREY_MODES else "RGB"
+            return mode, (src.size[1], src.size[0])
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"{path}: cannot decode image: {e}") from e
 
 
 def load_image_folder(
@@ -541,16 +771,17 @@ def load_image_folder(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> DataSplits:
-    """Load an ImageFolder tree (``root/<class>/<image>`` or ``root/{train,test}/<class>/...``).
+    """An ImageFolder tree (``root/<class>/<image>`` or ``root/{train,test}/<class>/...``),
+    streamed (:class:`ImageFolderDataset`): only file names are listed here.
 
-    Class names are the folder names (sorted). Images must share one size unless
-    ``image_size`` is given (then every image is resized to ``image_size``²). Grey or
-    RGB is decided by the first image unless ``grayscale`` is given.
+    Class names are the folder names (sorted). Without ``image_size`` every image must
+    have the first image's size; with it, each is resized and center-cropped to
+    ``image_size``². Grey or RGB is decided by the first image unless ``grayscale`` is
+    given; every image is converted to that mode.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    mode = None if grayscale is None else ("L" if grayscale else "RGB")
     split_form = (root / "train").is_dir() and (root / "test").is_dir()
     base = root / "train" if split_form else root
     class_names = [d.name for d in _class_dirs(base)]
@@ -563,18 +794,33 @@ def load_image_folder(
                 f"{root}: train/ and test/ have different class folders: "
                 f"{class_names} vs {test_classes}"
             )
-    size = (image_size, image_size) if image_size else None
-    resize = size is not None
-    x, y, mode, size = _read_folder(base, class_names, mode, size, resize)
-    names = tuple(class_names)
-    if split_form:
-        xt, yt, _, _ = _read_folder(root / "test", class_names, mode, size, resize)
-        return DataSplits(
-            root.name,
-            ImageDataset(torch.from_numpy(x), torch.from_numpy(y), names),
-            ImageDataset(torch.from_numpy(xt), torch.from_numpy(yt), names),
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be positive, got {image_size}")
+    files, labels = _list_folder(base, class_names)
+    mode, size = _first_image(files[0])
+    if grayscale is not None:
+        mode = "L" if grayscale else "RGB"
+    if image_size is not None:
+        size = (image_size, image_size)
+
+    def dataset(fs: list[str], ys: list[int]) -> ImageFolderDataset:
+        return ImageFolderDataset(
+            np.array([os.fsencode(f) for f in fs], dtype=np.bytes_),
+            torch.tensor(ys, dtype=torch.int64),
+            class_names,
+            mode=mode,
+            size=size,
+            resize=image_size,
         )
-    return _split(root.name, x, y, names, test_fraction, seed)
+
+    train = dataset(files, labels)
+    log.info(
+        "%s: %d images in %d classes, %s %dx%d, read from disk as needed",
+        base, len(files), len(class_names), mode, size[1], size[0],
+    )  # fmt: skip
+    if split_form:
+        return DataSplits(root.name, train, dataset(*_list_folder(root / "test", class_names)))
+    return _split(root.name, train, test_fraction, seed)
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -48,6 +49,7 @@ def _serve_and_decrypt(
             host="127.0.0.1",
             port=0,
             health_port=0,
+            http_port=0,
             metrics_port=0,
             max_batch=64,
             log_level="WARNING",
@@ -113,7 +115,11 @@ def _independent_model(
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# A demo value, announced on stdout; a real release uses a secret one.
+DEMO_PASSPHRASE = "encryip-demo-passphrase"
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m exporter.demo",
         description=__doc__,
@@ -129,23 +135,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("demo-release"))
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "encryip_runtime.server"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    return p.parse_args(argv)
+
+
+def _demo_passphrase() -> None:
+    """The vault is encrypted at rest; the demo uses a fixed passphrase and says so."""
+    from encryip_runtime.formats.vault_crypt import PASSPHRASE_ENV
+
+    if os.environ.get(PASSPHRASE_ENV):
+        _say(f"(vault passphrase: taken from {PASSPHRASE_ENV})")
+        return
+    os.environ[PASSPHRASE_ENV] = DEMO_PASSPHRASE
+    _say(
+        f"(vault passphrase: the demo sets {PASSPHRASE_ENV}={DEMO_PASSPHRASE!r}; "
+        "a real release uses a secret one, or --passphrase-file)"
     )
 
-    from encryip_runtime.arbitrator import verify_onnx
+
+def _train(args: argparse.Namespace, names: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     from exporter.data import load_dataset
     from exporter.job import JobConfig, arrays_from_splits, run_train_job
     from exporter.report import table1_markdown
     from exporter.train import TrainConfig
 
-    names = ("acme", "globex", "initech")
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    t_start = time.perf_counter()
     _say(
         f"== 1. Train once: {args.dataset}, {args.arch}, profile {args.profile}, "
         f"{args.epochs} epochs "
@@ -154,21 +166,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = load_dataset(args.dataset, train_subset=args.train_subset, seed=args.seed)
     data = arrays_from_splits(splits)
     cfg = TrainConfig(
-        profile=args.profile, arch=args.arch, epochs=args.epochs, seed=args.seed, licensees=names
+        profile=args.profile,
+        arch=args.arch,
+        epochs=args.epochs,
+        seed=args.seed,
+        licensees=tuple(names),
     )
     metrics = run_train_job(
         JobConfig(train=cfg, dataset=args.dataset, baseline=True, out=str(args.out)), data
     )
     _say(table1_markdown(metrics))
+    return data, metrics
 
+
+def _show_release(out: Path) -> None:
     _say(
-        f"== 2. Release in {args.out}/: model.onnx, manifest.json, keys/, licensees/, "
-        "vault.json, report/"
+        f"== 2. Release in {out}/: model.onnx, manifest.json, keys/, licensees/, "
+        "vault.json + vault.npz (encrypted at rest), report/"
     )
-    for path in sorted(args.out.rglob("*")):
+    for path in sorted(out.rglob("*")):
         if path.is_file():
-            _say(f"   {path.relative_to(args.out)}  ({path.stat().st_mode & 0o777:o})")
+            _say(f"   {path.relative_to(out)}  ({path.stat().st_mode & 0o777:o})")
 
+
+def _serve(args: argparse.Namespace, data: Any, names: Sequence[str]) -> dict[str, Any]:
     _say(
         f"\n== 3. Serve each licensee's variant on 127.0.0.1; "
         f"{args.eval_images} held-out images each"
@@ -188,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {r['example_ciphertext']} | "
             f"{r['example_label']} |"
         )
+    return served
+
+
+def _leak(args: argparse.Namespace, data: Any) -> bool:
+    """globex's file leaks: named; an independently trained model: not claimed."""
+    from encryip_runtime.arbitrator import verify_onnx
 
     _say("\n== 4. A leak: globex's model file turns up elsewhere")
     leaked = args.out / "licensees" / "globex" / "model.onnx"
@@ -211,13 +238,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p={v2.p_value:.3g}"
     )
     other.unlink(missing_ok=True)
+    return bool(verdict.owned and verdict.licensee == "globex" and not v2.owned)
 
-    ok = (
-        verdict.owned
-        and verdict.licensee == "globex"
-        and not v2.owned
-        and all(r["accuracy"] > 0.9 for r in served.values())
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "encryip_runtime.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    names = ("acme", "globex", "initech")
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    t_start = time.perf_counter()
+    _demo_passphrase()
+    data, _metrics = _train(args, names)
+    _show_release(args.out)
+    served = _serve(args, data, names)
+    ok = _leak(args, data) and all(r["accuracy"] > 0.9 for r in served.values())
     _say(
         f"\nDone in {time.perf_counter() - t_start:.0f}s: "
         f"{'all checks passed' if ok else 'SOMETHING IS WRONG'}"

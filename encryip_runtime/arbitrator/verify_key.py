@@ -14,6 +14,10 @@ Three answers:
   colluding licensees (t = (a1 - a2) / (b2 - b1)); in the paper profile anyone can
   (discrete logs in Z_p^* are a table look-up). The key alone names nobody (exit 1);
 * **foreign**: it does not match this release's pk (exit 1).
+
+After ``keys rotate`` the vault keeps every earlier key generation: the key is
+compared with the keys of all of them, and the verdict says which generation
+matched (a pre-rotation key is still ``issued``, to the same licensee).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class KeyVerdict:
     summary: str
     re_encoded: bool  # the key file's scalars were not in the canonical form
     key_licensee_field: str | None  # what the file itself claims (not trusted)
+    #: the key generation that matched (1 = before any rotation); None when foreign
+    generation: int | None = None
+    current_generation: int = 1
 
     @property
     def exit_code(self) -> int:
@@ -133,8 +140,9 @@ def _foreign_reason(doc: dict[str, Any], vault: Vault) -> str | None:
     if doc.get("num_classes", vault.num_classes) != vault.num_classes:
         return f"{doc.get('num_classes')} classes, the vault has {vault.num_classes}"
     fp = doc.get("pk_fingerprint")
-    if isinstance(fp, str) and fp and fp != pk_fingerprint(vault.scheme, vault.pk):
-        return "its pk_fingerprint is not this release's public key"
+    known = {pk_fingerprint(g.scheme, g.pk) for g in vault.generations()}
+    if isinstance(fp, str) and fp and fp not in known:
+        return "its pk_fingerprint is not the public key of any key generation of this release"
     return None
 
 
@@ -149,7 +157,9 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
     sk, canonical, doc = read_leaked_key(Path(key_path), vault)
     claimed = doc.get("licensee") if isinstance(doc.get("licensee"), str) else None
 
-    def verdict(status: str, licensee: str | None, summary: str) -> KeyVerdict:
+    def verdict(
+        status: str, licensee: str | None, summary: str, generation: int | None = None
+    ) -> KeyVerdict:
         return KeyVerdict(
             str(key_path),
             str(vault_path),
@@ -159,29 +169,45 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
             summary,
             not canonical,
             claimed,
+            generation,
+            vault.generation,
         )
 
     reason = _foreign_reason(doc, vault)
     if reason is not None:
         return verdict("foreign", None, f"foreign: the key belongs to another release ({reason})")
     mine = _scalar_bytes(vault, sk)
-    match: str | None = None
-    for rec in vault.licensees:  # no early exit: every comparison runs
-        if hmac.compare_digest(mine, _scalar_bytes(vault, rec.sk)) and match is None:
-            match = rec.name
+    match: tuple[str, int] | None = None
+    for gen in vault.generations():  # no early exit: every comparison runs
+        for rec in gen.licensees:
+            if hmac.compare_digest(mine, _scalar_bytes(vault, rec.sk)) and match is None:
+                match = (rec.name, gen.generation)
     if match is not None:
+        name, generation = match
         form = " (re-encoded: same key in another form)" if not canonical else ""
         note = ""
-        if claimed is not None and claimed != match:
+        if claimed is not None and claimed != name:
             note = f"; the file's own 'licensee' field says {claimed!r}, which is not trusted"
-        return verdict("issued", match, f"issued to licensee {match!r}{form}{note}")
-    try:
-        vault.scheme.check_key(vault.pk, sk)
-    except Exception:
+        return verdict(
+            "issued",
+            name,
+            f"issued to licensee {name!r}{form}, {_generation_words(vault, generation)}{note}",
+            generation,
+        )
+    derived_in: int | None = None
+    for gen in vault.generations():
+        try:
+            vault.scheme.check_key(gen.pk, sk)
+        except Exception:
+            continue
+        derived_in = gen.generation
+        break
+    if derived_in is None:
         return verdict(
             "foreign",
             None,
-            "foreign: the key does not match this release's public key (g1^a * g2^b != h)",
+            "foreign: the key does not match this release's public key (g1^a * g2^b != h) "
+            f"in any of its {len(vault.generations())} key generation(s)",
         )
     who = (
         "anyone (the paper profile's group is tiny: discrete logs are a table look-up)"
@@ -192,7 +218,20 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
         "derived",
         None,
         "derived: a working key of this release's family that was never issued "
-        f"(a' + t*b' = a1 + t*b1). Deriving it needs t, known to {who}; the key alone "
+        f"(a' + t*b' = a1 + t*b1; {_generation_words(vault, derived_in)}). Deriving it "
+        f"needs t, known to {who}; the key alone "
         "does not name a licensee: attribute it with more evidence (verify-labels on the "
         "service that uses it, or the keys the suspect also holds)",
+        derived_in,
+    )
+
+
+def _generation_words(vault: Vault, generation: int) -> str:
+    if generation == vault.generation:
+        return f"key generation {generation} (current)"
+    gen = next(g for g in vault.generations() if g.generation == generation)
+    when = f" of {gen.created}" if gen.created else ""
+    return (
+        f"key generation {generation}{when}, before a rotation "
+        f"(current: generation {vault.generation})"
     )

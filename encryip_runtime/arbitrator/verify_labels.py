@@ -11,6 +11,10 @@ label ``Dec(sk_j, Fake_i)``; Eqn. 5 asks whose labels these are. Over all trigge
   Fake is uniform), and matches with probability at most q per trigger (q = 1/K up
   to rounding: ceil(|G| / K) / |G| for the group's |G| elements), independently;
 * p_j = P(Bin(T, q) >= matches_j); overall p = min_j p_j x P (Bonferroni).
+
+After ``keys rotate`` the vault keeps every key generation; each (licensee,
+generation) pair is a candidate (P counts them all), and the verdict says which
+generation's key explains the labels.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class LicenseeMatch:
     name: str
     matches: int
     log10_p_value: float  # this licensee alone (before Bonferroni)
+    generation: int = 1  # the key generation of this candidate
 
     @property
     def p_value(self) -> float:
@@ -67,6 +72,9 @@ class LabelsVerdict:
     licensees: tuple[LicenseeMatch, ...]
     null: str
     summary: str
+    #: the key generation whose key explains the labels (None when not proven)
+    generation: int | None = None
+    current_generation: int = 1
 
     @property
     def p_value(self) -> float:
@@ -156,7 +164,8 @@ def decide_labels(
     obs = np.array([-1 if v is None else v for v in observed], dtype=np.int64)
     t = int(answered.sum())
     q = chance_per_trigger(vault)
-    p_count = len(vault.licensees)
+    gens = vault.generations()
+    p_count = sum(len(g.licensees) for g in gens)
     correction = math.log10(max(p_count, 1))
     log10_a = math.log10(alpha)
     min_matches = stats.min_count_for(
@@ -170,22 +179,30 @@ def decide_labels(
             "or use a larger --alpha"
         )
     rows = []
-    for name, expected in vault.expected_trigger_labels().items():
-        m = int(np.sum((obs == expected) & answered))
-        rows.append(LicenseeMatch(name, m, stats.binomial_tail_log10(t, m, q)))
+    for gen in gens:
+        for name, expected in gen.expected_trigger_labels().items():
+            m = int(np.sum((obs == expected) & answered))
+            rows.append(LicenseeMatch(name, m, stats.binomial_tail_log10(t, m, q), gen.generation))
     best_row = min(rows, key=lambda r: r.log10_p_value)
     overall = min(0.0, correction + best_row.log10_p_value)
     significant = [r for r in rows if correction + r.log10_p_value < log10_a]
     proven = len(significant) == 1
     if proven:
+        when = (
+            ""
+            if best_row.generation == vault.generation
+            else f" (key generation {best_row.generation}, before a rotation; "
+            f"current: {vault.generation})"
+        )
         summary = (
-            f"the labels are licensee {best_row.name!r}'s: {best_row.matches} of {t} "
+            f"the labels are those of licensee {best_row.name!r}{when}: "
+            f"{best_row.matches} of {t} "
             "triggers decrypt as its key decrypts them (Eqn. 5)"
         )
     elif significant:
         summary = (
             "ambiguous: several licensees explain the labels ("
-            + ", ".join(r.name for r in significant)
+            + ", ".join(f"{r.name} (generation {r.generation})" for r in significant)
             + ")"
         )
     else:
@@ -208,4 +225,6 @@ def decide_labels(
         licensees=tuple(rows),
         null=NULL_LABELS,
         summary=summary,
+        generation=best_row.generation if proven else None,
+        current_generation=vault.generation,
     )

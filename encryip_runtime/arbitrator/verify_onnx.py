@@ -15,11 +15,25 @@ Two tests, each with its own null hypothesis (docs/arbitrator.md):
    assumption, weaker than 1); paper: triggers whose three blocks agree with the
    positions the probes revealed, bounded exactly from the secret Fake draws.
 
-The overall p-value is Bonferroni over both tests and all candidates.
+3. **Weight fingerprint (survives any consistent re-permutation).** Each licensee's
+   file carries a secret perturbation of its inner weights (release/fingerprint.py).
+   The suspect's hidden units are aligned to the base model's (beside the vault), the
+   residual is correlated with every licensee's perturbation: z_j ~ N(0, 1) exactly
+   under H0 "made without licensee j's seed". Run when the base model is found and
+   the suspect has the base model's weight shapes.
+
+The overall p-value is Bonferroni over the tests run and all candidates.
+
+Key generations: ``keys rotate`` keeps each licensee's file (and so its output
+order) and re-encrypts the codebook; the candidates are the orders of every
+generation the vault keeps, each naming the generations it belongs to, and a
+``--manifest`` of any generation is matched to the generation whose public key it
+carries.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -32,15 +46,32 @@ import numpy.typing as npt
 from encryip_runtime.arbitrator import stats
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import SuspectModel, check_alpha, load_vault_with_arrays
+from encryip_runtime.exceptions import ModelError
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.formats.vault import Vault, VaultArrays
+from encryip_runtime.release.fingerprint import (
+    Fingerprint,
+    align_to_base,
+    fingerprint_z,
+    inner_weights,
+    normal_tail_log10,
+)
+from encryip_runtime.release.writer import record_fingerprint
 from encryip_runtime.transfer import OneHotTransfer
 
-__all__ = ["CandidateEvidence", "OnnxVerdict", "SlotRecovery", "verify_onnx"]
+__all__ = [
+    "CandidateEvidence",
+    "OnnxVerdict",
+    "SlotRecovery",
+    "WeightEvidence",
+    "WeightMatch",
+    "verify_onnx",
+    "weight_evidence",
+]
 
 log = logging.getLogger(__name__)
 
-NUM_TESTS = 2  # fingerprint + slot recovery: Bonferroni over both
+NUM_TESTS = 2  # fingerprint + slot recovery: Bonferroni over both (3 with the weight test)
 
 NULL_FINGERPRINT = (
     "H0: the suspect was made without this vault's secrets (its outputs are independent of "
@@ -49,6 +80,10 @@ NULL_FINGERPRINT = (
 NULL_RECOVERY_SECURE = (
     "H0': on each secret trigger input, an unrelated model's argmax falls on each of the "
     "S outputs with probability 1/S, independently (a modelling assumption)"
+)
+NULL_WEIGHTS = (
+    "H0: the suspect was made without licensee j's secret weight seed, so that seed's "
+    "N(0, I) noise is independent of the suspect's aligned residual and z_j ~ N(0, 1) (exact)"
 )
 NULL_RECOVERY_PAPER = (
     "H0: the Fake ciphertexts are independent of the suspect and of the positions the "
@@ -67,6 +102,9 @@ class CandidateEvidence:
     probe_accuracy: float | None  # decrypted probe accuracy after undoing this order
     log10_p_value: float  # this candidate alone, before the multiplicity correction
     manifest_agrees: bool = False  # the --manifest describes this very order
+    #: the key generations in which this order was issued (a licensee keeps its file
+    #: across rotations, so usually all of them)
+    generations: tuple[int, ...] = ()
 
     @property
     def p_value(self) -> float:
@@ -92,6 +130,27 @@ class SlotRecovery:
 
 
 @dataclass(frozen=True)
+class WeightMatch:
+    name: str
+    z: float
+    log10_p_value: float  # this licensee alone, before the multiplicity correction
+
+
+@dataclass(frozen=True)
+class WeightEvidence:
+    """Test 3: the suspect's inner weights against every licensee's fingerprint."""
+
+    null: str
+    num_weights: int  # fingerprinted weights compared
+    realigned_layers: int  # layers whose hidden units had to be re-ordered
+    licensees: tuple[WeightMatch, ...]
+    detail: str = ""
+
+    def best(self) -> WeightMatch | None:
+        return min(self.licensees, key=lambda m: m.log10_p_value) if self.licensees else None
+
+
+@dataclass(frozen=True)
 class OnnxVerdict:
     suspect: str
     vault: str
@@ -110,6 +169,11 @@ class OnnxVerdict:
     null: str
     summary: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the generation whose public key the --manifest carries (None without one)
+    manifest_generation: int | None = None
+    current_generation: int = 1
+    #: test 3 (None when not run: no fingerprints, no base model, other weight shapes)
+    weights: WeightEvidence | None = None
 
     @property
     def p_value(self) -> float:
@@ -132,8 +196,8 @@ class OnnxVerdict:
 
 
 def _finite(obj: Any) -> Any:
-    """JSON has no -inf: a log10 p of -inf (probability 0) is written as null."""
-    if isinstance(obj, float) and math.isinf(obj):
+    """JSON has no -inf / NaN: a log10 p of -inf (probability 0), or an undefined z, is null."""
+    if isinstance(obj, float) and (math.isinf(obj) or math.isnan(obj)):
         return None
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
@@ -368,41 +432,115 @@ def _majority_positions(
 # ----------------------------------------------------------------------------- candidates
 
 
-def _manifest_order(vault: Vault, manifest_path: Path) -> npt.NDArray[np.int64]:
-    """suspect output k -> base output, as the suspect's manifest describes it."""
+def _manifest_order(vault: Vault, manifest_path: Path) -> tuple[npt.NDArray[np.int64], int]:
+    """(suspect output k -> base output, the key generation), as the manifest describes it."""
     m = Manifest.load(manifest_path)
     if m.profile != vault.profile or m.num_classes != vault.num_classes:
         raise ArbitrationInputError(
             f"{manifest_path}: profile {m.profile}/{m.num_classes} classes, but the vault is "
             f"{vault.profile}/{vault.num_classes} classes (another release)"
         )
-    if m.pk != vault.pk:
+    gen = next((g for g in vault.generations() if m.pk == g.pk), None)
+    if gen is None:
         raise ArbitrationInputError(
-            f"{manifest_path}: its public key is not the vault's (a manifest of another release)"
+            f"{manifest_path}: its public key is none of the vault's "
+            f"{len(vault.generations())} key generation(s) (a manifest of another release)"
         )
     if m.output_size != vault.output_size:
         raise ArbitrationInputError(
             f"{manifest_path}: {m.output_size} outputs, the vault's release has {vault.output_size}"
         )
     if vault.profile == "paper":
-        return np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
-    assert m.codebook is not None and vault.class_slots is not None
-    assert vault.trigger_slots is not None
+        order = np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
+        return order, gen.generation
+    assert m.codebook is not None and gen.class_slots is not None
+    assert gen.trigger_slots is not None
     # Match codebook entries by what they decrypt to under the root key: SampDist does
     # not change it, so a re-randomised codebook is matched too.
-    scheme, sk = vault.scheme, vault.family().root
+    scheme, sk = gen.scheme, gen.family().root
     g = scheme.group
-    base_msgs = np.zeros((vault.output_size, g.element_size), dtype=np.uint8)
-    base_msgs[list(vault.class_slots)] = g.to_bytes(vault.messages)
-    base_msgs[list(vault.trigger_slots)] = g.to_bytes(scheme.dec(sk, vault.trigger_ciphertexts))
+    base_msgs = np.zeros((gen.output_size, g.element_size), dtype=np.uint8)
+    base_msgs[list(gen.class_slots)] = g.to_bytes(gen.messages)
+    base_msgs[list(gen.trigger_slots)] = g.to_bytes(scheme.dec(sk, gen.trigger_ciphertexts))
     index = {bytes(row): i for i, row in enumerate(base_msgs)}
     got = g.to_bytes(scheme.dec(sk, m.codebook))
-    order = [index.get(bytes(row), -1) for row in got]
-    if -1 in order or len(set(order)) != len(order):
+    found = [index.get(bytes(row), -1) for row in got]
+    if -1 in found or len(set(found)) != len(found):
         raise ArbitrationInputError(
             f"{manifest_path}: its codebook is not a permutation of this release's codebook"
         )
-    return np.asarray(order, dtype=np.int64)
+    return np.asarray(found, dtype=np.int64), gen.generation
+
+
+def _candidates(vault: Vault) -> list[tuple[str, str, npt.NDArray[np.int64], tuple[int, ...]]]:
+    """(name, kind, order, generations): the base order and every issued licensee order."""
+    all_gens = tuple(g.generation for g in vault.generations())
+    ident = np.arange(vault.output_size, dtype=np.int64)
+    out: list[tuple[str, str, npt.NDArray[np.int64], tuple[int, ...]]] = [
+        ("base", "base", ident, all_gens)
+    ]
+    index: dict[tuple[str, bytes], int] = {}
+    for gen in vault.generations():
+        for r in gen.licensees:
+            perm = np.asarray(r.permutation, dtype=np.int64)
+            key = (r.name, perm.tobytes())
+            if key in index:
+                name, kind, p, gs = out[index[key]]
+                out[index[key]] = (name, kind, p, (*gs, gen.generation))
+                continue
+            index[key] = len(out)
+            out.append((r.name, "licensee", perm, (gen.generation,)))
+    return [(n, k, p, tuple(sorted(gs))) for n, k, p, gs in out]
+
+
+def weight_evidence(
+    vault: Vault, base: list[npt.NDArray[np.float32]], suspect: list[npt.NDArray[np.float32]]
+) -> WeightEvidence | None:
+    """Test 3 from the base model's and the suspect's inner weights (``inner_weights``).
+
+    None when the vault records no fingerprint or the weight shapes differ."""
+    fps: dict[str, Fingerprint] = {}
+    for gen in vault.generations():
+        for rec in gen.licensees:
+            fp = record_fingerprint(rec)
+            if fp is not None and fp not in fps.values():
+                fps.setdefault(rec.name, fp)
+    if not fps or not base or len(base) != len(suspect):
+        return None
+    if any(a.shape != b.shape for a, b in zip(base, suspect, strict=True)):
+        return None
+    aligned = align_to_base(suspect, base)
+    moved = sum(1 for a, s in zip(aligned, suspect, strict=True) if not np.array_equal(a, s))
+    zs = fingerprint_z(aligned, base, list(fps.values()))
+    rows = tuple(
+        WeightMatch(name, z, normal_tail_log10(z)) for name, z in zip(fps, zs, strict=True)
+    )
+    n = sum(int(b.size) for b in base)
+    return WeightEvidence(
+        NULL_WEIGHTS,
+        n,
+        moved,
+        rows,
+        f"{n} inner weights in {len(base)} tensors; {moved} realigned",
+    )
+
+
+def _file_weight_evidence(vault: Vault, vpath: Path, suspect: Path) -> WeightEvidence | None:
+    base_path = vpath.parent / "model.onnx"
+    try:
+        base_bytes = base_path.read_bytes()
+    except OSError:
+        return None
+    if vault.model_sha256 and hashlib.sha256(base_bytes).hexdigest() != vault.model_sha256:
+        log.warning("%s is not the vault's base model (sha256): no weight test", base_path)
+        return None
+    try:
+        return weight_evidence(
+            vault, inner_weights(base_bytes), inner_weights(suspect.read_bytes())
+        )
+    except ModelError as exc:
+        log.info("no weight test: %s", exc)
+        return None
 
 
 def verify_onnx(
@@ -435,6 +573,7 @@ def verify_onnx(
         str(model.path),
         str(vpath),
         None if manifest_path is None else Path(manifest_path),
+        weights=_file_weight_evidence(vault, vpath, model.path),
     )
 
 
@@ -447,22 +586,27 @@ def decide(
     suspect: str = "<logits>",
     vault_name: str = "<vault>",
     manifest_path: Path | None = None,
+    *,
+    weights: WeightEvidence | None = None,
 ) -> OnnxVerdict:
-    """The decision from the suspect's raw outputs on the triggers (``lt``) and probes (``lp``)."""
+    """The decision from the suspect's raw outputs on the triggers (``lt``) and probes
+    (``lp``), and the weight test's evidence when it could run (``weight_evidence``)."""
     prof: _Profile = _Secure(vault) if vault.profile == "secure" else _Paper(vault)
     labels = arrays.probe_labels
-    ident = np.arange(vault.output_size, dtype=np.int64)
-    cands: list[tuple[str, str, npt.NDArray[np.int64]]] = [("base", "base", ident)]
-    cands += [
-        (r.name, "licensee", np.asarray(r.permutation, dtype=np.int64)) for r in vault.licensees
-    ]
+    cands = _candidates(vault)
     same_as: str | None = None
     notes: list[str] = []
+    manifest_gen: int | None = None
     if manifest_path is not None:
-        order = _manifest_order(vault, manifest_path)
-        same_as = next((n for n, _, p in cands if np.array_equal(p, order)), None)
+        order, manifest_gen = _manifest_order(vault, manifest_path)
+        same_as = next((n for n, _, p, _g in cands if np.array_equal(p, order)), None)
+        if manifest_gen != vault.generation:
+            notes.append(
+                f"the manifest is of key generation {manifest_gen}, before a rotation "
+                f"(current: {vault.generation})"
+            )
         if same_as is None:
-            cands.append(("manifest", "manifest", order))
+            cands.append(("manifest", "manifest", order, (manifest_gen,)))
             notes.append(
                 "the manifest's output order is none of the issued ones: "
                 "the file was re-permuted consistently with its manifest"
@@ -472,7 +616,8 @@ def decide(
 
     log10_a = math.log10(alpha)
     n_cand = len(cands)
-    correction = math.log10(NUM_TESTS * n_cand)
+    n_tests = NUM_TESTS + (weights is not None)
+    correction = math.log10(n_tests * n_cand)
     min_hits = stats.min_count_for(
         lambda h: correction + prof.fingerprint_log10(h), vault.num_triggers, log10_a
     )
@@ -485,7 +630,7 @@ def decide(
         )
 
     evidence = []
-    for name, kind, perm in cands:
+    for name, kind, perm, gens in cands:
         hits, acc = prof.evidence(perm, lt, lp, labels)
         evidence.append(
             CandidateEvidence(
@@ -496,19 +641,49 @@ def decide(
                 acc,
                 prof.fingerprint_log10(hits),
                 manifest_agrees=same_as == name,
+                generations=gens,
             )
         )
     recovery = prof.recover(lt, lp, labels)
 
     best = min(evidence, key=lambda e: e.log10_p_value)
     fp_log10 = min(0.0, correction + best.log10_p_value)
-    rec_log10 = min(0.0, math.log10(NUM_TESTS) + recovery.log10_p_value)
+    rec_log10 = min(0.0, math.log10(n_tests) + recovery.log10_p_value)
     overall = min(fp_log10, rec_log10)
+    w_best = None if weights is None else weights.best()
+    w_named: str | None = None
+    if weights is not None and w_best is not None:
+        w_log10 = min(0.0, math.log10(n_tests * len(weights.licensees)) + w_best.log10_p_value)
+        overall = min(overall, w_log10)
+        w_sig = [
+            m
+            for m in weights.licensees
+            if math.log10(n_tests * len(weights.licensees)) + m.log10_p_value < log10_a
+        ]
+        w_named = w_sig[0].name if len(w_sig) == 1 else None
     owned = overall < log10_a
     significant = [e for e in evidence if correction + e.log10_p_value < log10_a]
+    trig_named = best.name if len(significant) == 1 and best.kind == "licensee" else None
 
     licensee: str | None = None
-    if len(significant) > 1:
+    if w_named is not None and trig_named not in (None, w_named):
+        attribution = "ambiguous"
+        summary = (
+            f"owned; the triggers name {trig_named!r} but the weight fingerprint names "
+            f"{w_named!r}: no licensee named"
+        )
+    elif w_named is not None and trig_named is None:
+        attribution, licensee = "licensee", w_named
+        how = (
+            "its output order is none of the issued ones (re-permuted)"
+            if not significant or best.kind != "base"
+            else "its outputs are in the base order"
+        )
+        summary = (
+            f"owned: the file is the copy issued to licensee {w_named!r} (weight fingerprint, "
+            f"z = {w_best.z if w_best else math.nan:.1f}); {how}"
+        )
+    elif len(significant) > 1:
         attribution = "ambiguous"
         summary = (
             "owned; several output orders explain the triggers ("
@@ -557,4 +732,7 @@ def decide(
         null=NULL_FINGERPRINT,
         summary=summary,
         notes=tuple(notes),
+        manifest_generation=manifest_gen,
+        current_generation=vault.generation,
+        weights=weights,
     )

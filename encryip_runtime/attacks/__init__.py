@@ -1,6 +1,6 @@
 """Threat-model attacks on CS_lite, kept in the package so tests and benchmarks share them.
 
-DESIGN §7 promises that the ``paper`` profile resists neither key forgery nor fake
+docs/design.md §7 promises that the ``paper`` profile resists neither key forgery nor fake
 detection, and that the ``secure`` profile resists both. These modules implement
 the attacks generically over the ``Group`` interface, so the *same* code is run
 against both profiles: it breaks ``paper`` and finds nothing on ``secure``.

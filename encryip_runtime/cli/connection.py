@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from encryip_runtime.client import EncryIPClient
 
-__all__ = ["add_connection_arguments", "connect"]
+__all__ = ["add_connection_arguments", "connect", "connect_or_fail"]
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,11 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
         help="server HOST:PORT (env ENCRYIP_ENDPOINT)",
     )
     g.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    g.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS even to a non-loopback endpoint (the default there is TLS)",
+    )
     g.add_argument("--ca-cert", type=Path, help="PEM root certificate(s) of the server (TLS)")
     g.add_argument("--client-cert", type=Path, help="PEM client certificate (mTLS)")
     g.add_argument("--client-key", type=Path, help="PEM client private key (mTLS)")
@@ -59,6 +64,8 @@ def connect(args: argparse.Namespace, problems: list[str]) -> EncryIPClient | No
             problems.append(f"--token-file: '{args.token_file}' is empty")
     elif args.token_file is None:
         token = os.environ.get("ENCRYIP_TOKEN") or None
+    if args.plaintext and (args.tls or args.ca_cert or args.client_cert):
+        problems.append("--plaintext: contradicts --tls/--ca-cert/--client-cert")
     if args.timeout <= 0:
         problems.append(f"--timeout: must be positive (got {args.timeout})")
     if problems:
@@ -71,8 +78,19 @@ def connect(args: argparse.Namespace, problems: list[str]) -> EncryIPClient | No
             client_key=key,
             token=token,
             timeout=args.timeout,
-            tls=True if (args.tls or ca or cert) else None,
+            tls=True if (args.tls or ca or cert) else (False if args.plaintext else None),
         )
     except ValueError as exc:
         problems.append(f"--endpoint: {exc}")
         return None
+
+
+def connect_or_fail(args: argparse.Namespace) -> EncryIPClient:
+    """A client from the flags; ``UsageError`` listing every problem otherwise."""
+    from encryip_runtime.cli.errors import UsageError
+
+    problems: list[str] = []
+    client = connect(args, problems)
+    if client is None:
+        raise UsageError(problems)
+    return client

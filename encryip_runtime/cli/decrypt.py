@@ -19,6 +19,13 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--key", type=Path, required=True, help="licensee key file")
     p.add_argument(
+        "--key-passphrase-file",
+        type=Path,
+        default=None,
+        help="only for a key sealed with `encryip keys seal`: file whose first line is its "
+        "passphrase (else ENCRYIP_KEY_PASSPHRASE, or a prompt on a terminal)",
+    )
+    p.add_argument(
         "--ciphertext",
         nargs="+",
         required=True,

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from encryip_runtime.cli.connection import add_connection_arguments, connect
-from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.connection import add_connection_arguments, connect_or_fail
+from encryip_runtime.cli.errors import CommandError
 
 NAME = "info"
 
@@ -23,11 +23,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from encryip_runtime.client import RemoteError
 
-    problems: list[str] = []
-    client = connect(args, problems)
-    if client is None:
-        raise UsageError(problems)
-    with client:
+    with connect_or_fail(args) as client:
         try:
             info = client.info()
         except RemoteError as exc:

@@ -1,5 +1,5 @@
 """``encryip``: one dispatcher, one module per command (``serve``, ``predict``, ``info``,
-``decrypt``, ``keys``).
+``health``, ``decrypt``, ``keys``, ``vault``).
 
 A command module ``encryip_runtime.cli.<name>`` provides::
 
@@ -8,8 +8,9 @@ A command module ``encryip_runtime.cli.<name>`` provides::
     def run(args: argparse.Namespace) -> int     # the exit code
 
 Modules keep heavy imports (numpy, grpc, onnxruntime) inside ``run`` so ``--help`` is
-fast. Commands raise ``CommandError``/``UsageError`` listing every problem; ``main``
-prints them on stderr and exits non-zero, with a traceback only under ``--debug``.
+fast. Commands raise ``CommandError``/``UsageError`` listing every problem; the shared
+runner (cli/runner.py) prints them on stderr and exits non-zero, with a traceback only
+under ``--debug``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import sys
 from collections.abc import Sequence
 
 from encryip_runtime import __version__
-from encryip_runtime.cli.errors import CommandError
+from encryip_runtime.cli.runner import run_cli
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-# Order of `encryip --help`. A listed module that does not exist yet is skipped.
-COMMANDS: tuple[str, ...] = ("serve", "predict", "info", "decrypt", "keys")
+# Order of `encryip --help`; each is the module encryip_runtime.cli.<name>.
+COMMANDS: tuple[str, ...] = ("serve", "predict", "info", "health", "decrypt", "keys", "vault")
 
 PROG = "encryip"
 
@@ -44,49 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module_name = f"{__package__}.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(sub, [common])
+        importlib.import_module(f"{__package__}.{name}").register(sub, [common])
     return parser
 
 
-def _report(command: str, problems: Sequence[str]) -> None:
-    for problem in problems:
-        print(f"{PROG} {command}: error: {problem}", file=sys.stderr)
+def _setup(args: argparse.Namespace) -> None:
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False))
-    if debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    command = str(args.command)
-    try:
-        return int(args.run(args))
-    except CommandError as exc:
-        if debug:
-            raise
-        _report(command, exc.problems)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG} {command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if debug:
-            raise
-        from encryip_runtime.exceptions import EncryIPError, SecretMaterialError
-
-        if isinstance(exc, EncryIPError):
-            _report(command, [str(exc)])
-            return 2 if isinstance(exc, SecretMaterialError) else 1
-        _report(command, [f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)"])
-        return 1
+    return run_cli(PROG, build_parser(), argv, setup=_setup)
 
 
 if __name__ == "__main__":  # pragma: no cover

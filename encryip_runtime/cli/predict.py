@@ -33,6 +33,13 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     add_connection_arguments(p)
     p.add_argument("--key", type=Path, required=True, help="licensee key file")
     p.add_argument(
+        "--key-passphrase-file",
+        type=Path,
+        default=None,
+        help="only for a key sealed with `encryip keys seal`: file whose first line is its "
+        "passphrase (else ENCRYIP_KEY_PASSPHRASE, or a prompt on a terminal)",
+    )
+    p.add_argument(
         "--input",
         type=Path,
         nargs="+",
@@ -58,6 +65,9 @@ def _load_npy(path: Path, problems: list[str]) -> npt.NDArray[Any] | None:
         return None
     if arr.ndim == 0:
         problems.append(f"--input: '{path}' holds a scalar, not an array of inputs")
+        return None
+    if arr.size == 0:
+        problems.append(f"--input: '{path}' holds no inputs (shape {list(arr.shape)})")
         return None
     return arr
 
@@ -86,6 +96,27 @@ def _load_image(path: Path, info: ModelInfo, problems: list[str]) -> npt.NDArray
     return arr[None]
 
 
+def _shape_problem(path: Path, shape: tuple[int, ...], info: ModelInfo) -> str:
+    """The file's own shape against the model's (before a batch axis is added)."""
+    want = [None if d < 0 else int(d) for d in info.input_shape]
+    row = want[1:]
+    got = list(shape)
+    fits = len(got) == len(want) and all(
+        w is None or w == g for w, g in zip(want, got, strict=True)
+    )
+    fits = fits or (
+        len(got) == len(row) and all(w is None or w == g for w, g in zip(row, got, strict=True))
+    )
+    if fits:
+        return ""
+    shown = ", ".join("N" if d is None else str(d) for d in want)
+    one = ", ".join(str(d) for d in row)
+    return (
+        f"--input: '{path}' has shape {got}; the model takes [{shown}] "
+        f"(or one input of shape [{one}])"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from encryip_runtime.client import RemoteError, check_key_matches, decrypt_batch
     from encryip_runtime.exceptions import EncryIPError
@@ -104,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"--key: {exc}")
     arrays: dict[Path, npt.NDArray[Any]] = {}
     for path in args.input:
-        if not path.is_file():
+        if path.is_dir():
+            problems.append(f"--input: '{path}' is a directory; give the files in it")
+        elif not path.is_file():
             problems.append(f"--input: no such file: '{path}'")
         elif path.suffix.lower() in _NPY:
             arr = _load_npy(path, problems)
@@ -130,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
                 arr = arrays[path]
                 if arr.ndim == len(info.input_shape) - 1:
                     arr = arr[None]
+                problem = _shape_problem(path, arrays[path].shape, info)
+                if problem:
+                    problems.append(problem)
+                    continue
             else:
                 img = _load_image(path, info, problems)
                 if img is None:

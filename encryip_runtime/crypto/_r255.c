@@ -44,7 +44,7 @@
 
 /* Bumped whenever an exported signature or the table layout changes; the Python
  * loader refuses a stale build instead of calling it with the wrong arguments. */
-#define EIP_ABI_VERSION 1
+#define EIP_ABI_VERSION 2
 
 __extension__ typedef unsigned __int128 u128; /* gcc and clang */
 typedef uint64_t fe[5];
@@ -597,15 +597,11 @@ static void secure_wipe(void *p, size_t n)
     }
 }
 
-/* r = k * P for the table's P; k is 32 little-endian bytes, bit 255 ignored
- * (like libsodium's scalarmult). Signed radix 16: k = sum e_i 16^i with
- * e_i in [-8, 8), e_63 in [0, 8]. */
-static void fixed_mul(ge_p3 *r, const eip_table *tab, const uint8_t k[32])
+/* Signed radix 16: k = sum e_i 16^i with e_i in [-8, 8), e_63 in [0, 8]; k is 32
+ * little-endian bytes, bit 255 ignored (like libsodium's scalarmult). Branch-free. */
+static void recode(int8_t e[EIP_WINDOWS], const uint8_t k[32])
 {
-    int8_t e[EIP_WINDOWS];
     int8_t carry = 0;
-    ge_niels t;
-
     for (int i = 0; i < 32; i++) {
         const uint8_t ki = (i == 31) ? (uint8_t)(k[i] & 0x7f) : k[i];
         e[2 * i] = (int8_t)(ki & 15);
@@ -617,13 +613,303 @@ static void fixed_mul(ge_p3 *r, const eip_table *tab, const uint8_t k[32])
         e[i] = (int8_t)(e[i] - carry * 16);
     }
     e[EIP_WINDOWS - 1] = (int8_t)(e[EIP_WINDOWS - 1] + carry);
+}
 
-    ge_identity(r);
+/* r += k * P for the table's P, k given by its digits: 64 mixed additions. r may start
+ * at any point (the identity, or a ciphertext component: the addition is free). */
+static void fixed_madd(ge_p3 *r, const eip_table *tab, const int8_t e[EIP_WINDOWS])
+{
+    ge_niels t;
     for (int i = 0; i < EIP_WINDOWS; i++) {
         table_select(&t, tab->e[i], e[i]);
         ge_madd(r, r, &t);
     }
+    secure_wipe(&t, sizeof t);
+}
+
+/* ------------------------------------------------------------ scalars mod L */
+
+/* L, the order of ristretto255, in 64-bit little-endian limbs. */
+static const uint64_t SC_L[4] = {0x5812631a5cf5d3edULL, 0x14def9dea2f79cd6ULL, 0,
+                                 0x1000000000000000ULL};
+
+/* h = (k' + (k' & 1) L) / 2 as 32 little-endian bytes, where k' is k with bit 255
+ * cleared: an integer below 2^255 with 2h = k' (mod L). Branch-free. */
+static void scalar_half(uint8_t h[32], const uint8_t k[32])
+{
+    uint64_t w[4];
+    u128 acc = 0;
+    for (int i = 0; i < 4; i++) {
+        w[i] = load64_le(k + 8 * i);
+    }
+    w[3] &= 0x7fffffffffffffffULL;
+    const uint64_t odd = value_barrier((uint64_t)0 - (w[0] & 1));
+    for (int i = 0; i < 4; i++) {
+        acc += (u128)w[i] + (SC_L[i] & odd);
+        w[i] = (uint64_t)acc;
+        acc >>= 64;
+    }
+    /* k' < 2^255 and L < 2^253: the sum fits in 256 bits (acc is 0 here). */
+    for (int i = 0; i < 3; i++) {
+        store64_le(h + 8 * i, (w[i] >> 1) | (w[i + 1] << 63));
+    }
+    store64_le(h + 24, w[3] >> 1);
+    secure_wipe(w, sizeof w);
+}
+
+/* ------------------------------------------------------------ batch encoding of 2P */
+
+/* ENCODE needs an inverse square root per point, but the encoding of 2P is a rational
+ * function of P (the Decaf/Ristretto papers; curve25519-dalek's double_and_compress_batch
+ * uses the same identities), so a batch of them shares one field inversion (Montgomery's
+ * trick). With P = (X:Y:Z:T) and a = -1, the doubling's intermediate values are
+ *   e = 2XY, f = Z^2 + dT^2, g = Y^2 + X^2, h = Z^2 - dT^2,
+ * and 2P = (ef : gh : fh : eg). Only the inverses 1/(fh) and 1/(eg) are needed. */
+#define EIP_BATCH 64 /* points per field inversion: 64 * 280 bytes of state on the stack */
+
+typedef struct {
+    fe e, f, g, h, eg, fh, efgh;
+} dbl_state;
+
+static void dbl_prepare(dbl_state *s, const ge_p3 *p)
+{
+    fe xx, yy, zz, dtt, y2;
+    fe_sq(xx, p->X);
+    fe_sq(yy, p->Y);
+    fe_sq(zz, p->Z);
+    fe_sq(dtt, p->T);
+    fe_mul(dtt, dtt, FE_D);
+    fe_add(y2, p->Y, p->Y);
+    fe_mul(s->e, p->X, y2);
+    fe_add(s->f, zz, dtt);
+    fe_carry(s->f);
+    fe_add(s->g, yy, xx);
+    fe_carry(s->g);
+    fe_sub(s->h, zz, dtt);
+    fe_mul(s->eg, s->e, s->g);
+    fe_mul(s->fh, s->f, s->h);
+    fe_mul(s->efgh, s->eg, s->fh);
+}
+
+/* *outs[j] = ENCODE(2 P_j) for the m prepared points (m <= EIP_BATCH), constant time.
+ * efgh = 0 exactly when 2P is in the 4-torsion, i.e. the identity of the group: such
+ * a factor is replaced by 1 so it cannot zero the batch's product, and its encoding is
+ * set to zero at the end (both by masks). */
+static void dbl_encode_batch(uint8_t *const *outs, dbl_state *st, size_t m)
+{
+    static const fe zero = {0, 0, 0, 0, 0};
+    fe acc[EIP_BATCH], inv, inv_j, zinv, tinv, e, g, h, minus_e, f_i, magic, t, s;
+    int is_id[EIP_BATCH];
+
+    if (m == 0 || m > EIP_BATCH) {
+        return;
+    }
+    for (size_t j = 0; j < m; j++) {
+        is_id[j] = fe_is_zero(st[j].efgh);
+        fe_cmov(st[j].efgh, FE_ONE, is_id[j]);
+        if (j == 0) {
+            fe_copy(acc[0], st[0].efgh);
+        } else {
+            fe_mul(acc[j], acc[j - 1], st[j].efgh);
+        }
+    }
+    fe_invert(inv, acc[m - 1]);
+    for (size_t jj = m; jj-- > 0;) {
+        const dbl_state *p = &st[jj];
+        if (jj > 0) {
+            fe_mul(inv_j, inv, acc[jj - 1]);
+            fe_mul(inv, inv, p->efgh);
+        } else {
+            fe_copy(inv_j, inv);
+        }
+        fe_mul(zinv, p->eg, inv_j);      /* 1 / (fh) */
+        fe_mul(tinv, p->fh, inv_j);      /* 1 / (eg) */
+        fe_copy(e, p->e);
+        fe_copy(g, p->g);
+        fe_copy(h, p->h);
+        fe_neg(minus_e, p->e);
+        fe_mul(f_i, p->f, FE_SQRT_M1);
+        fe_copy(magic, FE_INVSQRT_A_MINUS_D);
+        /* rotate when T/Z of 2P (= eg / fh) is negative */
+        fe_mul(t, p->eg, zinv);
+        const int rotate = fe_is_negative(t);
+        fe_cmov(e, g, rotate);
+        fe_cmov(g, minus_e, rotate);
+        fe_cmov(h, f_i, rotate);
+        fe_cmov(magic, FE_SQRT_M1, rotate);
+        fe_mul(t, h, e);
+        fe_mul(t, t, zinv);
+        fe_cneg(g, fe_is_negative(t));
+        fe_sub(s, h, g);
+        fe_mul(t, g, tinv);
+        fe_mul(t, t, magic);
+        fe_mul(s, s, t);
+        fe_abs(s, s);
+        fe_cmov(s, zero, is_id[jj]);
+        fe_tobytes(outs[jj], s);
+    }
+    secure_wipe(acc, sizeof acc);
+    secure_wipe(is_id, sizeof is_id);
+    secure_wipe(st, m * sizeof *st);
+}
+
+/* ------------------------------------------------------------ rows of fixed-base sums */
+
+#define EIP_MAX_BASES 64
+#define EIP_POINTS_MAGIC 0x7374703535327265ULL /* "er255pts" */
+
+/* Decoded public points (Z = 1), e.g. the halves of a codebook's components. */
+typedef struct {
+    uint64_t magic;
+    uint64_t count;
+    ge_p3 p[];
+} eip_points;
+
+static int tables_ok(const void *const *tables, size_t nb)
+{
+    if (tables == NULL || nb < 1 || nb > EIP_MAX_BASES) {
+        return 0;
+    }
+    for (size_t k = 0; k < nb; k++) {
+        if (!table_ok(tables[k])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* outs[k] + i * stride receives ENCODE(S_ik + r_i * base_k) for rows i < n and bases
+ * k < nb, where S_ik = 2 * starts->p[slots[i] * nb + k] (or the identity when starts is
+ * NULL). Computed as ENCODE(2 (starts->p[.] + (r_i / 2) base_k)): one recoding of r_i / 2
+ * for all the bases, 64 mixed additions per base starting from the stored half, and the
+ * batch encoding of doubles above (no square root). */
+static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points *starts,
+                       const uint32_t *slots, const uint8_t *scalars, size_t n,
+                       uint8_t *const *outs, size_t stride)
+{
+    dbl_state st[EIP_BATCH];
+    uint8_t *dst[EIP_BATCH];
+    int8_t e[EIP_WINDOWS];
+    uint8_t half[32];
+    ge_p3 x;
+    size_t m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        scalar_half(half, scalars + 32 * i);
+        recode(e, half);
+        for (size_t k = 0; k < nb; k++) {
+            if (starts != NULL) {
+                x = starts->p[(size_t)slots[i] * nb + k];
+            } else {
+                ge_identity(&x);
+            }
+            fixed_madd(&x, tabs[k], e);
+            dbl_prepare(&st[m], &x);
+            dst[m++] = outs[k] + i * stride;
+            if (m == EIP_BATCH) {
+                dbl_encode_batch(dst, st, m);
+                m = 0;
+            }
+        }
+    }
+    if (m > 0) {
+        dbl_encode_batch(dst, st, m);
+    }
     secure_wipe(e, sizeof e);
+    secure_wipe(half, sizeof half);
+    secure_wipe(&x, sizeof x);
+}
+
+/* ------------------------------------------------------------ variable-base, for Dec */
+
+/* A point ready to be added: (Y+X, Y-X, Z, 2dT). */
+typedef struct {
+    fe ypx, ymx, z, t2d;
+} ge_cached;
+
+static void ge_to_cached(ge_cached *c, const ge_p3 *p)
+{
+    fe_add(c->ypx, p->Y, p->X);
+    fe_carry(c->ypx);
+    fe_sub(c->ymx, p->Y, p->X);
+    fe_copy(c->z, p->Z);
+    fe_mul(c->t2d, p->T, FE_D2);
+}
+
+/* r = p + q (add-2008-hwcd-3 with q's products precomputed). */
+static void ge_add_cached(ge_p3 *r, const ge_p3 *p, const ge_cached *q)
+{
+    fe a, b, c, d, e, f, g, h;
+    fe_sub(a, p->Y, p->X);
+    fe_mul(a, a, q->ymx);
+    fe_add(b, p->Y, p->X);
+    fe_mul(b, b, q->ypx);
+    fe_mul(c, p->T, q->t2d);
+    fe_mul(d, p->Z, q->z);
+    fe_add(d, d, d);
+    fe_sub(e, b, a);
+    fe_sub(f, d, c);
+    fe_add(g, d, c);
+    fe_add(h, b, a);
+    fe_mul(r->X, e, f);
+    fe_mul(r->Y, g, h);
+    fe_mul(r->T, e, h);
+    fe_mul(r->Z, f, g);
+}
+
+/* t = b * P from tab[j] = (j+1) P, b in [-8, 8], reading every entry (as table_select). */
+static void cached_select(ge_cached *t, const ge_cached tab[EIP_MULTS], int8_t b)
+{
+    const uint32_t bneg = ((uint32_t)(int32_t)b >> 31) & 1U;
+    const uint32_t babs = (uint32_t)((int32_t)b - (((-(int32_t)bneg) & (int32_t)b) * 2));
+    fe_one(t->ypx);
+    fe_one(t->ymx);
+    fe_one(t->z);
+    fe_zero(t->t2d);
+    for (uint32_t j = 0; j < EIP_MULTS; j++) {
+        const int hit = ct_eq_small(babs, j + 1);
+        fe_cmov(t->ypx, tab[j].ypx, hit);
+        fe_cmov(t->ymx, tab[j].ymx, hit);
+        fe_cmov(t->z, tab[j].z, hit);
+        fe_cmov(t->t2d, tab[j].t2d, hit);
+    }
+    fe_cswap(t->ypx, t->ymx, (int)bneg);
+    fe_cneg(t->t2d, (int)bneg);
+}
+
+/* r = a P + b Q for secret a, b (32 bytes, bit 255 ignored) and public P, Q: signed
+ * radix 16, both scalars sharing the 4 doublings per window; constant time in a, b. */
+static void double_scalarmult(ge_p3 *r, const uint8_t a[32], const ge_p3 *p, const uint8_t b[32],
+                              const ge_p3 *q)
+{
+    ge_cached tp[EIP_MULTS], tq[EIP_MULTS], t;
+    ge_p3 mp = *p, mq = *q;
+    int8_t ea[EIP_WINDOWS], eb[EIP_WINDOWS];
+
+    for (int j = 0; j < EIP_MULTS; j++) {
+        if (j > 0) {
+            ge_add(&mp, &mp, p);
+            ge_add(&mq, &mq, q);
+        }
+        ge_to_cached(&tp[j], &mp);
+        ge_to_cached(&tq[j], &mq);
+    }
+    recode(ea, a);
+    recode(eb, b);
+    ge_identity(r);
+    for (int i = EIP_WINDOWS - 1; i >= 0; i--) {
+        if (i < EIP_WINDOWS - 1) {
+            for (int d = 0; d < 4; d++) {
+                ge_add(r, r, r); /* complete: also a doubling */
+            }
+        }
+        cached_select(&t, tp, ea[i]);
+        ge_add_cached(r, r, &t);
+        cached_select(&t, tq, eb[i]);
+        ge_add_cached(r, r, &t);
+    }
+    secure_wipe(ea, sizeof ea);
+    secure_wipe(eb, sizeof eb);
     secure_wipe(&t, sizeof t);
 }
 
@@ -688,20 +974,110 @@ EIP_EXPORT int eip_table_init(void *table, const uint8_t p[32])
     return 0;
 }
 
+/* Bytes for eip_points_init with `count` points (8-byte aligned buffer). */
+EIP_EXPORT size_t eip_points_bytes(size_t count)
+{
+    return sizeof(eip_points) + count * sizeof(ge_p3);
+}
+
+/* Decode `count` public encodings into `buf`. -1 ok, -2 no buffer, else the first
+ * invalid index. */
+EIP_EXPORT long eip_points_init(void *buf, const uint8_t *encodings, size_t count)
+{
+    eip_points *pts = (eip_points *)buf;
+    if (pts == NULL) {
+        return -2;
+    }
+    pts->magic = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (r255_decode(&pts->p[i], encodings + 32 * i) != 0) {
+            return (long)i;
+        }
+    }
+    pts->count = count;
+    pts->magic = EIP_POINTS_MAGIC;
+    return -1;
+}
+
+/* out[i * nb + k] = ENCODE(scalars[i] * base_k) for n rows and nb bases (32 bytes
+ * each). 0 ok, -2 a table not initialised or nb out of [1, 64]. */
+EIP_EXPORT int eip_fixed_rows(const void *const *tables, size_t nb, const uint8_t *scalars,
+                              size_t n, uint8_t *out)
+{
+    uint8_t *outs[EIP_MAX_BASES];
+    if (!tables_ok(tables, nb)) {
+        return -2;
+    }
+    for (size_t k = 0; k < nb; k++) {
+        outs[k] = out + 32 * k;
+    }
+    fixed_rows((const eip_table *const *)tables, nb, NULL, NULL, scalars, n, outs, 32 * nb);
+    return 0;
+}
+
+/* SampDist of codebook rows: out row i (nb * 32 bytes) = ENCODE(c_k + scalars[i] *
+ * base_k) for k < nb, where c = codebook entry slots[i] and `halves` holds the decoded
+ * points c_k / 2 (entry slot * nb + k). -1 ok, -2 a table or halves not initialised or
+ * nb out of range, else the first row whose slot is out of range (nothing written). The
+ * slot is public here (as the ciphertexts are in eip_sampdist); r is not. */
+EIP_EXPORT long eip_sampdist_slots(const void *const *tables, size_t nb, const void *halves,
+                                   const uint32_t *slots, const uint8_t *scalars, size_t n,
+                                   uint8_t *out)
+{
+    const eip_points *h = (const eip_points *)halves;
+    uint8_t *outs[EIP_MAX_BASES];
+    if (!tables_ok(tables, nb) || h == NULL || h->magic != EIP_POINTS_MAGIC) {
+        return -2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((size_t)slots[i] >= h->count / nb) {
+            return (long)i;
+        }
+    }
+    for (size_t k = 0; k < nb; k++) {
+        outs[k] = out + 32 * k;
+    }
+    fixed_rows((const eip_table *const *)tables, nb, h, slots, scalars, n, outs, 32 * nb);
+    return -1;
+}
+
+/* SampDist of arbitrary wire rows (nb components of 32 bytes): out row i =
+ * ENCODE(DECODE(u_ik) + scalars[i] * base_k). -1 ok, -2 a table not initialised or nb
+ * out of range, else the first row holding an invalid encoding (rows before it are
+ * written). One decode and one encode per component: the codebook path above avoids
+ * both. */
+EIP_EXPORT long eip_sampdist_n(const void *const *tables, size_t nb, const uint8_t *cts,
+                               const uint8_t *scalars, size_t n, uint8_t *out)
+{
+    const eip_table *const *tabs = (const eip_table *const *)tables;
+    ge_p3 u[EIP_MAX_BASES];
+    int8_t e[EIP_WINDOWS];
+    if (!tables_ok(tables, nb)) {
+        return -2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < nb; k++) {
+            if (r255_decode(&u[k], cts + 32 * (nb * i + k)) != 0) {
+                secure_wipe(u, sizeof u);
+                return (long)i;
+            }
+        }
+        recode(e, scalars + 32 * i);
+        for (size_t k = 0; k < nb; k++) {
+            fixed_madd(&u[k], tabs[k], e);
+            r255_encode(out + 32 * (nb * i + k), &u[k]);
+        }
+    }
+    secure_wipe(u, sizeof u);
+    secure_wipe(e, sizeof e);
+    return -1;
+}
+
 /* out[i] = encode(scalars[i] * base) for n rows; 0 ok, -2 table not initialised. */
 EIP_EXPORT int eip_scalarmult_fixed(const void *t, const uint8_t *scalars, size_t n,
                                     uint8_t *out)
 {
-    ge_p3 r;
-    if (!table_ok(t)) {
-        return -2;
-    }
-    for (size_t i = 0; i < n; i++) {
-        fixed_mul(&r, (const eip_table *)t, scalars + 32 * i);
-        r255_encode(out + 32 * i, &r);
-    }
-    secure_wipe(&r, sizeof r);
-    return 0;
+    return eip_fixed_rows(&t, 1, scalars, n, out);
 }
 
 /* o_k[i] = encode(scalars[i] * base_k), k = 1..3; 0 ok, -2 a table not initialised. */
@@ -709,51 +1085,22 @@ EIP_EXPORT int eip_rerandomizers(const void *t1, const void *t2, const void *t3,
                                  const uint8_t *scalars, size_t n, uint8_t *o1, uint8_t *o2,
                                  uint8_t *o3)
 {
-    const eip_table *tabs[3] = {(const eip_table *)t1, (const eip_table *)t2,
-                                (const eip_table *)t3};
+    const void *tabs[3] = {t1, t2, t3};
     uint8_t *outs[3] = {o1, o2, o3};
-    ge_p3 r;
-    if (!table_ok(t1) || !table_ok(t2) || !table_ok(t3)) {
+    if (!tables_ok(tabs, 3)) {
         return -2;
     }
-    for (size_t i = 0; i < n; i++) {
-        for (int k = 0; k < 3; k++) {
-            fixed_mul(&r, tabs[k], scalars + 32 * i);
-            r255_encode(outs[k] + 32 * i, &r);
-        }
-    }
-    secure_wipe(&r, sizeof r);
+    fixed_rows((const eip_table *const *)tabs, 3, NULL, NULL, scalars, n, outs, 32);
     return 0;
 }
 
-/* SampDist on n wire rows (u1||u2||u3, 96 bytes each): out row i =
- * encode(decode(u_k) + scalars[i] * base_k) for k = 1..3. Returns -1 on
- * success, the index of the first row holding an invalid encoding (rows before
- * it are written), or -2 if a table is not initialised. */
+/* SampDist on n wire rows (u1||u2||u3, 96 bytes each): eip_sampdist_n with three
+ * bases. -1 ok, the index of the first invalid row, or -2. */
 EIP_EXPORT long eip_sampdist(const void *t1, const void *t2, const void *t3,
                              const uint8_t *cts, const uint8_t *scalars, size_t n, uint8_t *out)
 {
-    const eip_table *tabs[3] = {(const eip_table *)t1, (const eip_table *)t2,
-                                (const eip_table *)t3};
-    ge_p3 u[3], r;
-    if (!table_ok(t1) || !table_ok(t2) || !table_ok(t3)) {
-        return -2;
-    }
-    for (size_t i = 0; i < n; i++) {
-        for (int k = 0; k < 3; k++) {
-            if (r255_decode(&u[k], cts + 96 * i + 32 * k) != 0) {
-                secure_wipe(&r, sizeof r);
-                return (long)i;
-            }
-        }
-        for (int k = 0; k < 3; k++) {
-            fixed_mul(&r, tabs[k], scalars + 32 * i);
-            ge_add(&r, &r, &u[k]);
-            r255_encode(out + 96 * i + 32 * k, &r);
-        }
-    }
-    secure_wipe(&r, sizeof r);
-    return -1;
+    const void *tabs[3] = {t1, t2, t3};
+    return eip_sampdist_n(tabs, 3, cts, scalars, n, out);
 }
 
 /* out[i] = encode(decode(x[i*sx]) +/- decode(y[i*sy])) (subtract if sub != 0);
@@ -773,6 +1120,30 @@ EIP_EXPORT long eip_add_batch(const uint8_t *x, size_t sx, const uint8_t *y, siz
         ge_add(&a, &a, &b);
         r255_encode(out + 32 * i, &a);
     }
+    return -1;
+}
+
+/* Dec of n wire rows (u1||u2||u3, public) under the secret key (a, b): out[i] =
+ * ENCODE(u3 - (a u1 + b u2)). Constant time in a and b: the secret-derived mask is never
+ * encoded or decoded, only added. -1 ok, else the first row holding an invalid encoding
+ * (rows before it are written). */
+EIP_EXPORT long eip_dec(const uint8_t *cts, const uint8_t a[32], const uint8_t b[32], size_t n,
+                        uint8_t *out)
+{
+    ge_p3 u[3], mask;
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < 3; k++) {
+            if (r255_decode(&u[k], cts + 96 * i + 32 * k) != 0) {
+                secure_wipe(&mask, sizeof mask);
+                return (long)i;
+            }
+        }
+        double_scalarmult(&mask, a, &u[0], b, &u[1]);
+        ge_neg(&mask);
+        ge_add(&mask, &u[2], &mask);
+        r255_encode(out + 32 * i, &mask);
+    }
+    secure_wipe(&mask, sizeof mask);
     return -1;
 }
 

@@ -1,4 +1,4 @@
-"""Label codecs: how a class index becomes a group element and back (DESIGN §3).
+"""Label codecs: how a class index becomes a group element and back (docs/design.md §3).
 
 Every element decodes to some label, as in the paper's small group, so a wrong
 key yields a plausible-looking but wrong label rather than an error.

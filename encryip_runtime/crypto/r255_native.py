@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -28,22 +29,31 @@ from encryip_runtime.exceptions import EncodingError
 __all__ = [
     "ENV_VAR",
     "FixedBase",
+    "Points",
     "add",
     "available",
+    "dec",
+    "disabled_by_env",
+    "fixed_rows",
     "is_valid",
     "rerandomizers",
     "sampdist",
+    "sampdist_n",
+    "sampdist_slots",
     "scalarmult",
     "table_for",
+    "why_unavailable",
 ]
 
 log = logging.getLogger(__name__)
 
-#: ``ENCRYIP_NATIVE=0`` (or false/no/off) forces the libsodium path; read on every call
-#: so tests and benchmarks can compare both paths in one process.
+#: ``ENCRYIP_NATIVE=0`` (or false/no/off) forces the libsodium path. Read once per scheme,
+#: by ``make_scheme`` (``disabled_by_env``); a group built directly picks its backend
+#: with its ``native`` argument.
 ENV_VAR = "ENCRYIP_NATIVE"
 _MODULE = "encryip_runtime.crypto._r255"
-_ABI_VERSION = 1  # must match EIP_ABI_VERSION in _r255.c
+_ABI_VERSION = 2  # must match EIP_ABI_VERSION in _r255.c
+_MAX_BASES = 64  # EIP_MAX_BASES in _r255.c
 _CACHE_SIZE = 16  # tables of ~60 KiB: the server needs three (g1, g2, h)
 
 _P = ctypes.c_void_p
@@ -78,6 +88,18 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eip_add_batch.restype = ctypes.c_long
     lib.eip_is_valid.argtypes = [_P]
     lib.eip_is_valid.restype = ctypes.c_int
+    lib.eip_points_bytes.argtypes = [_N]
+    lib.eip_points_bytes.restype = ctypes.c_size_t
+    lib.eip_points_init.argtypes = [_P, _P, _N]
+    lib.eip_points_init.restype = ctypes.c_long
+    lib.eip_fixed_rows.argtypes = [_P, _N, _P, _N, _P]
+    lib.eip_fixed_rows.restype = ctypes.c_int
+    lib.eip_sampdist_slots.argtypes = [_P, _N, _P, _P, _P, _N, _P]
+    lib.eip_sampdist_slots.restype = ctypes.c_long
+    lib.eip_sampdist_n.argtypes = [_P, _N, _P, _P, _N, _P]
+    lib.eip_sampdist_n.restype = ctypes.c_long
+    lib.eip_dec.argtypes = [_P, _P, _P, _N, _P]
+    lib.eip_dec.restype = ctypes.c_long
 
 
 def _load() -> ctypes.CDLL | None:
@@ -108,23 +130,27 @@ def _load() -> ctypes.CDLL | None:
     return _lib
 
 
-def _disabled_by_env() -> bool:
+def disabled_by_env() -> bool:
+    """Whether ``ENCRYIP_NATIVE`` asks for the libsodium path (0, false, no, off)."""
     return os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off")
 
 
 def available() -> bool:
-    """Whether the native backend is built, loadable and not disabled by ``ENCRYIP_NATIVE``."""
+    """Whether the native backend is built and loadable (``ENCRYIP_NATIVE`` aside)."""
     global _logged
-    ok = not _disabled_by_env() and _load() is not None
-    if ok != _logged:  # log each change of backend once, not every call
+    ok = _load() is not None
+    if ok != _logged:  # log once
         _logged = ok
         if ok:
-            log.debug("ristretto255 SampDist backend: native fixed-base tables (%s)", _MODULE)
-        elif _disabled_by_env():
-            log.debug("ristretto255 SampDist backend: libsodium (%s=0)", ENV_VAR)
+            log.debug("ristretto255 native backend loaded (%s)", _MODULE)
         else:
-            log.debug("ristretto255 SampDist backend: libsodium (%s)", _why_not)
+            log.debug("ristretto255 native backend unavailable: %s", _why_not)
     return ok
+
+
+def why_unavailable() -> str:
+    """Why ``available()`` is false ("" when it is true)."""
+    return "" if _load() is not None else _why_not
 
 
 def _require() -> ctypes.CDLL:
@@ -266,3 +292,120 @@ def is_valid(encoding: bytes) -> bool:
         return False
     buf = np.frombuffer(bytes(encoding), dtype=np.uint8)
     return bool(lib.eip_is_valid(_ptr(buf)))
+
+
+# ------------------------------------------------------------------ any number of bases
+
+
+class Points:
+    """Decoded public points held by C (e.g. the halves of a codebook's components).
+
+    Read-only after construction, so threads may share it.
+    """
+
+    __slots__ = ("_addr", "_buf", "count")
+
+    def __init__(self, encodings: npt.NDArray[np.uint8]) -> None:
+        lib = _require()
+        enc = _rows(encodings, 32, "point encodings")
+        self.count = len(enc)
+        size = int(lib.eip_points_bytes(self.count))
+        self._buf = np.zeros((size + 7) // 8, dtype=np.uint64)
+        self._addr = _ptr(self._buf)
+        rc = int(lib.eip_points_init(self._addr, _ptr(enc), self.count))
+        if rc != -1:
+            raise EncodingError(f"point {rc}: not a valid ristretto255 encoding")
+
+    @property
+    def address(self) -> int:
+        return self._addr
+
+
+def _table_array(tables: Sequence[FixedBase]) -> npt.NDArray[np.uintp]:
+    if not 1 <= len(tables) <= _MAX_BASES:
+        raise ValueError(f"between 1 and {_MAX_BASES} bases, got {len(tables)}")
+    return np.array([t.address for t in tables], dtype=np.uintp)
+
+
+def fixed_rows(
+    tables: Sequence[FixedBase], scalars: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint8]:
+    """``encode(r_i * base_k)`` as ``uint8 (N, len(tables), 32)``: one recoding of each
+    scalar for all the bases and one field inversion per 64 results."""
+    lib = _require()
+    tabs = _table_array(tables)
+    ks = _rows(scalars, 32, "scalars")
+    out = np.empty((len(ks), len(tabs), 32), dtype=np.uint8)
+    if lib.eip_fixed_rows(_ptr(tabs), len(tabs), _ptr(ks), len(ks), _ptr(out)) != 0:
+        raise RuntimeError("eip_fixed_rows: table not initialised")  # pragma: no cover
+    return out
+
+
+def sampdist_slots(
+    tables: Sequence[FixedBase],
+    halves: Points,
+    slots: npt.NDArray[np.integer],
+    scalars: npt.NDArray[np.uint8],
+) -> npt.NDArray[np.uint8]:
+    """SampDist of codebook entries: row i = ``c_k + r_i * base_k`` for the entry
+    ``c = slots[i]``, ``uint8 (N, len(tables) * 32)``. ``halves`` holds ``c_k / 2`` for
+    every entry and component (entry-major), so nothing is decoded or square-rooted per
+    row: the sum is formed as ``2 (c_k / 2 + (r_i / 2) base_k)`` and encoded in batches."""
+    lib = _require()
+    tabs = _table_array(tables)
+    nb = len(tabs)
+    ks = _rows(scalars, 32, "scalars")
+    sl = np.ascontiguousarray(slots, dtype=np.uint32)
+    if sl.ndim != 1 or len(sl) != len(ks):
+        raise ValueError(f"{len(ks)} scalars for slots of shape {sl.shape}")
+    if halves.count % nb:
+        raise ValueError(f"{halves.count} points are not whole entries of {nb} components")
+    out = np.empty((len(ks), nb * 32), dtype=np.uint8)
+    rc = int(
+        lib.eip_sampdist_slots(
+            _ptr(tabs), nb, halves.address, _ptr(sl), _ptr(ks), len(ks), _ptr(out)
+        )
+    )
+    if rc == -2:
+        raise RuntimeError("eip_sampdist_slots: table not initialised")  # pragma: no cover
+    if rc != -1:
+        raise ValueError(
+            f"row {rc}: codebook slot {int(sl[rc])} out of range [0, {halves.count // nb})"
+        )
+    return out
+
+
+def sampdist_n(
+    tables: Sequence[FixedBase], wire: npt.NDArray[np.uint8], scalars: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint8]:
+    """Row i of ``wire`` (``len(tables)`` components) -> ``u_k + r_i * base_k``."""
+    lib = _require()
+    tabs = _table_array(tables)
+    nb = len(tabs)
+    cts = _rows(wire, 32 * nb, "wire ciphertexts")
+    ks = _rows(scalars, 32, "scalars")
+    if len(ks) != len(cts):
+        raise ValueError(f"{len(ks)} scalars for {len(cts)} ciphertexts")
+    out = np.empty_like(cts)
+    rc = int(lib.eip_sampdist_n(_ptr(tabs), nb, _ptr(cts), _ptr(ks), len(cts), _ptr(out)))
+    if rc == -2:
+        raise RuntimeError("eip_sampdist_n: table not initialised")  # pragma: no cover
+    if rc != -1:
+        raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
+    return out
+
+
+def dec(wire: npt.NDArray[np.uint8], a: bytes, b: bytes) -> npt.NDArray[np.uint8]:
+    """Dec of wire rows (u1||u2||u3) under the secret scalars a, b (32 bytes each, little
+    endian): ``u3 - (a u1 + b u2)`` per row, constant time in a and b."""
+    lib = _require()
+    cts = _rows(wire, 96, "wire ciphertexts")
+    if len(a) != 32 or len(b) != 32:
+        raise ValueError("secret scalars must be 32 bytes")
+    ka = np.frombuffer(bytes(a), dtype=np.uint8)
+    kb = np.frombuffer(bytes(b), dtype=np.uint8)
+    out = np.empty((len(cts), 32), dtype=np.uint8)
+    rc = int(lib.eip_dec(_ptr(cts), _ptr(ka), _ptr(kb), len(cts), _ptr(out)))
+    if rc != -1:
+        raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
+    return out

@@ -7,15 +7,18 @@ cost more than a point addition. ctypes releases the GIL during each call, so a
 background thread can precompute re-randomisers while inference runs.
 
 SampDist, the re-randomisers, ``mul``/``div`` and large ``pow_fixed`` batches use the
-native backend (``r255_native``: per-base fixed-base tables, our own C) when it is
-built and not disabled by ``ENCRYIP_NATIVE=0``; it gives the same bytes as libsodium.
+native backend (``r255_native``: per-base fixed-base tables, our own C) when the group
+is built with ``native=True`` (``make_scheme`` decides once: built and not disabled by
+``ENCRYIP_NATIVE=0``); it gives the same bytes as libsodium.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hmac
+import re
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,12 +28,27 @@ from encryip_runtime.crypto import r255_native
 from encryip_runtime.crypto.group import Elements, Group, Scalars
 from encryip_runtime.exceptions import EncodingError
 
-__all__ = ["L", "Ristretto255"]
+__all__ = ["L", "NativeCodebook", "Ristretto255"]
 
 #: Order of ristretto255.
 L = 2**252 + 27742317777372353535851937790883648493
 
 _BYTES = 32
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+def _canonical_hex(text: str, is_: str, must: str) -> bytes:
+    """The 32 bytes of ``text`` if it is their canonical JSON form: 64 lowercase hex
+    digits, nothing else (``bytes.fromhex`` alone also takes spaces and upper case)."""
+    if not _HEX.fullmatch(text) or len(text) % 2:
+        raise EncodingError(f"{is_} not valid hex")
+    if len(text) != 2 * _BYTES:
+        raise EncodingError(f"{must} {_BYTES} bytes, got {len(text) // 2}")
+    if text != text.lower():
+        raise EncodingError(f"{is_} not lowercase hex (the only canonical form)")
+    return bytes.fromhex(text)
+
+
 #: ``pow_fixed`` builds (or reuses) a native table from this many scalars on: a table
 #: costs about as much as a dozen libsodium scalar multiplications.
 _NATIVE_POW_FIXED_MIN = 16
@@ -107,8 +125,20 @@ def _is_base(b: npt.NDArray[np.uint8]) -> bool:
     return bool(np.array_equal(b[0], _BASE[0]))
 
 
+def _check_points(a: npt.NDArray[np.uint8], what: str) -> None:
+    """Raise for a row that is not a canonical encoding (the identity, all zeros, is one).
+
+    libsodium's scalarmult fails alike for an invalid point and an identity result; the
+    fallback must not map an invalid point to the identity (the native path raises)."""
+    base = _ptr(a)
+    for i in range(len(a)):
+        if (a[i, _BYTES - 1] & 0x80 or _valid(base + i * _BYTES) != 1) and a[i].any():
+            raise EncodingError(f"{what} {i}: not a valid ristretto255 encoding")
+
+
 def _pow_fixed_sodium(b: npt.NDArray[np.uint8], ka: npt.NDArray[np.uint8]) -> Elements:
     """libsodium: ``b^k`` per scalar row (its fixed-base table when b is the base point)."""
+    _check_points(b, "base")
     out = np.empty((len(ka), _BYTES), dtype=np.uint8)
     po, pk, pb = _ptr(out), _ptr(ka), _ptr(b)
     base = _is_base(b)
@@ -120,38 +150,61 @@ def _pow_fixed_sodium(b: npt.NDArray[np.uint8], ka: npt.NDArray[np.uint8]) -> El
     return out
 
 
+def _multiples_sodium(
+    bases: Sequence[npt.NDArray[np.uint8]], ka: npt.NDArray[np.uint8]
+) -> list[Elements]:
+    """libsodium: ``base^r`` for each base and scalar row."""
+    return [_pow_fixed_sodium(b, ka) for b in bases]
+
+
 def _rerandomizers_sodium(
     g1: npt.NDArray[np.uint8],
     g2: npt.NDArray[np.uint8],
     h: npt.NDArray[np.uint8],
     ka: npt.NDArray[np.uint8],
 ) -> tuple[Elements, Elements, Elements]:
-    """libsodium: ``(g1^r, g2^r, h^r)`` for each scalar row, in one loop."""
-    n = len(ka)
-    o1 = np.empty((n, _BYTES), dtype=np.uint8)
-    o2 = np.empty((n, _BYTES), dtype=np.uint8)
-    o3 = np.empty((n, _BYTES), dtype=np.uint8)
-    p1, p2, p3, pk = _ptr(o1), _ptr(o2), _ptr(o3), _ptr(ka)
-    pg1, pg2, ph = _ptr(g1), _ptr(g2), _ptr(h)
-    base = _is_base(g1)
-    for i in range(n):
-        off = i * _BYTES
-        rc = _smult_base(p1 + off, pk + off) if base else _smult(p1 + off, pk + off, pg1)
-        if rc != 0:
-            o1[i] = 0  # identity
-        if _smult(p2 + off, pk + off, pg2) != 0:
-            o2[i] = 0
-        if _smult(p3 + off, pk + off, ph) != 0:
-            o3[i] = 0
-    return o1, o2, o3
+    """libsodium: ``(g1^r, g2^r, h^r)`` for each scalar row."""
+    r1, r2, r3 = _multiples_sodium([g1, g2, h], ka)
+    return r1, r2, r3
+
+
+#: (L + 1) / 2, the inverse of 2 mod L: ``c^HALF`` is the element whose square is c.
+_HALF = (L + 1) // 2
+
+
+class NativeCodebook:
+    """A codebook prepared for the native SampDist: the decoded halves of its entries."""
+
+    __slots__ = ("codebook", "components", "halves")
+
+    def __init__(self, codebook: npt.NDArray[np.uint8], halves: r255_native.Points):
+        self.codebook = codebook
+        self.components = codebook.shape[1]
+        self.halves = halves
+
+    def __len__(self) -> int:
+        return len(self.codebook)
 
 
 class Ristretto255(Group):
-    """ristretto255; elements are canonical 32-byte encodings, scalars mod L."""
+    """ristretto255; elements are canonical 32-byte encodings, scalars mod L.
+
+    ``native``: use the native backend (``r255_native``) for the batch operations;
+    ``None`` means whenever it is built. Fixed for the life of the group.
+    """
 
     name = "ristretto255"
     order = L
     element_size = _BYTES
+
+    def __init__(self, native: bool | None = None) -> None:
+        built = r255_native.available()
+        if native and not built:
+            raise RuntimeError(
+                f"native ristretto255 backend requested but {r255_native.why_unavailable()}"
+            )
+        self._native = built if native is None else bool(native)
+        self.backend = "native" if self._native else "libsodium"
 
     # -- elements -------------------------------------------------------------
     def generator(self) -> Elements:
@@ -182,17 +235,18 @@ class Ristretto255(Group):
         return out
 
     def mul(self, x: Elements, y: Elements) -> Elements:
-        if r255_native.available():
+        if self._native:
             return r255_native.add(_rows(x), _rows(y))
         return self._binary(_add, x, y)
 
     def div(self, x: Elements, y: Elements) -> Elements:
-        if r255_native.available():
+        if self._native:
             return r255_native.add(_rows(x), _rows(y), subtract=True)
         return self._binary(_sub, x, y)
 
     def pow(self, x: Elements, k: int) -> Elements:
         xa = _rows(x)
+        _check_points(xa, "element")
         kb = _scalar_bytes(k)
         out = np.empty_like(xa)
         po, px, pk = _ptr(out), _ptr(xa), _ptr(kb)
@@ -204,49 +258,88 @@ class Ristretto255(Group):
     def pow_fixed(self, base: Elements, ks: Scalars) -> Elements:
         b = _rows(base)
         ka = _rows(ks)
-        if len(ka) >= _NATIVE_POW_FIXED_MIN and r255_native.available():
+        if len(ka) >= _NATIVE_POW_FIXED_MIN and self._native:
             return r255_native.scalarmult(_table(b), ka)
         return _pow_fixed_sodium(b, ka)
 
-    def rerandomizers(
-        self, g2: Elements, h: Elements, ks: Scalars
-    ) -> tuple[Elements, Elements, Elements]:
-        """``(g1^r, g2^r, h^r)`` for each scalar: the whole cost of a SampDist, in one loop."""
+    def multiples(self, bases: Sequence[Elements], ks: Scalars) -> list[Elements]:
+        """``base^r`` for each base and scalar: native, one recoding of r for all bases."""
         ka = _rows(ks)
-        g2a, ha = _rows(g2), _rows(h)
-        if r255_native.available():
-            return r255_native.rerandomizers(_table(_BASE), _table(g2a), _table(ha), ka)
-        return _rerandomizers_sodium(_BASE, g2a, ha, ka)
+        bs = [_rows(b) for b in bases]
+        if self._native:
+            rows = r255_native.fixed_rows([_table(b) for b in bs], ka)
+            return [np.ascontiguousarray(rows[:, k]) for k in range(len(bs))]
+        return _multiples_sodium(bs, ka)
 
-    def sampdist_batch(
-        self,
-        g1: Elements,
-        g2: Elements,
-        h: Elements,
-        cts: npt.NDArray[np.uint8],
-        scalars: Scalars | None = None,
-    ) -> npt.NDArray[np.uint8]:
-        """SampDist of a ``uint8 (N, 3, 32)`` batch: ``(g1^r u1, g2^r u2, h^r u3)`` per row.
+    def _scalars_for(self, n: int, scalars: Scalars | None) -> npt.NDArray[np.uint8]:
+        ka = self.random_scalars(n) if scalars is None else _rows(scalars)
+        if len(ka) != n:
+            raise ValueError(f"{len(ka)} scalars for {n} ciphertexts")
+        return ka
+
+    def sampdist_rows(
+        self, bases: Sequence[Elements], cts: Elements, scalars: Scalars | None = None
+    ) -> Elements:
+        """SampDist of a ``uint8 (N, nb, 32)`` batch: ``base_k^r u_k`` per row.
 
         One fresh r per row from :meth:`random_scalars` unless ``scalars`` is given
         (tests). Native: one C call for the batch; else the libsodium loops.
         """
+        nb = len(bases)
+        c = np.ascontiguousarray(cts, dtype=np.uint8)
+        if c.ndim != 3 or c.shape[1:] != (nb, _BYTES):
+            raise EncodingError(f"expected uint8 (N, {nb}, {_BYTES}) ciphertexts, got {c.shape}")
+        n = len(c)
+        ka = self._scalars_for(n, scalars)
+        bs = [_rows(b) for b in bases]
+        if self._native:
+            tables = [_table(b) for b in bs]
+            return r255_native.sampdist_n(tables, c.reshape(n, nb * _BYTES), ka).reshape(c.shape)
+        rs = _multiples_sodium(bs, ka)
+        out = np.empty_like(c)
+        for k, r in enumerate(rs):
+            out[:, k] = self._binary(_add, r, c[:, k])
+        return out
+
+    def dec_rows(self, cts: Elements, a: int, b: int) -> Elements:
+        """Native: one C call, constant time in (a, b) (the mask ``u1^a u2^b`` is only
+        added, never encoded); libsodium: its scalar multiplications, then add/sub."""
+        if not self._native:
+            return super().dec_rows(cts, a, b)
         c = np.ascontiguousarray(cts, dtype=np.uint8)
         if c.ndim != 3 or c.shape[1:] != (3, _BYTES):
             raise EncodingError(f"expected uint8 (N, 3, {_BYTES}) ciphertexts, got {c.shape}")
-        n = len(c)
-        ka = self.random_scalars(n) if scalars is None else _rows(scalars)
-        if len(ka) != n:
-            raise ValueError(f"{len(ka)} scalars for {n} ciphertexts")
-        g1a, g2a, ha = _rows(g1), _rows(g2), _rows(h)
-        if r255_native.available():
-            tables = (_table(g1a), _table(g2a), _table(ha))
-            return r255_native.sampdist(*tables, c.reshape(n, 3 * _BYTES), ka).reshape(c.shape)
-        r1, r2, r3 = _rerandomizers_sodium(g1a, g2a, ha, ka)
-        out = np.empty_like(c)
-        for k, r in enumerate((r1, r2, r3)):
-            out[:, k] = self._binary(_add, r, c[:, k])
-        return out
+        ka, kb = (a % L).to_bytes(_BYTES, "little"), (b % L).to_bytes(_BYTES, "little")
+        return r255_native.dec(c.reshape(len(c), 3 * _BYTES), ka, kb)
+
+    def prepare_codebook(self, codebook: Elements) -> Any:
+        """Native: the decoded halves ``c^((L+1)/2)`` of every component, so that SampDist
+        of an entry needs neither a decode nor a square root (``sampdist_codebook``)."""
+        cb = np.ascontiguousarray(codebook, dtype=np.uint8)
+        if cb.ndim != 3 or cb.shape[2] != _BYTES:
+            raise EncodingError(f"expected uint8 (S, nb, {_BYTES}) codebook, got {cb.shape}")
+        if not self._native:
+            return cb
+        flat = self.from_bytes(cb.reshape(-1, _BYTES))
+        return NativeCodebook(cb, r255_native.Points(self.pow(flat, _HALF)))
+
+    def sampdist_codebook(
+        self,
+        bases: Sequence[Elements],
+        prepared: Any,
+        slots: npt.NDArray[np.integer],
+        scalars: Scalars | None = None,
+    ) -> Elements:
+        if not isinstance(prepared, NativeCodebook):
+            return super().sampdist_codebook(bases, prepared, slots, scalars)
+        nb = len(bases)
+        if prepared.components != nb:
+            raise ValueError(f"codebook has {prepared.components} components, {nb} bases given")
+        sl = np.asarray(slots)
+        ka = self._scalars_for(len(sl), scalars)
+        tables = [_table(_rows(b)) for b in bases]
+        out = r255_native.sampdist_slots(tables, prepared.halves, sl, ka)
+        return out.reshape(len(sl), nb, _BYTES)
 
     def equal(self, x: Elements, y: Elements) -> bool:
         return hmac.compare_digest(_rows(x).tobytes(), _rows(y).tobytes())
@@ -279,12 +372,7 @@ class Ristretto255(Group):
     def scalar_from_json(self, value: Any) -> int:
         if not isinstance(value, str):
             raise EncodingError(f"scalar must be a hex string, got {type(value).__name__}")
-        try:
-            raw = bytes.fromhex(value)
-        except ValueError:
-            raise EncodingError("scalar is not valid hex") from None
-        if len(raw) != _BYTES:
-            raise EncodingError(f"scalar must be {_BYTES} bytes, got {len(raw)}")
+        raw = _canonical_hex(value, "scalar is", "scalar must be")
         k = int.from_bytes(raw, "little")
         if k >= L:
             raise EncodingError("scalar is not reduced mod L (non-canonical encoding)")
@@ -326,11 +414,6 @@ class Ristretto255(Group):
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise EncodingError(f"element {i}: expected a hex string, got {type(v).__name__}")
-            try:
-                raw = bytes.fromhex(v)
-            except ValueError:
-                raise EncodingError(f"element {i}: not valid hex") from None
-            if len(raw) != _BYTES:
-                raise EncodingError(f"element {i}: expected {_BYTES} bytes, got {len(raw)}")
+            raw = _canonical_hex(v, f"element {i}:", f"element {i}: expected")
             rows[i] = np.frombuffer(raw, dtype=np.uint8)
         return self.from_bytes(rows)

@@ -171,11 +171,8 @@ class CSLite:
         """``(g1^r, g2^r, h^r)`` for ``count`` fresh scalars r. Each must be used once."""
         g = self.group
         ks = g.random_scalars(count) if scalars is None else scalars
-        fast = getattr(g, "rerandomizers", None)
-        if fast is not None and np.array_equal(pk.g1, g.generator()):
-            r1, r2, r3 = fast(pk.g2, pk.h, ks)
-            return r1, r2, r3
-        return g.pow_fixed(pk.g1, ks), g.pow_fixed(pk.g2, ks), g.pow_fixed(pk.h, ks)
+        r1, r2, r3 = g.multiples(pk.parts(), ks)
+        return r1, r2, r3
 
     def sampdist(
         self,
@@ -185,23 +182,31 @@ class CSLite:
     ) -> Ciphertexts:
         """SampDist: (g1^r u1, g2^r u2, h^r u3), a fresh sample of the same distribution."""
         g = self.group
-        fast = getattr(g, "sampdist_batch", None)
-        if rerandomizers is None and fast is not None:
-            out: Ciphertexts = fast(pk.g1, pk.g2, pk.h, cts)
+        if rerandomizers is None:
+            out: Ciphertexts = g.sampdist_rows(pk.parts(), cts)
             return out
-        r1, r2, r3 = (
-            rerandomizers if rerandomizers is not None else self.rerandomizers(pk, len(cts))
-        )
+        r1, r2, r3 = rerandomizers
         if len(r1) != len(cts):
             raise ValueError(f"{len(r1)} re-randomisers for {len(cts)} ciphertexts")
         return self._stack(g.mul(r1, cts[:, 0]), g.mul(r2, cts[:, 1]), g.mul(r3, cts[:, 2]))
 
+    def prepare_codebook(self, codebook: Ciphertexts) -> Any:
+        """The codebook in the form :meth:`sampdist_codebook` wants (built once per model)."""
+        return self.group.prepare_codebook(codebook)
+
+    def sampdist_codebook(
+        self, pk: PublicKey, prepared: Any, slots: npt.NDArray[np.integer]
+    ) -> Ciphertexts:
+        """SampDist of ``codebook[slots]``: the same distribution as ``sampdist(pk,
+        codebook[slots])``, faster where the group precomputes per entry (ristretto255:
+        no decode and no square root per row)."""
+        out: Ciphertexts = self.group.sampdist_codebook(pk.parts(), prepared, slots)
+        return out
+
     # -- Dec ------------------------------------------------------------------
     def dec(self, sk: SecretKey, cts: Ciphertexts) -> Elements:
         """Dec(sk, c) = u3 / (u1^a u2^b) for each row."""
-        g = self.group
-        mask = g.mul(g.pow(cts[:, 0], sk.a), g.pow(cts[:, 1], sk.b))
-        return g.div(cts[:, 2], mask)
+        return self.group.dec_rows(cts, sk.a, sk.b)
 
     def decrypt_labels(self, sk: SecretKey, cts: Ciphertexts) -> npt.NDArray[np.int64]:
         """Dec, then the profile's label rule: the class index of each row."""
@@ -209,7 +214,7 @@ class CSLite:
 
     # -- wire -----------------------------------------------------------------
     def to_wire(self, cts: Ciphertexts) -> npt.NDArray[np.uint8]:
-        """``uint8 (N, 3 * element_size)``: u1 || u2 || u3 per row (DESIGN §3)."""
+        """``uint8 (N, 3 * element_size)``: u1 || u2 || u3 per row (docs/design.md §3)."""
         n = len(cts)
         parts = [self.group.to_bytes(cts[:, k]) for k in range(3)]
         return np.concatenate(parts, axis=1).reshape(n, self.ciphertext_size)

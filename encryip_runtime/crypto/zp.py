@@ -8,6 +8,7 @@ All batch operations are numpy gathers over log/exp tables.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ class ZpGroup(Group):
         self.exp_table = exp
         self.log_table = log
         # Seeded from the OS; numpy's generator is acceptable only because this
-        # profile is insecure by construction (DESIGN §3.1).
+        # profile is insecure by construction (docs/design.md §3.1).
         self._rng = np.random.default_rng(secrets.randbits(128))
 
     # -- elements -------------------------------------------------------------
@@ -125,21 +126,25 @@ class ZpGroup(Group):
     def equal(self, x: Elements, y: Elements) -> bool:
         return bool(np.array_equal(np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)))
 
-    def sampdist_batch(
-        self, g1: Elements, g2: Elements, h: Elements, cts: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.int64]:
-        """SampDist for a whole (N, 3) batch in the log domain: one gather per component.
+    def sampdist_rows(
+        self, bases: Sequence[Elements], cts: Elements, scalars: Scalars | None = None
+    ) -> Elements:
+        """SampDist for a whole (N, nb) batch in the log domain: one gather per component.
 
-        g^r * u = g1^(r * log g + log u); the same r for the three components.
+        g^r * u = g1^(r * log g + log u); the same r for every component.
         """
         n = self.order
-        lg = self.log_table[np.array([int(np.asarray(e).reshape(-1)[0]) for e in (g1, g2, h)])]
-        r = self._rng.integers(0, n, size=len(cts), dtype=np.int64)
+        lg = self.log_table[np.array([int(np.asarray(e).reshape(-1)[0]) for e in bases])]
+        if scalars is None:
+            r = self._rng.integers(0, n, size=len(cts), dtype=np.int64)
+        else:
+            r = np.asarray(scalars, dtype=np.int64) % n
         logs = self.log_table[np.asarray(cts, dtype=np.int64)]
-        for k in range(3):
+        for k in range(len(bases)):
             logs[:, k] += r if lg[k] == 1 else (r * lg[k]) % n
         logs %= n
-        return self.exp_table[logs]
+        out: Elements = self.exp_table[logs]
+        return out
 
     def log(self, x: Elements) -> npt.NDArray[np.int64]:
         """Discrete logarithm to base g1: trivial here, which is the point."""

@@ -76,6 +76,11 @@ def pk_from_fields(scheme: CSLite, f: Fields, key: str = "pk") -> PublicKey:
     parts = [pf.parse(name, lambda v: scheme.group.from_json([v])) for name in ("g1", "g2", "h")]
     if not scheme.group.equal(parts[0], scheme.group.generator()):
         raise pf.error("g1", f"must be the generator of {scheme.group.name}")
+    one = scheme.group.identity(1)
+    for name, part in (("g2", parts[1]), ("h", parts[2])):
+        # h = 1 leaves SampDist's u3 unchanged (outputs become linkable); g2 = 1 drops b.
+        if scheme.group.equal(part, one):
+            raise pf.error(name, "must not be the identity element")
     return PublicKey(*parts)
 
 

@@ -18,6 +18,8 @@ __all__ = [
     "Fields",
     "atomic_write_bytes",
     "canonical_json",
+    "json_bytes",
+    "parse_json_document",
     "read_json_document",
     "sha256_file",
     "write_json",
@@ -68,10 +70,13 @@ def atomic_write_bytes(path: Path, data: bytes, *, secret: bool = False) -> None
             os.close(dfd)
 
 
+def json_bytes(doc: Any) -> bytes:
+    """The bytes ``write_json`` writes (indented, keys in the given order)."""
+    return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_json(path: Path, doc: Any, *, secret: bool = False) -> None:
-    atomic_write_bytes(
-        path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(), secret=secret
-    )
+    atomic_write_bytes(path, json_bytes(doc), secret=secret)
 
 
 def read_json_document(path: Path, expected_format: str) -> Fields:
@@ -87,15 +92,26 @@ def read_json_document(path: Path, expected_format: str) -> Fields:
         raise FormatError(f"file too large ({size} bytes)", path=str(path))
     try:
         raw = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    return parse_json_document(raw, path, expected_format)
+
+
+def parse_json_document(raw: bytes, path: Path, expected_format: str) -> Fields:
+    """Parse the bytes of a JSON document read from ``path`` (named in every error)."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise FormatError(f"file too large ({len(raw)} bytes)", path=str(path))
+    try:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise FormatError("not UTF-8 text", path=str(path)) from None
     except json.JSONDecodeError as exc:
         raise FormatError(
-            f"not valid JSON ({exc.msg} at line {exc.lineno})", path=str(path)
+            # json's own messages may end in "at" ("Invalid control character at").
+            f"not valid JSON ({exc.msg.removesuffix(' at')} at line {exc.lineno}, "
+            f"column {exc.colno})",
+            path=str(path),
         ) from None
-    except OSError as exc:
-        raise FormatError(f"cannot read: {exc.strerror}", path=str(path)) from None
     fields = Fields(doc, str(path), "")
     fmt = fields.str("format")
     if fmt != expected_format:

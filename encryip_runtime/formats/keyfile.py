@@ -22,7 +22,12 @@ from encryip_runtime.formats.common import (
     sk_from_fields,
     sk_to_json,
 )
-from encryip_runtime.formats.jsonio import Fields, read_json_document, write_json
+from encryip_runtime.formats.jsonio import (
+    Fields,
+    parse_json_document,
+    read_json_document,
+    write_json,
+)
 
 __all__ = ["KEY_FORMAT", "LicenseeKey"]
 
@@ -62,8 +67,21 @@ class LicenseeKey(SchemeBound):
 
     @classmethod
     def load(cls, path: Path) -> LicenseeKey:
-        f = read_json_document(Path(path), KEY_FORMAT)
-        return cls.from_fields(f)
+        """Read a key file: plaintext (the default), or sealed by its holder with
+        ``encryip keys seal`` (passphrase from ENCRYIP_KEY_PASSPHRASE,
+        --key-passphrase-file or a prompt; formats/vault_crypt.py)."""
+        from encryip_runtime.formats.vault_crypt import KEY_ROLE, is_sealed, unseal
+
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(64)
+        except OSError:
+            head = b""  # read_json_document reports it, naming the file
+        if is_sealed(head):
+            raw = unseal(path.read_bytes(), KEY_ROLE, str(path))
+            return cls.from_fields(parse_json_document(raw, path, KEY_FORMAT))
+        return cls.from_fields(read_json_document(path, KEY_FORMAT))
 
     @classmethod
     def from_fields(cls, f: Fields) -> LicenseeKey:

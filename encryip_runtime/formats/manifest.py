@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from encryip_runtime import __version__
 from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, PublicKey
@@ -28,14 +31,80 @@ _DTYPES = ("uint8", "float32")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The ONNX input: raw pixels ``[batch, C, H, W]`` (normalisation is in the graph)."""
+    """The ONNX input: raw pixels ``[batch, C, H, W]`` (normalisation is in the graph).
+
+    ``mean``/``std`` (torchvision's [0, 1] scale, one per channel the network takes) and
+    ``channel_repeat`` (3: the grey channel is repeated for an RGB network) describe what
+    the graph does to the pixels: ``(repeat(x) / 255 - mean) / std``. Informational
+    (clients send raw pixels); manifests written before they existed leave them out.
+    """
 
     name: str = "pixels"
     dtype: str = "uint8"
     shape: tuple[int, int, int] = (1, 28, 28)  # C, H, W; the batch axis is dynamic
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_repeat: int = 1
+
+    @property
+    def np_dtype(self) -> np.dtype[Any]:
+        """The tensor dtype the model takes (little-endian, as on the wire)."""
+        return np.dtype(self.dtype).newbyteorder("<")
+
+    @property
+    def batch_shape(self) -> tuple[int | None, ...]:
+        """``(None, C, H, W)``: the batch axis is dynamic."""
+        return (None, *self.shape)
+
+    def describe(self) -> str:
+        """``uint8[N, 1, 28, 28]``, as errors show it."""
+        return f"{self.dtype}[N, {', '.join(str(d) for d in self.shape)}]"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": [None, *self.shape]}
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": [None, *self.shape],
+        }
+        if self.mean is not None and self.std is not None:
+            c, h, w = self.shape
+            doc.update(channels=c, size=[h, w], mean=list(self.mean), std=list(self.std))
+            doc["normalization"] = "(pixels / 255 - mean) / std, inside the graph"
+        if self.channel_repeat != 1:
+            doc["channel_repeat"] = self.channel_repeat
+        return doc
+
+    @classmethod
+    def from_fields(cls, inp: Fields) -> InputSpec:
+        shape = inp.list("shape", length=4)
+        if shape[0] is not None and shape[0] != -1:
+            raise inp.error("shape", "the batch axis (first) must be null (dynamic)")
+        for i, d in enumerate(shape[1:], start=1):
+            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 1 << 16:
+                raise inp.error(f"shape[{i}]", f"expected a positive integer, got {d!r}")
+        dtype = inp.str("dtype")
+        if dtype not in _DTYPES:
+            raise inp.error("dtype", f"unsupported dtype {dtype!r} (expected one of {_DTYPES})")
+        repeat = inp.int("channel_repeat", lo=1) if inp.has("channel_repeat") else 1
+        stats: list[tuple[float, ...] | None] = [None, None]
+        for j, key in enumerate(("mean", "std")):
+            if not inp.has(key):
+                continue
+            values = inp.list(key, length=shape[1] * repeat)
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            ) or (key == "std" and any(v <= 0 for v in values)):
+                raise inp.error(key, f"expected {shape[1] * repeat} finite numbers, got {values!r}")
+            stats[j] = tuple(float(v) for v in values)
+        return cls(
+            inp.str("name"),
+            dtype,
+            (shape[1], shape[2], shape[3]),
+            mean=stats[0],
+            std=stats[1],
+            channel_repeat=repeat,
+        )
 
 
 @dataclass(frozen=True)
@@ -125,17 +194,7 @@ class Manifest(SchemeBound):
         pk = pk_from_fields(scheme, f)
         if f.has("pk_fingerprint") and f.str("pk_fingerprint") != pk_fingerprint(scheme, pk):
             raise f.error("pk_fingerprint", "does not match pk")
-        inp = f.obj_("input")
-        shape = inp.list("shape", length=4)
-        if shape[0] is not None and shape[0] != -1:
-            raise inp.error("shape", "the batch axis (first) must be null (dynamic)")
-        for i, d in enumerate(shape[1:], start=1):
-            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 1 << 16:
-                raise inp.error(f"shape[{i}]", f"expected a positive integer, got {d!r}")
-        dtype = inp.str("dtype")
-        if dtype not in _DTYPES:
-            raise inp.error("dtype", f"unsupported dtype {dtype!r} (expected one of {_DTYPES})")
-        spec = InputSpec(inp.str("name"), dtype, (shape[1], shape[2], shape[3]))
+        spec = InputSpec.from_fields(f.obj_("input"))
         out = f.obj_("output")
         size = out.int("size", lo=1)
         model = f.obj_("model")

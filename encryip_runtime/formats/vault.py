@@ -3,6 +3,12 @@
 Secret: t, every sk_j, the class messages, class/trigger slots, each licensee's
 output permutation, the Fake ciphertexts with the label each key decrypts them
 to, and (in the npz) the trigger inputs and a labelled probe set.
+
+Generations: ``keys rotate`` issues a new key family and codebook, but a key, file or
+service of an earlier generation must still be attributable. The top-level fields are
+the current generation (``generation``, ``created``); ``previous_generations`` holds
+every earlier one, newest first, each a full vault document of its own (same format,
+without ``previous_generations``), sharing the arrays file.
 """
 
 from __future__ import annotations
@@ -31,9 +37,15 @@ from encryip_runtime.formats.common import (
     sk_from_fields,
     sk_to_json,
 )
-from encryip_runtime.formats.jsonio import atomic_write_bytes, read_json_document, write_json
+from encryip_runtime.formats.jsonio import Fields, json_bytes, parse_json_document
+from encryip_runtime.formats.vault_crypt import (
+    ARRAYS_ROLE,
+    VAULT_ROLE,
+    read_vault_bytes,
+    write_vault_bytes,
+)
 
-__all__ = ["VAULT_FORMAT", "LicenseeRecord", "Vault", "VaultArrays"]
+__all__ = ["VAULT_FORMAT", "LicenseeRecord", "Vault", "VaultArrays", "utc_now"]
 
 VAULT_FORMAT = "encryip-vault/1"
 _ARRAY_DTYPES = {
@@ -43,12 +55,25 @@ _ARRAY_DTYPES = {
 }
 
 
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (generation and licensee dates)."""
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+
+
 @dataclass(frozen=True)
 class LicenseeRecord:
     name: str
     sk: SecretKey = field(repr=False)
     #: Output k of this licensee's model file is output ``permutation[k]`` of the base model.
     permutation: tuple[int, ...] = field(repr=False)
+    #: UTC date (ISO 8601) the licensee was added; "" when not recorded (older vaults)
+    added: str = ""
+    #: secret seed (64 hex) and strength of the licensee file's weight fingerprint
+    #: (release/fingerprint.py); "" / 0 when the file carries none (older releases)
+    fingerprint_seed: str = field(default="", repr=False)
+    fingerprint_strength: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +94,14 @@ class VaultArrays:
 
     @classmethod
     def from_npz(cls, path: Path) -> VaultArrays:
+        """Read vault.npz (sealed at rest, or a plaintext one with a warning)."""
+        return cls.from_npz_bytes(read_vault_bytes(Path(path), ARRAYS_ROLE), Path(path))
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes, path: Path) -> VaultArrays:
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in _ARRAY_DTYPES if k in z.files}
-        except FileNotFoundError:
-            raise FormatError("file not found", path=str(path)) from None
         except (
             OSError, ValueError, zipfile.BadZipFile, EOFError,
             zlib.error, NotImplementedError, RuntimeError,  # corrupt / unsupported zip members
@@ -119,6 +147,22 @@ class Vault(SchemeBound):
     arrays_file: str = "vault.npz"
     arrays_sha256: str = ""
     root_index: int = 0  # which licensee record holds (a1, b1)
+    #: 1 for the first key family; ``keys rotate`` adds one
+    generation: int = 1
+    created: str = ""  # UTC date (ISO 8601) this generation was issued
+    #: every earlier generation, newest first (none of them has ``previous`` itself)
+    previous: tuple[Vault, ...] = field(default=(), repr=False)
+
+    def generations(self) -> tuple[Vault, ...]:
+        """This generation and every earlier one, newest first."""
+        return (self, *self.previous)
+
+    def rotated(self, new: Vault) -> Vault:
+        """``new`` as the next generation, with this one (and its history) kept."""
+        from dataclasses import replace
+
+        old = replace(self, previous=())
+        return replace(new, generation=self.generation + 1, previous=(old, *self.previous))
 
     @property
     def num_triggers(self) -> int:
@@ -158,6 +202,17 @@ class Vault(SchemeBound):
                     "name": r.name,
                     "sk": sk_to_json(self.scheme, r.sk),
                     "permutation": list(r.permutation),
+                    **({"added": r.added} if r.added else {}),
+                    **(
+                        {
+                            "fingerprint": {
+                                "seed": r.fingerprint_seed,
+                                "strength": r.fingerprint_strength,
+                            }
+                        }
+                        if r.fingerprint_seed
+                        else {}
+                    ),
                 }
                 for r in self.licensees
             ],
@@ -171,7 +226,11 @@ class Vault(SchemeBound):
             "manifest_digest": self.manifest_digest,
             "model_sha256": self.model_sha256,
             "arrays": {"file": self.arrays_file, "sha256": self.arrays_sha256},
+            "generation": self.generation,
+            "created": self.created,
         }
+        if self.previous:
+            doc["previous_generations"] = [p.to_json() for p in self.previous]
         if self.class_slots is not None:
             doc["class_slots"] = list(self.class_slots)
             doc["trigger_slots"] = list(self.trigger_slots or ())
@@ -183,25 +242,22 @@ class Vault(SchemeBound):
         vault = self
         if arrays is not None:
             data = arrays.to_npz_bytes()
-            atomic_write_bytes(path.parent / self.arrays_file, data, secret=True)
+            write_vault_bytes(path.parent / self.arrays_file, data, ARRAYS_ROLE)
             from dataclasses import replace
 
             vault = replace(self, arrays_sha256=hashlib.sha256(data).hexdigest())
-        write_json(path, vault.to_json(), secret=True)
+        write_vault_bytes(path, json_bytes(vault.to_json()), VAULT_ROLE)
         return vault
 
     def load_arrays(self, vault_path: Path) -> VaultArrays:
         path = Path(vault_path).parent / self.arrays_file
-        if self.arrays_sha256:
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except FileNotFoundError:
-                raise FormatError(
-                    "file not found (named by the vault's arrays.file)", path=str(path)
-                ) from None
-            if digest != self.arrays_sha256:
-                raise FormatError("sha256 does not match the vault (arrays.sha256)", path=str(path))
-        arrays = VaultArrays.from_npz(path)
+        if not path.exists():
+            raise FormatError("file not found (named by the vault's arrays.file)", path=str(path))
+        data = read_vault_bytes(path, ARRAYS_ROLE)
+        # The digest is over the plaintext npz: the same whether it is sealed at rest or not.
+        if self.arrays_sha256 and hashlib.sha256(data).hexdigest() != self.arrays_sha256:
+            raise FormatError("sha256 does not match the vault (arrays.sha256)", path=str(path))
+        arrays = VaultArrays.from_npz_bytes(data, path)
         if len(arrays.trigger_inputs) != self.num_triggers:
             raise FormatError(
                 f"{len(arrays.trigger_inputs)} trigger inputs but the vault has "
@@ -217,7 +273,12 @@ class Vault(SchemeBound):
 
     @classmethod
     def load(cls, path: Path) -> Vault:
-        f = read_json_document(Path(path), VAULT_FORMAT)
+        raw = read_vault_bytes(Path(path), VAULT_ROLE)
+        return cls.from_fields(parse_json_document(raw, Path(path), VAULT_FORMAT))
+
+    @classmethod
+    def from_fields(cls, f: Fields, *, nested: bool = False) -> Vault:
+        """Parse (and check) one vault document; ``nested``: an earlier generation."""
         scheme = scheme_from_fields(f)
         g = scheme.group
         k = scheme.num_classes
@@ -233,8 +294,6 @@ class Vault(SchemeBound):
         recs = []
         names: set[str] = set()
         for i, item in enumerate(f.list("licensees")):
-            from encryip_runtime.formats.jsonio import Fields
-
             rf = Fields(item, f.path, f"licensees[{i}]")
             name = rf.str("name")
             if name in names:
@@ -245,7 +304,27 @@ class Vault(SchemeBound):
                 scheme.check_key(pk, sk)
             except Exception as exc:
                 raise rf.error("sk", str(exc)) from None
-            recs.append(LicenseeRecord(name, sk, tuple(rf.permutation("permutation", size))))
+            added = rf.str("added") if rf.has("added") else ""
+            fp_seed, fp_strength = "", 0.0
+            if rf.has("fingerprint"):
+                ff = rf.obj_("fingerprint")
+                fp_seed = ff.str("seed")
+                if len(fp_seed) != 64 or any(c not in "0123456789abcdef" for c in fp_seed):
+                    raise ff.error("seed", "expected 64 lowercase hex digits")
+                raw = ff.raw("strength")
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < 1:
+                    raise ff.error("strength", f"expected a number in (0, 1), got {raw!r}")
+                fp_strength = float(raw)
+            recs.append(
+                LicenseeRecord(
+                    name,
+                    sk,
+                    tuple(rf.permutation("permutation", size)),
+                    added,
+                    fp_seed,
+                    fp_strength,
+                )
+            )
         if not recs:
             raise f.error("licensees", "at least one licensee expected")
         messages = f.parse("messages", g.from_json)
@@ -277,6 +356,24 @@ class Vault(SchemeBound):
         if not arrays_file or "/" in arrays_file or "\\" in arrays_file or arrays_file[0] == ".":
             raise arrays.error("file", "must be a plain file name beside the vault")
         root_index = f.int("root_index", lo=0, hi=len(recs) - 1) if f.has("root_index") else 0
+        generation = f.int("generation", lo=1) if f.has("generation") else 1
+        previous: list[Vault] = []
+        if f.has("previous_generations"):
+            if nested:
+                raise f.error("previous_generations", "an earlier generation has no history")
+            for i, item in enumerate(f.list("previous_generations")):
+                pf = Fields(item, f.path, f"previous_generations[{i}]")
+                prev = cls.from_fields(pf, nested=True)
+                want = generation - 1 - i
+                if prev.generation != want:
+                    raise pf.error(
+                        "generation", f"expected {want} (newest first), got {prev.generation}"
+                    )
+                if prev.profile != scheme.profile or prev.num_classes != k:
+                    raise pf.error(
+                        "profile", "an earlier generation of another profile or class count"
+                    )
+                previous.append(prev)
         vault = cls(
             scheme=scheme,
             pk=pk,
@@ -294,6 +391,9 @@ class Vault(SchemeBound):
             arrays_file=arrays_file,
             arrays_sha256=optional_digest(arrays, "sha256"),
             root_index=root_index,
+            generation=generation,
+            created=f.str("created") if f.has("created") else "",
+            previous=tuple(previous),
         )
         if g.pow(pk.g1, t) is not None and not g.equal(g.pow(pk.g1, t), pk.g2):
             raise f.error("t", "g1^t != g2: t does not belong to this public key")

@@ -12,9 +12,9 @@ import numpy as np
 from encryip_runtime.crypto.labels import HashLabelCodec
 from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.formats.manifest import Manifest
-from encryip_runtime.formats.vault import Vault
+from encryip_runtime.formats.vault import Vault, utc_now
 from encryip_runtime.release.plan import validate_licensee_names
-from encryip_runtime.release.writer import ReleasePaths, write_licensee
+from encryip_runtime.release.writer import ReleasePaths, record_fingerprint, write_licensee
 
 __all__ = ["add_licensee", "rotate_keys"]
 
@@ -44,14 +44,17 @@ def add_licensee(release_dir: Path, name: str) -> Path:
     record = write_licensee(paths, manifest, model, vault.scheme, name, family.keys[-1])
     vault.scheme.check_key(vault.pk, record.sk)
     replace(vault, licensees=(*vault.licensees, record)).save(paths.vault)
-    log.info("added licensee %s", name)
+    log.info("added licensee %s to key generation %d", name, vault.generation)
     return paths.key(name)
 
 
 def rotate_keys(release_dir: Path) -> list[Path]:
     """Secure profile: new key family, re-encrypted codebook; every old key stops working.
 
-    The network is untouched: the codebook sits outside it (DESIGN §3.2).
+    The network is untouched: the codebook sits outside it (docs/design.md §3.2). The
+    vault keeps the old generation (keys, codebook messages, Fake ciphertexts,
+    permutations, fingerprints, date), so a key, file or service of before the rotation
+    is still attributed.
     """
     paths, manifest, vault, model = _open(release_dir)
     scheme = vault.scheme
@@ -73,18 +76,19 @@ def rotate_keys(release_dir: Path) -> list[Path]:
     new_manifest.save(paths.manifest)
     records = []
     for rec, sk in zip(vault.licensees, family.keys, strict=True):
-        records.append(
-            write_licensee(
-                paths,
-                new_manifest,
-                model,
-                scheme,
-                rec.name,
-                sk,
-                np.asarray(rec.permutation, dtype=np.int64),
-            )
+        written = write_licensee(
+            paths,
+            new_manifest,
+            model,
+            scheme,
+            rec.name,
+            sk,
+            np.asarray(rec.permutation, dtype=np.int64),
+            record_fingerprint(rec),
+            fresh_fingerprint=False,
         )
-    replace(
+        records.append(replace(written, added=rec.added or written.added))
+    new = replace(
         vault,
         pk=family.pk,
         t=family.t,
@@ -94,6 +98,14 @@ def rotate_keys(release_dir: Path) -> list[Path]:
         trigger_ciphertexts=trig_cts,
         manifest_digest=new_manifest.digest,
         root_index=0,
-    ).save(paths.vault)
-    log.info("rotated keys for %d licensees", len(records))
+        created=utc_now(),
+    )
+    rotated = vault.rotated(new)
+    rotated.save(paths.vault)
+    log.info(
+        "rotated keys for %d licensees: generation %d (the vault keeps generations 1-%d)",
+        len(records),
+        rotated.generation,
+        rotated.generation,
+    )
     return [paths.key(r.name) for r in records]

@@ -1,4 +1,4 @@
-"""Permute a classifier's outputs inside its ONNX file (per-licensee variants, DESIGN §4).
+"""Permute a classifier's outputs inside its ONNX file (per-licensee variants, docs/design.md §4).
 
 The final layer's rows (weights and bias) are permuted in place, so the variant
 costs nothing at inference and carries no extra node a reader could spot. Output k

@@ -1,8 +1,9 @@
-"""Write a release directory (DESIGN §1, §4):
+"""Write a release directory (docs/design.md §1, §4):
 
 ```
 model.onnx, manifest.json              public: the base model
-licensees/<name>/model.onnx, manifest.json   public: the licensee's permuted variant
+licensees/<name>/model.onnx, manifest.json   the licensee's variant: outputs permuted,
+                                       inner weights fingerprinted (release/fingerprint.py)
 keys/<name>.key                        secret (0600): one per licensee
 vault.json, vault.npz                  secret (0600): the arbitrator's
 ```
@@ -21,11 +22,18 @@ from encryip_runtime.crypto.scheme import CSLite, KeyFamily, SecretKey
 from encryip_runtime.formats.jsonio import atomic_write_bytes
 from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.formats.manifest import InputSpec, Manifest
-from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays
+from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays, utc_now
+from encryip_runtime.release.fingerprint import Fingerprint, apply_fingerprint
 from encryip_runtime.release.onnx_permute import permute_onnx_outputs
 from encryip_runtime.release.plan import ProtectionPlan, random_permutation
 
-__all__ = ["ReleasePaths", "licensee_permutation", "write_licensee", "write_release"]
+__all__ = [
+    "ReleasePaths",
+    "licensee_permutation",
+    "record_fingerprint",
+    "write_licensee",
+    "write_release",
+]
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,21 @@ def write_licensee(
     name: str,
     sk: SecretKey,
     order: npt.NDArray[np.int64] | None = None,
+    fingerprint: Fingerprint | None = None,
+    *,
+    fresh_fingerprint: bool = True,
 ) -> LicenseeRecord:
-    """The licensee's permuted model + manifest and its key file. Needs no training."""
+    """The licensee's permuted, fingerprinted model + manifest and its key file.
+
+    Needs no training. ``order`` / ``fingerprint``: keep the licensee's existing ones
+    (key rotation: the file stays byte-identical); fresh secret ones when ``None``
+    (no fingerprint at all when ``fresh_fingerprint`` is false: an older file kept).
+    """
     order = licensee_permutation(scheme, base.output_size) if order is None else order
+    if fingerprint is None and fresh_fingerprint:
+        fingerprint = Fingerprint.fresh()
+    if fingerprint is not None:
+        base_model = apply_fingerprint(base_model, fingerprint)
     model = permute_onnx_outputs(base_model, order)
     d = paths.licensee_dir(name)
     atomic_write_bytes(d / "model.onnx", model)
@@ -101,7 +121,21 @@ def write_licensee(
     manifest.save(d / "manifest.json")
     key = LicenseeKey(scheme, name, base.pk, sk, base.class_names, manifest.digest)
     key.save(paths.key(name))
-    return LicenseeRecord(name, sk, tuple(int(v) for v in order))
+    return LicenseeRecord(
+        name,
+        sk,
+        tuple(int(v) for v in order),
+        utc_now(),
+        "" if fingerprint is None else fingerprint.seed,
+        0.0 if fingerprint is None else fingerprint.strength,
+    )
+
+
+def record_fingerprint(rec: LicenseeRecord) -> Fingerprint | None:
+    """The weight fingerprint a vault record describes (None: the file carries none)."""
+    if not rec.fingerprint_seed:
+        return None
+    return Fingerprint(rec.fingerprint_seed, rec.fingerprint_strength)
 
 
 def write_release(
@@ -164,6 +198,7 @@ def vault_from_plan(plan: ProtectionPlan, records: list[LicenseeRecord], base: M
         else tuple(int(v) for v in plan.trigger_slots),
         manifest_digest=base.digest,
         model_sha256=base.model_sha256,
+        created=utc_now(),
     )
 
 

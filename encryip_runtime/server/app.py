@@ -1,20 +1,21 @@
 """Assemble and run the server: ``create_server(cfg) -> (server, port)`` and ``serve(cfg)``.
 
-Lifecycle of one ``EncryIPServer``:
-
-1. ``create_server`` checks the release for secret material, starts the plaintext
-   health port (NOT_SERVING) and the metrics port, loads the model, and binds the main
-   port. Nothing answers predictions yet.
-
 The main port is a ``grpc.aio`` server on an event loop of its own thread: a request
 costs one coroutine, not one blocked thread, and the micro-batcher's threads hand each
-result back with one loop wake-up. This class keeps a plain blocking API around it.
-2. ``start()`` starts the batcher and the main gRPC server, then health -> SERVING.
+result back with one loop wake-up. ``EncryIPServer`` keeps a plain blocking API around it.
+
+Lifecycle of one ``EncryIPServer``:
+
+1. ``create_server`` checks the settings and refuses a directory with secret material,
+   then starts the plaintext health port (NOT_SERVING) and the metrics port, loads the
+   model, and binds the main port. Nothing answers predictions yet.
+2. ``start()`` starts the batcher, the main gRPC server and the REST port (``--http-port``,
+   aiohttp on the same event loop and the same request path), then health -> SERVING.
 3. ``reload()`` (SIGHUP, or file changes when polling) swaps the model atomically or
    keeps the old one.
-4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING, the main port refuses new RPCs,
-   accepted ones finish (up to ``grace`` seconds), the batcher drains, then the health
-   and metrics ports close.
+4. ``stop(grace)`` (SIGTERM): health -> NOT_SERVING and health ``Watch`` streams end, the
+   main and REST ports refuse new predictions, accepted ones finish (up to ``grace``
+   seconds), the batcher drains, then the REST, health and metrics ports close.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from encryip_runtime.pipeline import CryptoPool, auto_crypto_threads
 from encryip_runtime.server.batcher import MicroBatcher
 from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.encryip_servicer import EncryIPServicer
@@ -42,11 +44,30 @@ from encryip_runtime.server.inference_servicer import InferenceServicer
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
 from encryip_runtime.server.predictor import Predictor
-from encryip_runtime.server.security import TokenAuthInterceptor, server_credentials
+from encryip_runtime.server.rest import RestFrontend
+from encryip_runtime.server.security import (
+    BearerAuth,
+    TokenAuthInterceptor,
+    server_credentials,
+    server_ssl_context,
+)
 
 __all__ = ["EncryIPServer", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+def resolve_crypto_threads(cfg: ServerConfig) -> int:
+    """``--crypto-threads``, with ``auto`` (0) sized from the cores onnxruntime and the
+    event loop leave (``pipeline.auto_crypto_threads``)."""
+    if cfg.crypto_threads > 0:
+        return cfg.crypto_threads
+    import onnxruntime as ort
+
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    on_gpu = bool(gpu & set(ort.get_available_providers()))
+    return auto_crypto_threads(cfg.intra_op_threads, on_gpu=on_gpu)
+
 
 _T = TypeVar("_T")
 # Time between health going NOT_SERVING and the first refused prediction.
@@ -62,14 +83,21 @@ class EncryIPServer:
         self.cfg = cfg
         self.metrics = ServerMetrics()
         self.health = HealthState()
-        self.store = ModelStore(
-            cfg.release_dir,
-            model_name=cfg.model_name,
-            intra_op_threads=cfg.intra_op_threads,
-            pool_capacity=cfg.reroll_pool,
-            crypto_threads=cfg.crypto_threads,
-            metrics=self.metrics,
-        )
+        # One crypto pool for the server's life, shared by every model it loads: a
+        # reload never closes it under the old model's queued batches.
+        self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
+        try:
+            self.store = ModelStore(
+                cfg.release_dir,
+                model_name=cfg.model_name,
+                intra_op_threads=cfg.intra_op_threads,
+                pool_capacity=cfg.reroll_pool,
+                crypto_pool=self.crypto_pool,
+                metrics=self.metrics,
+            )
+        except BaseException:
+            self.crypto_pool.close()  # a failed start leaves no thread behind
+            raise
         self.batcher = MicroBatcher(
             max_batch=cfg.max_batch,
             max_delay_s=cfg.max_queue_delay_s,
@@ -79,6 +107,7 @@ class EncryIPServer:
         )
         self.predictor = Predictor(self.store, self.batcher)
         self.port = 0
+        self.http_port = 0
         self.health_port = 0
         self.metrics_port = 0
         self._options = [
@@ -87,7 +116,9 @@ class EncryIPServer:
             ("grpc.so_reuseport", 0),
         ]
         token = cfg.read_token()
-        self._interceptors = [TokenAuthInterceptor(token)] if token is not None else []
+        self._auth = BearerAuth(token) if token is not None else None
+        self._interceptors = [TokenAuthInterceptor(self._auth)] if self._auth is not None else []
+        self._rest: RestFrontend | None = None
         # Only the main port ages connections out (clients re-balance after a scale-out);
         # the health port serves kubelet probes, which connect per probe anyway.
         self._main_options = self._options + cfg.grpc_connection_options()
@@ -110,6 +141,8 @@ class EncryIPServer:
     def _close_loop(self) -> None:
         if self._grpc is not None:
             self._on_loop(self._grpc.stop(None))
+        if self._rest is not None:
+            self._on_loop(self._rest.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(10)
         if not self._loop_thread.is_alive():
@@ -131,6 +164,7 @@ class EncryIPServer:
         except BaseException:
             self._close_side_ports()
             self.store.close()
+            self.crypto_pool.close()
             self._close_loop()
             raise
 
@@ -191,6 +225,19 @@ class EncryIPServer:
         if self.port == 0:
             hint = " (port in use, or --tls-key does not match --tls-cert)" if creds else ""
             raise OSError(f"cannot bind {address}{hint}")
+        if cfg.http_port != 0:
+            self._rest = RestFrontend(
+                self.predictor,
+                self.metrics,
+                self.health,
+                auth=self._auth,
+                max_body_bytes=cfg.max_message_bytes,
+                cors_origins=cfg.cors_origins,
+                shutdown_timeout_s=min(cfg.drain_seconds, 5.0),
+            )
+            self.http_port = await self._rest.start(
+                cfg.host, cfg.http_port, server_ssl_context(cfg)
+            )
 
     def start(self) -> None:
         """Start answering on the main port; health goes SERVING."""
@@ -203,11 +250,19 @@ class EncryIPServer:
         self.store.start_polling(self.cfg.reload_poll_seconds)
         self.health.set_serving(True)
         mode = "mTLS" if self.cfg.tls_client_ca else "TLS" if self.cfg.tls else "plaintext"
+        log.info("SampDist threads per batch: %d", self.crypto_pool.threads)
+        if self.http_port:
+            log.info("Open Inference Protocol v2 REST on %s:%d", self.cfg.host, self.http_port)
         log.info(
             "encryip serving on %s:%d (%s%s), max batch %d, queue delay %.1f ms, queue %d",
             self.cfg.host, self.port, mode, ", token auth" if self.cfg.token_file else "",
             self.cfg.max_batch, self.cfg.max_queue_delay_ms, self.cfg.max_queue,
         )  # fmt: skip
+        if self.cfg.token_file is not None and not self.cfg.tls:
+            log.warning(
+                "bearer token over plaintext (--allow-insecure-token): anyone on the path "
+                "can read it; end TLS in front of this port"
+            )
 
     def reload(self) -> bool:
         """Load the release again; True if the new model serves now (else the old one does)."""
@@ -221,7 +276,9 @@ class EncryIPServer:
             grace = self.cfg.drain_seconds if grace is None else grace
             log.info("draining (up to %.1f s)", grace)
             end = time.monotonic() + grace
-            self.health.set_serving(False)
+            # Watch streams on the main port end now (they sent NOT_SERVING): an open
+            # stream must not hold the drain for the whole grace.
+            self.health.begin_drain()
             self.store.stop_polling()
             # Keep serving a moment so health watchers (and load balancers) see the flip
             # before the first refusal; under load a watch update can lag by a few ms.
@@ -238,10 +295,14 @@ class EncryIPServer:
             if self._grpc is not None:
                 # Returns when accepted RPCs have all finished (or were cancelled at the end).
                 self._on_loop(self._grpc.stop(max(0.0, end - time.monotonic())))
+            if self._rest is not None:
+                self._on_loop(self._rest.stop())
+                self._rest = None
             self.batcher.close(timeout_s=max(grace, 1.0))
             self.health.shutdown()
             self._close_side_ports()
             self.store.close()
+            self.crypto_pool.close()
             self._grpc = None
             self._close_loop()
             self._stopped.set()
@@ -268,8 +329,11 @@ def create_server(cfg: ServerConfig) -> tuple[EncryIPServer, int]:
     """Load the model and bind every port; call ``server.start()`` to begin serving.
 
     Raises ``SecretMaterialError`` for a directory with keys or the vault, and the
-    loader's errors (``FormatError``, ``ModelError``) for a bad release.
+    loader's errors (``FormatError``, ``ModelError``) for a bad release, and
+    ``ConfigError`` for inconsistent settings (e.g. a token over plaintext not allowed).
     """
+    cfg.validate()
+    refuse_secret_material(cfg.release_dir)  # before anything starts (or logs)
     server = EncryIPServer(cfg)
     server._open()
     return server, server.port

@@ -29,13 +29,14 @@ def model_info(loaded: LoadedModel) -> encryip_pb2.ModelInfo:
         class_names=list(loaded.class_names),
         input=encryip_pb2.TensorSpec(
             name=loaded.spec.name,
-            dtype=loaded.spec.dtype.name,
-            shape=[-1 if d is None else d for d in loaded.spec.shape],
+            dtype=loaded.spec.dtype,
+            shape=[-1 if d is None else d for d in loaded.spec.batch_shape],
         ),
         manifest_digest=loaded.digest,
         ciphertext_size=loaded.ciphertext_size,
         onehot_size=loaded.onehot_size,
         runtime_version=__version__,
+        crypto_backend=loaded.crypto_backend,
     )
 
 

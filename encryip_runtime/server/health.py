@@ -9,14 +9,70 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from grpc_health.v1 import health, health_pb2
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-__all__ = ["HEALTH_SERVICE_NAMES", "HealthState"]
+__all__ = ["HEALTH_SERVICE_NAMES", "DrainableHealthServicer", "HealthState"]
 
 log = logging.getLogger(__name__)
 
 # "" is the whole server; Kubernetes probes and deploy/ use these exact names.
 HEALTH_SERVICE_NAMES: tuple[str, ...] = ("", "encryip.v1.EncryIP", "inference.GRPCInferenceService")
+
+
+class DrainableHealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 for a grpc.aio server whose Watch streams end when the drain starts.
+
+    grpc's own aio servicer keeps a Watch open until the server stops, so the server's
+    ``stop(grace)`` waited the whole grace for it. Here :meth:`end_streams` makes every
+    open (and every later) Watch send its last status, NOT_SERVING, and finish with OK.
+    """
+
+    def __init__(self) -> None:
+        self._status: dict[str, int] = {}
+        self._changed: asyncio.Condition | None = None  # created on the serving loop
+        self._ending = False
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        changed = self._condition()
+        last: int | None = None
+        async with changed:
+            while True:
+                status = self._status.get(
+                    request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                )
+                if status != last:
+                    await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last = status
+                if self._ending:
+                    return
+                await changed.wait()
+
+    async def set(self, service: str, status: int) -> None:
+        if self._ending:
+            return
+        async with self._condition():
+            self._status[service] = status
+            self._condition().notify_all()
+
+    async def end_streams(self) -> None:
+        """Everything NOT_SERVING, for good; open Watch streams send that and end."""
+        async with self._condition():
+            self._ending = True
+            for service in self._status:
+                self._status[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+            self._condition().notify_all()
 
 
 class HealthState:
@@ -28,7 +84,7 @@ class HealthState:
 
     def __init__(self) -> None:
         self._servicers: list[health.HealthServicer] = []
-        self._aio: list[tuple[health.aio.HealthServicer, asyncio.AbstractEventLoop]] = []
+        self._aio: list[tuple[DrainableHealthServicer, asyncio.AbstractEventLoop]] = []
         self._serving = False
 
     def new_servicer(self) -> health.HealthServicer:
@@ -37,9 +93,9 @@ class HealthState:
         self._apply(servicer)
         return servicer
 
-    def new_aio_servicer(self, loop: asyncio.AbstractEventLoop) -> health.aio.HealthServicer:
+    def new_aio_servicer(self, loop: asyncio.AbstractEventLoop) -> DrainableHealthServicer:
         """A servicer for a grpc.aio server running on ``loop``."""
-        servicer = health.aio.HealthServicer()
+        servicer = DrainableHealthServicer()
         self._aio.append((servicer, loop))
         self._apply_aio(servicer, loop)
         return servicer
@@ -57,13 +113,21 @@ class HealthState:
         for aio_servicer, loop in self._aio:
             self._apply_aio(aio_servicer, loop)
 
+    def begin_drain(self) -> None:
+        """NOT_SERVING for good on the main port: its Watch streams send that and end, so
+        they do not hold the server's drain (the probe port keeps answering until
+        :meth:`shutdown`)."""
+        self.set_serving(False)
+        for aio_servicer, loop in self._aio:
+            _run_on(loop, aio_servicer.end_streams())
+
     def shutdown(self) -> None:
         """Final NOT_SERVING; open Watch streams end."""
         self._serving = False
         for servicer in self._servicers:
             servicer.enter_graceful_shutdown()
         for aio_servicer, loop in self._aio:
-            _run_on(loop, aio_servicer.enter_graceful_shutdown())
+            _run_on(loop, aio_servicer.end_streams())
 
     def _status(self) -> int:
         return (
@@ -77,7 +141,7 @@ class HealthState:
             servicer.set(name, self._status())
 
     def _apply_aio(
-        self, servicer: health.aio.HealthServicer, loop: asyncio.AbstractEventLoop
+        self, servicer: DrainableHealthServicer, loop: asyncio.AbstractEventLoop
     ) -> None:
         status = self._status()
 

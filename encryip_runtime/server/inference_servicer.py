@@ -1,41 +1,37 @@
 """``inference.GRPCInferenceService`` (Open Inference Protocol v2): protobuf <-> domain only.
 
-Outputs: ``ciphertext`` (BYTES ``[N]``, one wire ciphertext per row) and, in the paper
-profile on request, ``onehot`` (FP32 ``[N, 3p]``). A request that sends its input in
-``raw_input_contents`` (as tritonclient does) gets ``raw_output_contents`` back;
-one that uses typed ``contents`` gets typed contents.
+Outputs and metadata are decided in ``oip.py`` (shared with the REST front end). A request
+that sends its input in ``raw_input_contents`` (as tritonclient does) gets
+``raw_output_contents`` back; one that uses typed ``contents`` gets typed contents.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime import __version__
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2 as pb
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from encryip_runtime.exceptions import InputError
 from encryip_runtime.server.health import HealthState
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import LoadedModel
+from encryip_runtime.server.oip import (
+    CIPHERTEXT_OUTPUT,
+    ONEHOT_OUTPUT,
+    check_outputs,
+    model_metadata,
+    server_metadata,
+)
 from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.status import grpc_method
-from encryip_runtime.server.tensors import (
-    decode_tensor,
-    dtype_from_kserve,
-    kserve_datatype,
-    pack_bytes_elements,
-)
+from encryip_runtime.server.tensors import decode_tensor, dtype_from_kserve, pack_bytes_elements
 
 __all__ = ["CIPHERTEXT_OUTPUT", "ONEHOT_OUTPUT", "InferenceServicer"]
-
-CIPHERTEXT_OUTPUT = "ciphertext"
-ONEHOT_OUTPUT = "onehot"
-PLATFORM = "onnxruntime_onnx+encryip"
-_VERSIONS = ("", "1")
 
 # Which typed contents field carries each datatype (Open Inference Protocol).
 _CONTENTS_FIELD = {
@@ -54,8 +50,15 @@ _CONTENTS_FIELD = {
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, predictor: Predictor, metrics: ServerMetrics, health: HealthState) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        metrics: ServerMetrics,
+        health: HealthState,
+        extensions: Sequence[str] = (),
+    ) -> None:
         self._predictor = predictor
+        self._extensions = list(extensions)
         self._metrics = metrics
         self._health = health
 
@@ -74,56 +77,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerReadyResponse:
-        ready = self._health.serving and self._predictor.store.current is not None
-        return pb.ServerReadyResponse(ready=ready)
+        return pb.ServerReadyResponse(ready=self._health.serving and self._predictor.ready())
 
     @grpc_method("inference.GRPCInferenceService/ModelReady")
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelReadyResponse:
-        loaded = self._predictor.store.current
-        ready = (
-            self._health.serving
-            and loaded is not None
-            and request.name == loaded.name
-            and request.version in _VERSIONS
-        )
+        ready = self._health.serving and self._predictor.ready(request.name, request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     @grpc_method("inference.GRPCInferenceService/ServerMetadata")
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="encryip", version=__version__, extensions=[])
+        return pb.ServerMetadataResponse(**server_metadata(self._extensions))
 
     @grpc_method("inference.GRPCInferenceService/ModelMetadata")
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelMetadataResponse:
-        loaded = self._resolve(request.name, request.version)
-        outputs = [
-            pb.ModelMetadataResponse.TensorMetadata(
-                name=CIPHERTEXT_OUTPUT, datatype="BYTES", shape=[-1]
-            )
-        ]
-        if loaded.onehot_size:
-            outputs.append(
-                pb.ModelMetadataResponse.TensorMetadata(
-                    name=ONEHOT_OUTPUT, datatype="FP32", shape=[-1, loaded.onehot_size]
-                )
-            )
+        loaded = self._predictor.resolve(request.name, request.version)
+        meta = model_metadata(loaded, self._predictor.versions(loaded.name))
+        tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=loaded.name,
-            versions=["1"],
-            platform=PLATFORM,
-            inputs=[
-                pb.ModelMetadataResponse.TensorMetadata(
-                    name=loaded.spec.name,
-                    datatype=kserve_datatype(loaded.spec.dtype),
-                    shape=[-1 if d is None else d for d in loaded.spec.shape],
-                )
-            ],
-            outputs=outputs,
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]],
+            outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
     # -- inference -------------------------------------------------------------------
@@ -132,15 +113,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
-        loaded = self._resolve(request.model_name, request.model_version)
+        loaded = self._predictor.resolve(request.model_name, request.model_version)
         x, raw = _input_array(request, loaded)
-        wanted = [o.name for o in request.outputs] or [CIPHERTEXT_OUTPUT]
-        for name in wanted:
-            if name not in (CIPHERTEXT_OUTPUT, ONEHOT_OUTPUT) or (
-                name == ONEHOT_OUTPUT and not loaded.onehot_size
-            ):
-                known = CIPHERTEXT_OUTPUT + (f", {ONEHOT_OUTPUT}" if loaded.onehot_size else "")
-                raise InputError(f"unknown output {name[:64]!r}: model has {known}")
+        wanted = check_outputs(loaded, [o.name for o in request.outputs])
         pred = await self._predictor.predict(
             loaded,
             x,
@@ -148,7 +123,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             timeout_s=context.time_remaining(),
         )
         response = pb.ModelInferResponse(
-            model_name=pred.model.name, model_version="1", id=request.id
+            model_name=pred.model.name, model_version=pred.model.version, id=request.id
         )
         for name in wanted:
             out = response.outputs.add(name=name)
@@ -170,12 +145,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 else:
                     out.contents.fp32_contents.extend(onehot.reshape(-1).tolist())
         return response
-
-    def _resolve(self, name: str, version: str) -> LoadedModel:
-        loaded = self._predictor.resolve(name)
-        if version not in _VERSIONS:
-            raise InputError(f"unknown model version {version[:32]!r}: only version 1 exists")
-        return loaded
 
 
 def _input_array(

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 __all__ = ["ServerMetrics"]
 
 log = logging.getLogger(__name__)
+# Methods whose time is a prediction's (encryip_request_seconds); the rest only count.
+_PREDICTION_METHODS = ("/Predict", "/ModelInfer")
 
 # Latencies from 50 us to 10 s.
 _LATENCY_BUCKETS = (
@@ -76,26 +78,44 @@ class ServerMetrics:
             ["result"],
             registry=r,
         )
+        for result in ("success", "failure"):  # exported as 0 from the start, not on first use
+            self.reloads.labels(result=result)
         self.model_loaded = Gauge(
             "encryip_model_loaded_timestamp_seconds",
             "When the model now serving was loaded",
             registry=r,
         )
+        self.crypto = Gauge(
+            "encryip_crypto_info",
+            "What computes SampDist for the model now serving (backend: native, libsodium, "
+            "numpy) and how many threads share one batch's SampDist; the value is 1",
+            ["backend", "threads"],
+            registry=r,
+        )
         self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
         # Labelled children by (method, code): ``labels()`` costs more than the update.
-        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram | None]] = {}
+
+    def set_crypto(self, backend: str, threads: int) -> None:
+        """Only the current model's backend is reported (a reload may change it)."""
+        self.crypto.clear()
+        self.crypto.labels(backend=backend, threads=str(threads)).set(1)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
+        """Every RPC counts in ``encryip_requests_total``; only predictions (Predict,
+        ModelInfer) in ``encryip_request_seconds``, so metadata calls do not skew it."""
         child = self._children.get((method, code))
         if child is None:  # a racing duplicate lookup is harmless: labels() is idempotent
+            timed = method.endswith(_PREDICTION_METHODS)
             child = (
                 self.requests.labels(method=method, code=code),
-                self.request_seconds.labels(method=method),
+                self.request_seconds.labels(method=method) if timed else None,
             )
             self._children[(method, code)] = child
         child[0].inc()
-        child[1].observe(seconds)
+        if child[1] is not None:
+            child[1].observe(seconds)
 
     def start_http(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0 = a free port); returns the bound port."""

@@ -15,33 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from encryip_runtime.exceptions import SecretMaterialError
+from encryip_runtime.formats.manifest import InputSpec
+from encryip_runtime.formats.secrets import refuse_secret_material
 from encryip_runtime.server.metrics import ServerMetrics
-from encryip_runtime.server.tensors import InputSpec
 
 if TYPE_CHECKING:
-    from encryip_runtime.pipeline import ProtectedModel
+    from encryip_runtime.pipeline import CryptoPool, ProtectedModel
 
 __all__ = ["LoadedModel", "ModelStore", "load_model", "refuse_secret_material"]
 
 log = logging.getLogger(__name__)
-
-
-def refuse_secret_material(release_dir: Path) -> None:
-    """Raise ``SecretMaterialError`` if the directory holds a licensee key or the vault."""
-    from encryip_runtime.pipeline import check_no_secrets
-
-    check_no_secrets(release_dir)
-    keys = release_dir / "keys"
-    if keys.is_dir():
-        files = sorted(p for p in keys.rglob("*") if p.is_file())
-        if files:
-            raise SecretMaterialError(
-                f"refusing to serve: {keys} holds files ({', '.join(map(str, files[:5]))}); "
-                "the runtime needs only model.onnx and manifest.json"
-            )
 
 
 @dataclass(frozen=True)
@@ -58,9 +41,12 @@ class LoadedModel:
     spec: InputSpec
     digest: str
     ciphertext_size: int
+    crypto_backend: str
     onehot_size: int
     loaded_at: float
     signature: tuple[tuple[str, int, int], ...]
+    # The version it is served as (a repository's version directory; "1" otherwise).
+    version: str = "1"
 
 
 def release_signature(release_dir: Path) -> tuple[tuple[str, int, int], ...]:
@@ -83,6 +69,7 @@ def load_model(
     intra_op_threads: int = 0,
     pool_capacity: int = 0,
     crypto_threads: int = 1,
+    crypto_pool: CryptoPool | None = None,
 ) -> LoadedModel:
     """Load and describe the release (raises on anything wrong; never returns half a model)."""
     from encryip_runtime.pipeline import ProtectedModel
@@ -94,16 +81,14 @@ def load_model(
         intra_op_threads=intra_op_threads,
         pool_capacity=pool_capacity,
         crypto_threads=crypto_threads,
+        crypto_pool=crypto_pool,
+        inputs_checked=True,  # the request path runs tensors.check_input, once
     )
     m = pm.manifest
     scheme = m.scheme
     g = scheme.group
     pk = tuple(str(g.to_json(part)[0]) for part in m.pk.parts())
-    spec = InputSpec(
-        name=m.input.name,
-        dtype=np.dtype(m.input.dtype),
-        shape=(None, *m.input.shape),
-    )
+    spec = m.input
     onehot = 3 * (g.order + 1) if m.profile == "paper" else 0
     return LoadedModel(
         model=pm,
@@ -116,6 +101,7 @@ def load_model(
         spec=spec,
         digest=m.digest,
         ciphertext_size=scheme.ciphertext_size,
+        crypto_backend=pm.crypto_backend,
         onehot_size=onehot,
         loaded_at=time.time(),
         signature=signature,
@@ -133,6 +119,7 @@ class ModelStore:
         intra_op_threads: int = 0,
         pool_capacity: int = 0,
         crypto_threads: int = 1,
+        crypto_pool: CryptoPool | None = None,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.release_dir = release_dir
@@ -140,6 +127,9 @@ class ModelStore:
         self._threads = intra_op_threads
         self._pool_capacity = pool_capacity
         self._crypto_threads = crypto_threads
+        # The server's SampDist threads, shared by every model loaded here (never closed
+        # by a reload: the old model's queued batches still use them).
+        self._crypto_pool = crypto_pool
         self._metrics = metrics
         self._current: LoadedModel | None = None
         self._reload_lock = threading.Lock()
@@ -197,12 +187,15 @@ class ModelStore:
             intra_op_threads=self._threads,
             pool_capacity=self._pool_capacity,
             crypto_threads=self._crypto_threads,
+            crypto_pool=self._crypto_pool,
         )
 
     def _install(self, loaded: LoadedModel) -> None:
         self._current = loaded  # one reference assignment: atomic for readers
         if self._metrics is not None:
             self._metrics.model_loaded.set(loaded.loaded_at)
+            threads = self._crypto_pool.threads if self._crypto_pool else self._crypto_threads
+            self._metrics.set_crypto(loaded.crypto_backend, threads)
 
     # -- polling ---------------------------------------------------------------------
 

@@ -58,8 +58,9 @@ class Predictor:
                 self._idle.wait(remaining)
         return True
 
-    def resolve(self, model_name: str) -> LoadedModel:
-        """The current model if ``model_name`` is empty or its name."""
+    def resolve(self, model_name: str, version: str = "") -> LoadedModel:
+        """The model called ``model_name`` (empty: the one served) at ``version`` (empty:
+        the default one). ``UnknownModelError`` names what is served."""
         if self._draining:
             raise NotReadyError("server is draining; retry on another replica")
         loaded = self.store.current
@@ -69,7 +70,29 @@ class Predictor:
             raise UnknownModelError(
                 f"unknown model {model_name[:128]!r}: this server serves {loaded.name!r}"
             )
+        if version and version != loaded.version:
+            raise UnknownModelError(
+                f"unknown version {version[:32]!r} of model {loaded.name!r}: "
+                f"served versions: {loaded.version}"
+            )
         return loaded
+
+    def ready(self, model_name: str | None = None, version: str = "") -> bool:
+        """Whether the server (``model_name`` None) or that model can answer predictions."""
+        if self._draining:
+            return False
+        if model_name is None:
+            return self.store.current is not None
+        try:
+            self.resolve(model_name, version)
+        except (NotReadyError, UnknownModelError):
+            return False
+        return True
+
+    def versions(self, model_name: str) -> list[str]:
+        """The versions of ``model_name`` that are served."""
+        loaded = self.store.current
+        return [loaded.version] if loaded is not None and loaded.name == model_name else []
 
     async def predict(
         self,

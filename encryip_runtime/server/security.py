@@ -1,9 +1,14 @@
-"""Transport security (TLS, mTLS) and bearer-token authentication of the main port."""
+"""Transport security (TLS, mTLS) and bearer-token authentication of the main and REST ports.
+
+One ``BearerAuth`` decides for both protocols: the gRPC interceptor hands it the
+``authorization`` metadata, the REST front end the ``Authorization`` header.
+"""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,7 +17,7 @@ import grpc
 from encryip_runtime.server.config import ServerConfig
 from encryip_runtime.server.status import UnauthenticatedError, status_for
 
-__all__ = ["TokenAuthInterceptor", "server_credentials"]
+__all__ = ["BearerAuth", "TokenAuthInterceptor", "server_credentials", "server_ssl_context"]
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +37,37 @@ def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Require ``authorization: Bearer <token>`` metadata; compared in constant time."""
+def server_ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    """The same TLS / mTLS settings as :func:`server_credentials`, for the REST port."""
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+    if cfg.tls_client_ca is not None:
+        ctx.load_verify_locations(cafile=str(cfg.tls_client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class BearerAuth:
+    """Checks an ``Authorization`` value against ``Bearer <token>`` in constant time."""
 
     def __init__(self, token: bytes) -> None:
         self._expected = b"Bearer " + token
+
+    def check(self, presented: bytes) -> None:
+        """Return if ``presented`` is the expected value; else ``UnauthenticatedError``."""
+        if not hmac.compare_digest(presented, self._expected):
+            reason = "missing bearer token" if not presented else "invalid bearer token"
+            raise UnauthenticatedError(reason)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Require ``authorization: Bearer <token>`` metadata; compared in constant time."""
+
+    def __init__(self, auth: BearerAuth) -> None:
+        self._auth = auth
 
     async def intercept_service(
         self,
@@ -51,11 +82,12 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             if key == "authorization":
                 presented = value.encode("utf-8", "replace") if isinstance(value, str) else value
                 break
-        if hmac.compare_digest(presented, self._expected):
-            return await continuation(handler_call_details)
-        reason = "missing bearer token" if not presented else "invalid bearer token"
-        log.info("refused %s: %s", method, reason)
-        return _deny_handler(await continuation(handler_call_details), UnauthenticatedError(reason))
+        try:
+            self._auth.check(presented)
+        except UnauthenticatedError as exc:
+            log.info("refused %s: %s", method, exc)
+            return _deny_handler(await continuation(handler_call_details), exc)
+        return await continuation(handler_call_details)
 
 
 def _deny_handler(

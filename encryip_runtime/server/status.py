@@ -1,7 +1,8 @@
-"""The one place where exceptions become gRPC status codes.
+"""The one place where exceptions become gRPC status codes (and HTTP statuses for REST).
 
-Servicers and interceptors never pick a status code themselves: they raise (or let
-through) an exception, and :func:`status_for` decides. Unknown exceptions become
+Servicers, interceptors and the REST front end never pick a status code themselves: they
+raise (or let through) an exception, and :func:`status_for` decides; :func:`http_status_for`
+maps that decision to HTTP (Google's gRPC <-> HTTP table). Unknown exceptions become
 ``INTERNAL`` with a generic message; their details go to the log, never to the client.
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "UnknownModelError",
     "abort",
     "grpc_method",
+    "http_status_for",
     "status_for",
 ]
 
@@ -61,11 +63,13 @@ class UnauthenticatedError(EncryIPError):
 
 
 class UnknownModelError(InputError):
-    """A model name this server does not serve (``INVALID_ARGUMENT``)."""
+    """A model name (or version) this server does not serve (``NOT_FOUND``)."""
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and the client-visible message for an exception."""
+    if isinstance(exc, UnknownModelError):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, (InputError, EncodingError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, (QueueFullError, RequestTooLargeError)):
@@ -79,6 +83,34 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, InferenceError):
         return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
+
+
+# gRPC status -> HTTP status, as in google.rpc's code.proto / grpc-gateway.
+_HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INTERNAL: 500,
+}
+
+
+def http_status_for(exc: BaseException) -> tuple[int, grpc.StatusCode, str]:
+    """HTTP status, the gRPC code it stands for (metrics) and the client-visible message.
+
+    One refinement over the plain table: a request body over the limit is 413 (an
+    unknown model or version is NOT_FOUND, 404, as on gRPC)."""
+    code, message = status_for(exc)
+    if isinstance(exc, RequestTooLargeError):
+        return 413, code, message
+    return _HTTP_STATUS.get(code, 500), code, message
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from encryip_runtime.exceptions import InputError
+from encryip_runtime.formats.manifest import InputSpec
 
 __all__ = [
     "KSERVE_DATATYPES",
@@ -45,23 +45,6 @@ KSERVE_DATATYPES: dict[str, str] = {
 }
 _NUMPY_NAMES = frozenset(KSERVE_DATATYPES.values())
 _MAX_DIMS = 8
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model takes: dtype and shape with ``None`` for the batch dimension."""
-
-    name: str
-    dtype: np.dtype[Any]
-    shape: tuple[int | None, ...]
-
-    @property
-    def row_shape(self) -> tuple[int | None, ...]:
-        return self.shape[1:]
-
-    def describe(self) -> str:
-        dims = ", ".join("N" if d is None else str(d) for d in self.shape)
-        return f"{self.dtype.name}[{dims}]"
 
 
 def dtype_from_name(name: str) -> np.dtype[Any]:
@@ -119,15 +102,18 @@ def decode_tensor(dtype: np.dtype[Any], shape: Sequence[int], data: bytes) -> np
 
 
 def check_input(x: npt.NDArray[Any], spec: InputSpec) -> None:
-    """Raise ``InputError`` unless ``x`` matches ``spec`` and holds only finite values."""
-    if x.dtype.newbyteorder("=") != spec.dtype.newbyteorder("="):
+    """The request path's one input check (the model does not check again): raise
+    ``InputError`` unless ``x`` matches ``spec`` (the manifest's) and holds only finite
+    values."""
+    shape = spec.batch_shape
+    if x.dtype.newbyteorder("=") != spec.np_dtype.newbyteorder("="):
         raise InputError(f"wrong dtype {x.dtype.name}: input '{spec.name}' takes {spec.describe()}")
-    if x.ndim != len(spec.shape):
+    if x.ndim != len(shape):
         raise InputError(
             f"wrong shape {list(x.shape)}: input '{spec.name}' takes {spec.describe()} "
-            f"({len(spec.shape)} dimensions, got {x.ndim})"
+            f"({len(shape)} dimensions, got {x.ndim})"
         )
-    for axis, (got, want) in enumerate(zip(x.shape, spec.shape, strict=True)):
+    for axis, (got, want) in enumerate(zip(x.shape, shape, strict=True)):
         if want is not None and got != want:
             raise InputError(
                 f"wrong shape {list(x.shape)}: input '{spec.name}' takes {spec.describe()} "

@@ -9,6 +9,7 @@ from conftest import Trained
 from tiny_release import make_tiny_release, tiny_mlp_onnx
 
 from encryip_runtime.arbitrator.cli import main
+from encryip_runtime.formats.vault_crypt import VAULT_ROLE, read_vault_bytes
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -65,7 +66,8 @@ def test_corrupt_vault(
     elif damage == "npz-missing":
         npz.unlink()
     else:
-        vault.write_text(vault.read_text().replace('"t":', '"t_":'))
+        plain = read_vault_bytes(vault, VAULT_ROLE).decode()
+        vault.write_text(plain.replace('"t":', '"t_":'))  # a plaintext vault still reads
     for cmd in (
         ["verify-onnx", str(trained.model("acme"))],
         ["export-triggers", "--out", str(release_copy / "x")],

@@ -46,7 +46,7 @@ def test_service_labels_name_their_licensee(trained: Trained, tmp_path: Path) ->
 
 
 def test_repermuted_service_still_named(trained: Trained, tmp_path: Path) -> None:
-    """DESIGN §7: re-permuting erases the file fingerprint, not the key behind a service."""
+    """docs/design.md §7: re-permuting erases the file fingerprint, not the key behind a service."""
     who = trained.repermuted_from
     labels = _service_labels(trained.repermuted, trained.paths.key(who), _triggers(trained))
     obs = tmp_path / "obs.json"

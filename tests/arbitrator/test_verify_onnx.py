@@ -48,10 +48,14 @@ def test_independent_model_not_claimed(trained: Trained, which: str) -> None:
 def test_consistent_repermutation_still_owned(trained: Trained) -> None:
     v = verify_onnx(trained.repermuted / "model.onnx", trained.vault)
     assert v.owned, (v.summary, v.slot_recovery)
-    assert v.licensee is None and v.attribution == "re-permuted"
     assert v.slot_recovery.usable and v.slot_recovery.p_value < ALPHA
-    # the fingerprint is erased: no issued order explains the triggers
+    # the slot fingerprint is erased: no issued order explains the triggers ...
     assert all(c.trigger_hits < v.min_trigger_hits for c in v.candidates)
+    # ... but the weight fingerprint still names the leaker
+    assert v.licensee == trained.repermuted_from and v.attribution == "licensee", v.summary
+    assert v.weights is not None and "weight fingerprint" in v.summary
+    best = v.weights.best()
+    assert best is not None and best.name == trained.repermuted_from and best.z > 20
 
 
 def test_repermuted_with_its_manifest_is_exact(trained: Trained) -> None:
@@ -60,7 +64,7 @@ def test_repermuted_with_its_manifest_is_exact(trained: Trained) -> None:
         trained.vault,
         manifest_path=trained.repermuted / "manifest.json",
     )
-    assert v.owned and v.attribution == "re-permuted" and v.licensee is None
+    assert v.owned and v.attribution == "licensee" and v.licensee == trained.repermuted_from
     manifest = next(c for c in v.candidates if c.kind == "manifest")
     # undoing the manifest's order gives back exactly the leaking licensee's evidence
     src = verify_onnx(trained.model(trained.repermuted_from), trained.vault)

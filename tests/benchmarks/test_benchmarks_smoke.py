@@ -69,13 +69,24 @@ def test_attacks_tiny(capsys: pytest.CaptureFixture[str], outputs: Path) -> None
     for r in res["collusion"].values():
         assert r["two_licensees"]["false_positives"] <= 1.0
     assert len(res["removal"][0]["finetune"]) == 6 and len(res["removal"][0]["pruning"]) == 6
+    # a deliberate leaker: the re-permuted file is still named by its weight fingerprint
+    dodge = res["dodge"]
+    assert [f["leaker_named"] for f in dodge["files"]] == [True, True, True]
+    assert {r["detector"] for r in dodge["detectors"]} == {
+        "input-stats",
+        "key-holder",
+        "file-holder",
+    }
     _save(outputs, "attacks", res)
 
 
 def test_render(outputs: Path, tmp_path: Path) -> None:
     page = run_all.render(run_all.load_results(outputs), tmp_path)
     text = page.read_text()
-    for heading in ("Table 1", "Fig. 4", "Fig. 5", "Fig. 6", "Key forgery", "Distillation"):
+    for heading in (
+        "Table 1", "Fig. 4", "Fig. 5", "Fig. 6", "Key forgery", "Distillation",
+        "A licensee who leaks on purpose",
+    ):  # fmt: skip
         assert heading in text
     assert "Not run yet: `python -m benchmarks.serving`" in text
     for png in ("fig4_convergence", "fig5_cost", "fig6_removal_accuracy", "relabel"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from encryip_runtime.crypto import make_scheme, r255_native
+from encryip_runtime.crypto import CSLite, make_scheme, r255_native
 from encryip_runtime.crypto import ristretto as rist
 from encryip_runtime.crypto.ristretto import L, Ristretto255
 from encryip_runtime.exceptions import EncodingError
@@ -41,13 +42,8 @@ INVALID: list[str] = [
 ]
 
 G = Ristretto255()
+SODIUM = Ristretto255(native=False)  # the reference path, in the same process
 U8 = npt.NDArray[np.uint8]
-
-
-@pytest.fixture(autouse=True)
-def _native_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests start with the native path enabled (a developer may export ENCRYIP_NATIVE=0)."""
-    monkeypatch.delenv(r255_native.ENV_VAR, raising=False)
 
 
 def _scalars(values: list[int]) -> U8:
@@ -125,7 +121,7 @@ def test_rerandomizers_match_libsodium() -> None:
 
 @needs_native
 @pytest.mark.parametrize("pk_kind", ["random", "identity", "scheme"])
-def test_sampdist_matches_libsodium(pk_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sampdist_matches_libsodium(pk_kind: str) -> None:
     if pk_kind == "scheme":
         pk = make_scheme("secure", 10).gen(2).pk
         g1, g2, h = pk.g1, pk.g2, pk.h
@@ -139,8 +135,7 @@ def test_sampdist_matches_libsodium(pk_kind: str, monkeypatch: pytest.MonkeyPatc
     cts[0] = 0  # identity components
     cts[1, 1] = G.generator()[0]
     got = G.sampdist_batch(g1, g2, h, cts, ks)
-    monkeypatch.setenv(r255_native.ENV_VAR, "0")
-    want = G.sampdist_batch(g1, g2, h, cts, ks)
+    want = SODIUM.sampdist_batch(g1, g2, h, cts, ks)
     assert np.array_equal(got, want)
     # r = 0 leaves the row unchanged; each row is a valid canonical encoding
     assert np.array_equal(got[0], cts[0])
@@ -148,12 +143,81 @@ def test_sampdist_matches_libsodium(pk_kind: str, monkeypatch: pytest.MonkeyPatc
 
 
 @needs_native
-def test_add_sub_match_libsodium(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("nb", [1, 3, 5])
+def test_fixed_rows_match_libsodium(nb: int) -> None:
+    """Any number of bases: one recoding per scalar, batch encoding of 2 * (r/2) * base.
+    Edge scalars (0, L, unreduced, odd and even) and more rows than one batch (64)."""
+    bases = np.concatenate([G.generator(), G.identity(1), G.random_elements(nb)])[:nb]
+    ks = _edge_and_random(70)
+    got = r255_native.fixed_rows([r255_native.table_for(b.tobytes()) for b in bases], ks)
+    assert got.shape == (len(ks), nb, 32)
+    for k in range(nb):
+        assert np.array_equal(got[:, k], rist._pow_fixed_sodium(bases[k : k + 1], ks)), k
+    assert np.array_equal(G.multiples(list(bases[:, None]), ks)[0], got[:, 0])
+
+
+def _codebook(entries: int, nb: int) -> U8:
+    cb = G.random_elements(entries * nb).reshape(entries, nb, 32)
+    cb[0] = 0  # an all-identity entry: with r = 0 (or L) the sum is the identity
+    cb[1, 0] = G.generator()[0]  # c_k = base_k: with r = L - 1 the sum is the identity
+    return cb
+
+
+@needs_native
+@pytest.mark.parametrize("nb", [3, 4])
+def test_sampdist_codebook_matches_libsodium(nb: int) -> None:
+    """The codebook path (halves, no decode or square root per row) against libsodium's
+    add(r * base, c) for the same r, for every slot, edge scalars and whole batches."""
+    bases = np.concatenate([G.generator(), G.random_elements(nb - 1)])
+    cb = _codebook(6, nb)
+    ks = _edge_and_random(100)
+    slots = np.arange(len(ks)) % len(cb)
+    slots[: len(EDGE)] = 0
+    slots[7] = 1
+    ks[7] = _scalars([L - 1])[0]
+    prepared = G.prepare_codebook(cb)
+    got = G.sampdist_codebook(list(bases[:, None]), prepared, slots, ks)
+    want = SODIUM.sampdist_codebook(list(bases[:, None]), SODIUM.prepare_codebook(cb), slots, ks)
+    assert np.array_equal(got, want)
+    assert not got[0].any() and not got[7, 0].any()  # identities encode to zero
+    assert np.array_equal(got, G.sampdist_rows(list(bases[:, None]), cb[slots], ks))
+
+
+@needs_native
+def test_sampdist_codebook_rejects_bad_slots_and_shapes() -> None:
+    bases = [G.generator(), G.random_elements(1), G.random_elements(1)]
+    prepared = G.prepare_codebook(_codebook(4, 3))
+    with pytest.raises(ValueError, match=r"row 2: codebook slot 4 out of range \[0, 4\)"):
+        G.sampdist_codebook(bases, prepared, np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match="3 components, 2 bases"):
+        G.sampdist_codebook(bases[:2], prepared, np.array([0]))
+    bad = _codebook(2, 3)
+    bad[1, 2] = _row(INVALID[0])[0]
+    with pytest.raises(EncodingError):
+        G.prepare_codebook(bad)
+
+
+@needs_native
+def test_scheme_sampdist_codebook_decrypts() -> None:
+    s = make_scheme("secure", 10)
+    fam = s.gen(2)
+    msgs = G.random_elements(5)
+    cb = s.enc(fam.pk, msgs)
+    slots = np.array([4, 4, 0, 2, 1, 3, 0])
+    out = s.sampdist_codebook(fam.pk, s.prepare_codebook(cb), slots)
+    assert out.shape == (7, 3, 32)
+    assert not np.array_equal(out[0], out[1])  # fresh r per row
+    for sk in fam.keys:
+        assert np.array_equal(s.dec(sk, out), msgs[slots])
+
+
+@needs_native
+def test_add_sub_match_libsodium() -> None:
     x = np.concatenate([G.random_elements(20), G.identity(2), G.generator()])
     y = np.concatenate([G.random_elements(20), G.generator(), G.identity(1), G.generator()])
     got = (G.mul(x, y), G.div(x, y), G.mul(x, y[:1]), G.div(x[:1], y))
-    monkeypatch.setenv(r255_native.ENV_VAR, "0")
-    want = (G.mul(x, y), G.div(x, y), G.mul(x, y[:1]), G.div(x[:1], y))
+    S = SODIUM
+    want = (S.mul(x, y), S.div(x, y), S.mul(x, y[:1]), S.div(x[:1], y))
     for a, b in zip(got, want, strict=True):
         assert np.array_equal(a, b)
     assert not G.div(x, x).any()  # x - x is the identity, all-zero encoding
@@ -280,6 +344,7 @@ def test_table_cache_is_bounded() -> None:
 
 
 def test_env_zero_takes_the_libsodium_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENCRYIP_NATIVE is read once, by make_scheme: its group keeps that backend."""
     calls: list[str] = []
 
     def spy(name: str) -> object:
@@ -291,36 +356,43 @@ def test_env_zero_takes_the_libsodium_path(monkeypatch: pytest.MonkeyPatch) -> N
 
         return wrapper
 
-    for name in ("sampdist", "rerandomizers", "add", "scalarmult"):
+    names = ("sampdist_n", "sampdist_slots", "fixed_rows", "add", "scalarmult")
+    for name in names:
         monkeypatch.setattr(r255_native, name, spy(name))
-    s = make_scheme("secure", 10)
-    fam = s.gen(1)
 
-    def exercise() -> None:
+    def exercise(s: CSLite) -> None:
+        fam = s.gen(1)
         msgs = G.random_elements(20)
         cts = s.sampdist(fam.pk, s.enc(fam.pk, msgs))
         s.fake(fam.pk, 20)
         assert np.array_equal(s.dec(fam.keys[0], cts), msgs)
+        cb = s.enc(fam.pk, G.random_elements(4))
+        out = s.sampdist_codebook(fam.pk, s.prepare_codebook(cb), np.array([3, 0, 0, 2]))
+        assert np.array_equal(s.dec(fam.keys[0], out), s.dec(fam.keys[0], cb[[3, 0, 0, 2]]))
 
     monkeypatch.setenv(r255_native.ENV_VAR, "0")
-    calls.clear()  # gen() above ran on the default path
-    assert not r255_native.available()
-    exercise()
-    assert calls == []
+    sodium = make_scheme("secure", 10)
     monkeypatch.delenv(r255_native.ENV_VAR)
+    assert sodium.group.backend == "libsodium"
+    exercise(sodium)  # the environment changed since: the scheme keeps its backend
+    assert calls == []
     if native_built:
-        assert r255_native.available()
-        exercise()
-        assert {"sampdist", "rerandomizers", "add", "scalarmult"} <= set(calls)
+        native = make_scheme("secure", 10)
+        assert native.group.backend == "native"
+        monkeypatch.setenv(r255_native.ENV_VAR, "0")
+        exercise(native)
+        assert set(names) <= set(calls)
 
 
 # ------------------------------------------------------------------ constant time
 
 _CT_HARNESS = r"""
-/* ctgrind-style: the scalars are malloc'd and never written, so valgrind's memcheck
- * treats them as undefined (secret); any branch or memory index derived from them
- * is reported. Only the (public) table and ciphertexts are initialised. The library
- * under test is dlopen'ed: the very .so that setuptools built. */
+/* ctgrind-style: the secrets (the scalars r, Fake's r1 and r2, the secret key a and b)
+ * are malloc'd and never written, so valgrind's memcheck treats them as undefined; any
+ * branch or memory index derived from them is reported, including in the batch encoding
+ * (its points are secret-derived). Only the public tables, codebook halves, slots and
+ * ciphertexts are initialised. The library under test is dlopen'ed: the very .so that
+ * setuptools built. */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -328,38 +400,67 @@ _CT_HARNESS = r"""
 #include <string.h>
 typedef size_t (*bytes_fn)(void);
 typedef int (*init_fn)(void *, const uint8_t *);
+typedef size_t (*pbytes_fn)(size_t);
+typedef long (*pinit_fn)(void *, const uint8_t *, size_t);
+typedef int (*smult_fn)(const void *, const uint8_t *, size_t, uint8_t *);
+typedef int (*rows_fn)(const void *const *, size_t, const uint8_t *, size_t, uint8_t *);
 typedef int (*rer_fn)(const void *, const void *, const void *, const uint8_t *, size_t,
                       uint8_t *, uint8_t *, uint8_t *);
 typedef long (*samp_fn)(const void *, const void *, const void *, const uint8_t *,
                         const uint8_t *, size_t, uint8_t *);
+typedef long (*slots_fn)(const void *const *, size_t, const void *, const uint32_t *,
+                         const uint8_t *, size_t, uint8_t *);
+typedef long (*sampn_fn)(const void *const *, size_t, const uint8_t *, const uint8_t *, size_t,
+                         uint8_t *);
+typedef long (*dec_fn)(const uint8_t *, const uint8_t *, const uint8_t *, size_t, uint8_t *);
+#define SYM(type, name) type name = (type)dlsym(lib, "eip_" #name); if (!name) return 3
 int main(int argc, char **argv) {
   static const uint8_t B[32] = {BASE};
-  size_t n = 3;
-  uint8_t *k = malloc(32 * n), *o = malloc(96 * n), *cts = calloc(96 * n, 1);
+  size_t n = 30; /* 90 points: more than one batch of 64 */
+  uint8_t *k = malloc(32 * n), *o = malloc(96 * n), *cts = malloc(96 * n);
+  uint8_t *sk = malloc(64);
+  uint32_t slots[30];
   if (argc > 2) { /* control: a branch on the secret must be reported */
     if (k[7] & 1) puts("odd");
     return 0;
   }
   void *lib = dlopen(argv[1], RTLD_LAZY | RTLD_LOCAL); /* lazy: PyInit is never called */
   if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 2; }
-  bytes_fn table_bytes = (bytes_fn)dlsym(lib, "eip_table_bytes");
-  init_fn table_init = (init_fn)dlsym(lib, "eip_table_init");
-  rer_fn rerandomizers = (rer_fn)dlsym(lib, "eip_rerandomizers");
-  samp_fn sampdist = (samp_fn)dlsym(lib, "eip_sampdist");
+  SYM(bytes_fn, table_bytes); SYM(init_fn, table_init); SYM(pbytes_fn, points_bytes);
+  SYM(pinit_fn, points_init); SYM(smult_fn, scalarmult_fixed); SYM(rows_fn, fixed_rows);
+  SYM(rer_fn, rerandomizers); SYM(samp_fn, sampdist); SYM(slots_fn, sampdist_slots);
+  SYM(sampn_fn, sampdist_n); SYM(dec_fn, dec);
   void *t = malloc(table_bytes());
   if (table_init(t, B)) return 1;
-  memcpy(cts + 32, B, 32);
+  const void *tabs[3] = {t, t, t};
+  for (size_t i = 0; i < 3 * n; i++) memcpy(cts + 32 * i, B, 32); /* public points */
+  memset(cts + 32, 0, 32); /* and an identity */
+  void *halves = malloc(points_bytes(6));
+  if (points_init(halves, cts, 6) != -1) return 1; /* 2 codebook entries of 3 */
+  for (size_t i = 0; i < n; i++) slots[i] = (uint32_t)(i % 2);
+  if (scalarmult_fixed(t, k, n, o)) return 1;                    /* Fake's r1, r2 */
+  if (fixed_rows(tabs, 3, k, n, o)) return 1;                    /* Enc's g1^r, g2^r, h^r */
   if (rerandomizers(t, t, t, k, n, o, o + 32 * n, o + 64 * n)) return 1;
-  return sampdist(t, t, t, cts, k, n, o) == -1 ? 0 : 1;
+  if (sampdist_slots(tabs, 3, halves, slots, k, n, o) != -1) return 1; /* the server's */
+  if (sampdist_n(tabs, 3, cts, k, n, o) != -1) return 1;
+  if (sampdist(t, t, t, cts, k, n, o) != -1) return 1;
+  return dec(cts, sk, sk + 32, 4, o) == -1 ? 0 : 1;                /* Dec under (a, b) */
 }
 """
 
 
 def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
-    """valgrind memcheck sees no branch or load address that depends on the scalar."""
+    """valgrind memcheck sees no branch or load address that depends on a secret scalar:
+    SampDist (both paths), the re-randomisers, Fake's scalar multiplications and Dec.
+    Under CI=true a missing valgrind or compiler fails instead of skipping."""
     cc, vg = shutil.which("cc") or shutil.which("gcc"), shutil.which("valgrind")
     if cc is None or vg is None:
-        pytest.skip("needs a C compiler and valgrind")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(
+                "CI=true: the constant-time check needs a C compiler and valgrind "
+                "(scripts/bootstrap.sh installs valgrind)"
+            )
+        pytest.skip("needs a C compiler and valgrind (scripts/bootstrap.sh installs them)")
     harness = tmp_path / "ct.c"
     harness.write_text(_CT_HARNESS.replace("BASE", ", ".join(str(b) for b in G.generator()[0])))
     exe = tmp_path / "ct"
@@ -375,7 +476,7 @@ def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
     vg_cmd = [vg, "-q", "--error-exitcode=99", str(exe), lib]
     control = subprocess.run([*vg_cmd, "control"], capture_output=True, text=True, timeout=60)
     assert control.returncode == 99 and "uninitialised" in control.stderr, control.stderr
-    run = subprocess.run(vg_cmd, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(vg_cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
 
 
@@ -391,3 +492,22 @@ def test_random_scalars_are_reduced_distinct_and_spread() -> None:
     high = sum(v >> 251 & 1 for v in ints) / len(ints)
     assert 0.45 < high < 0.55
     assert G.random_scalars(0).shape == (0, 32)
+
+
+@needs_native
+def test_dec_matches_libsodium() -> None:
+    """Native Dec (a u1 + b u2 with shared doublings, never encoding the secret mask)
+    against libsodium's scalar multiplications and subtraction, edge scalars included."""
+    n = 12
+    cts = G.random_elements(3 * n).reshape(n, 3, 32)
+    cts[0] = 0  # all identity
+    cts[1, 0] = 0
+    cts[2, 2] = G.generator()[0]
+    for a, b in [(0, 0), (1, 0), (0, L - 1), (L - 1, L - 1), (2**252, 7)] + [
+        (G.random_scalar(), G.random_scalar()) for _ in range(3)
+    ]:
+        assert np.array_equal(G.dec_rows(cts, a, b), SODIUM.dec_rows(cts, a, b)), (a, b)
+    bad = cts.copy()
+    bad[5, 1] = _row(INVALID[3])[0]
+    with pytest.raises(EncodingError, match=r"ciphertext 5\b"):
+        G.dec_rows(bad, 1, 2)

@@ -1,4 +1,4 @@
-"""DESIGN §7, shown not hidden: the paper profile falls to key forgery and fake
+"""docs/design.md §7, shown not hidden: the paper profile falls to key forgery and fake
 detection; the same attack code finds nothing against the secure profile."""
 
 from __future__ import annotations

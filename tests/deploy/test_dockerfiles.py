@@ -106,6 +106,7 @@ def test_runtime_image_exposes_the_server_ports(name: str) -> None:
     exposed = {int(p.split("/")[0]) for a in expose for p in a.split()}
     assert exposed == {
         SERVER_DEFAULTS.port,
+        SERVER_DEFAULTS.http_port,
         SERVER_DEFAULTS.health_port,
         SERVER_DEFAULTS.metrics_port,
     }

@@ -117,6 +117,7 @@ def pod_env(tmp_path: Path) -> dict[str, str]:
         ENCRYIP_HOST="127.0.0.1",
         ENCRYIP_HEALTH_PORT=str(free_port()),
         ENCRYIP_METRICS_PORT=str(free_port()),
+        ENCRYIP_HTTP_PORT=str(free_port()),
         ENCRYIP_INTRA_OP_THREADS="1",  # resourceFieldRef limits.cpu in the pod
         ENCRYIP_DRAIN_SECONDS="2",
     )

@@ -15,10 +15,13 @@ from exporter.data import (
     MNIST_CLASSES,
     DataError,
     ImageDataset,
+    ImageFolderDataset,
+    channel_stats,
     load_dataset,
     load_idx_dataset,
     load_image_folder,
     load_npz,
+    make_loader,
     make_synthetic,
     read_idx,
     search_dirs,
@@ -247,11 +250,13 @@ def test_image_folder_flat_and_split(tmp_path: Path) -> None:
     (tmp_path / "flat" / "cat" / "notes.txt").write_text("ignored")
     d = load_dataset(tmp_path / "flat", test_fraction=0.2)
     assert d.class_names == ("cat", "dog")
-    assert d.train.images.shape == (8, 1, 10, 10) and len(d.test) == 2
+    assert isinstance(d.train, ImageFolderDataset)  # streamed: nothing decoded yet
+    assert d.train.arrays()[0].shape == (8, 1, 10, 10) and len(d.test) == 2
     assert set(d.test.labels.tolist()) == {0, 1}
     s = load_image_folder(tmp_path / "split")
     assert len(s.train) == 10 and len(s.test) == 2
-    assert int(s.test.images[s.test.labels == 1].max()) == 200
+    x, y = s.test.arrays()
+    assert int(x[y == 1].max()) == 200
 
 
 def test_image_folder_rgb_and_resize(tmp_path: Path) -> None:
@@ -259,10 +264,11 @@ def test_image_folder_rgb_and_resize(tmp_path: Path) -> None:
     _png(tmp_path / "a" / "1.png", 50, (12, 12), "RGB")
     _png(tmp_path / "b" / "0.png", 90, (20, 16), "RGB")
     _png(tmp_path / "b" / "1.png", 90, (20, 16), "RGB")
+    whole = load_image_folder(tmp_path, test_fraction=0.5)
     with pytest.raises(DataError, match="20x16 but the others are 12x12"):
-        load_image_folder(tmp_path)
+        whole.train.arrays(), whole.test.arrays()
     d = load_image_folder(tmp_path, image_size=8, test_fraction=0.5)
-    assert d.train.images.shape == (2, 3, 8, 8)
+    assert d.train.arrays()[0].shape == (2, 3, 8, 8)
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:
@@ -274,8 +280,12 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         load_image_folder(tmp_path / "e")
     _png(tmp_path / "c" / "a" / "0.png", 1)
     (tmp_path / "c" / "a" / "1.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=r"1\.png: cannot decode"):
-        load_image_folder(tmp_path / "c")
+    with pytest.raises(DataError, match=r"1\.png: cannot decode"):  # read when used
+        load_image_folder(tmp_path / "c", test_fraction=0.5).train.arrays()
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    (tmp_path / "d" / "a" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"0\.png: cannot decode"):  # the first one: at once
+        load_image_folder(tmp_path / "d")
     _png(tmp_path / "s" / "train" / "a" / "0.png", 1)
     _png(tmp_path / "s" / "test" / "b" / "0.png", 1)
     with pytest.raises(DataError, match="different class folders"):
@@ -347,3 +357,81 @@ def test_download_uses_torchvision_layout(tmp_path: Path, monkeypatch: pytest.Mo
     assert calls == []
     d = load_dataset("mnist", root=tmp_path / "dl", download=True)
     assert len(d.train) == 12 and calls[0] == (str(tmp_path / "dl"), True, True)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _rgb_folder(root: Path, n_per_class: int = 6) -> None:
+    """JPEG and PNG of assorted sizes, one grey image among them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, cname in enumerate(("apple", "pear", "plum")):
+        (root / cname).mkdir(parents=True)
+        for i in range(n_per_class):
+            w, h = int(rng.integers(20, 48)), int(rng.integers(20, 48))
+            px = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            px[..., k] = 255 - px[..., k] // 4  # a class tint
+            im = Image.fromarray(px)
+            if i == 0:
+                im = im.convert("L")
+            im.save(root / cname / (f"{i}.jpg" if i % 2 else f"{i}.png"))
+
+
+def test_image_folder_streams_rgb_any_size(tmp_path: Path) -> None:
+    """Mixed sizes, JPEG + PNG, one grey file: each item is resized + center-cropped like
+    torchvision's Resize(S) + CenterCrop(S), and RGB (the first image decides)."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    _rgb_folder(tmp_path / "f")
+    d = load_image_folder(tmp_path / "f", image_size=16, test_fraction=0.25, grayscale=False)
+    assert isinstance(d.train, ImageFolderDataset) and d.image_shape == (3, 16, 16)
+    assert len(d.train) + len(d.test) == 18
+    ref = T.Compose([T.Resize(16), T.CenterCrop(16), T.PILToTensor()])
+    for i in range(len(d.train)):
+        x, y = d.train[i]
+        assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
+        assert y == int(d.train.labels[i])
+        with Image.open(d.train.path(i)) as im:
+            assert torch.equal(x, ref(im.convert("RGB")))
+    aug = d.train.augmented()
+    torch.manual_seed(0)
+    xa = torch.stack([aug[i][0] for i in range(len(aug))])
+    assert xa.shape == (len(aug), 3, 16, 16)
+    assert not torch.equal(xa, torch.from_numpy(d.train.arrays()[0]))
+
+
+def test_loader_shards_and_workers(tmp_path: Path) -> None:
+    _rgb_folder(tmp_path / "f", n_per_class=7)
+    d = load_image_folder(tmp_path / "f", image_size=8, test_fraction=0.2)
+    assert d.image_shape == (1, 8, 8)  # the first image (grey) decides
+    d = load_image_folder(tmp_path / "f", image_size=8, test_fraction=0.2, grayscale=False)
+    n = len(d.train)
+    seen = []
+    for rank in (0, 1):
+        loader = make_loader(d.train, 4, shuffle=True, seed=3, workers=2, rank=rank, world=2)
+        loader.sampler.set_epoch(1)  # type: ignore[attr-defined]
+        ys = []
+        for x, y in loader:
+            assert x.dtype == torch.uint8 and x.shape[1:] == (3, 8, 8) and y.dtype == torch.int64
+            ys.append(y)
+        seen.append(torch.cat(ys))
+        assert len(seen[-1]) == n // 2  # the remainder of n / world is dropped
+    order = list(torch.utils.data.DistributedSampler(d.train, 2, 0, seed=3, drop_last=True))
+    assert len(set(order)) == n // 2  # each rank: distinct items
+    # in-memory sets take the batched fast path and give the same kind of batches
+    mem = make_synthetic(40, 10, seed=0).train
+    xb, yb = next(iter(make_loader(mem, 16, shuffle=True)))
+    assert xb.shape == (16, 1, 16, 16) and yb.shape == (16,) and yb.dtype == torch.int64
+
+
+def test_channel_stats_streamed_equals_numpy(tmp_path: Path) -> None:
+    _rgb_folder(tmp_path / "f")
+    d = load_image_folder(tmp_path / "f", image_size=12, test_fraction=0.2, grayscale=False)
+    mean, std = channel_stats(d.train, workers=1)
+    x = d.train.arrays()[0].astype(np.float64) / 255
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), atol=1e-5)
+    np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)), atol=1e-5)
+    assert mean[0] != mean[1]  # per channel

@@ -128,8 +128,9 @@ def test_variants_differ_but_serve_the_same_function(trained) -> None:  # type: 
     }
     base = ort.InferenceSession(str(out / "model.onnx")).run(None, {"pixels": x})[0]
     for w in LICENSEES:
-        # the same multiset of logits per row, in another order
-        np.testing.assert_allclose(np.sort(logits[w], 1), np.sort(base, 1), rtol=1e-5, atol=1e-5)
+        # the same multiset of logits per row, in another order, up to the licensee's
+        # weight fingerprint (inner weights moved by 1% of their spread: fingerprint.py)
+        np.testing.assert_allclose(np.sort(logits[w], 1), np.sort(base, 1), atol=0.25)
     assert not np.array_equal(logits["acme"], logits["globex"])
 
 
@@ -243,3 +244,23 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
 def test_ddp_uneven_split(tmp_path: Path) -> None:
     r = _torchrun_train(tmp_path, 1025, 1)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_flush_denormal_reaches_the_intra_op_threads_only_when_set_first(early: bool) -> None:
+    """The FTZ flag is per thread and inherited at thread start: enable_flush_denormal()
+    before the first parallel op (what encryip-export does) makes every worker flush;
+    afterwards, the workers already started do not (train_model then warns)."""
+    code = (
+        "import torch; torch.set_num_threads(2)\n"
+        "from exporter.train import enable_flush_denormal, workers_flush_denormals\n"
+        + ("enable_flush_denormal()\n" if early else "")
+        + "torch.full((1 << 20,), 1e-39) * 1.0  # starts the OpenMP pool\n"
+        + ("" if early else "enable_flush_denormal()\n")
+        + "print(workers_flush_denormals())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=REPO)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == str(early)

@@ -48,8 +48,18 @@ def _arity(fn: Callable[..., Any]) -> int:
     return len(inspect.signature(fn).parameters)
 
 
+def plain_text(src: Path) -> str:
+    """The JSON text of ``src``; a sealed vault is opened (the test passphrase is set)."""
+    from encryip_runtime.formats.vault_crypt import VAULT_ROLE, is_sealed, unseal
+
+    raw = src.read_bytes()
+    if is_sealed(raw):
+        raw = unseal(raw, VAULT_ROLE, str(src))
+    return raw.decode()
+
+
 def write_corrupted(src: Path, out_dir: Path, c: Corruption) -> Path:
-    doc = json.loads(src.read_text())
+    doc = json.loads(plain_text(src))
     out_dir.mkdir(parents=True, exist_ok=True)
     dst = out_dir / src.name
     dst.write_text(json.dumps(apply(doc, c.where, c.value)))

@@ -14,7 +14,7 @@ from encryip_runtime.crypto.ristretto import L
 from encryip_runtime.exceptions import FormatError
 from encryip_runtime.formats import Manifest, Vault, VaultArrays
 
-from .corrupt import DELETE, Corruption, expect_format_error, write_corrupted
+from .corrupt import DELETE, Corruption, expect_format_error, plain_text, write_corrupted
 
 
 def _bad_element(old: Any) -> Any:
@@ -208,7 +208,7 @@ def _rewrite_arrays(vpath: Path, **arrays: np.ndarray) -> Vault:
     (vpath.parent / "vault.npz").write_bytes(buf.getvalue())
     import hashlib
 
-    doc = json.loads(vpath.read_text())
+    doc = json.loads(plain_text(vpath))
     doc["arrays"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     vpath.write_text(json.dumps(doc))
     return Vault.load(vpath)
@@ -255,7 +255,7 @@ def test_arrays_validated(secure_release: Any, tmp_path: Path, change: str, fiel
 def test_arrays_not_an_npz(secure_release: Any, tmp_path: Path) -> None:
     vpath = _copy_release_vault(secure_release, tmp_path)
     (tmp_path / "vault.npz").write_bytes(b"PK\x03\x04 not really")
-    doc = json.loads(vpath.read_text())
+    doc = json.loads(plain_text(vpath))
     doc["arrays"]["sha256"] = ""
     vpath.write_text(json.dumps(doc))
     with pytest.raises(FormatError, match=r"not a valid \.npz"):

@@ -136,3 +136,73 @@ def test_rotate_refuses_a_tampered_model(fresh_release: Any) -> None:
     model.write_bytes(model.read_bytes() + b"\x00")
     with pytest.raises(EncryIPError, match="sha256"):
         rotate_keys(fresh_release.root)
+
+
+def test_rotation_keeps_every_generation_for_the_arbitrator(tmp_path: Path) -> None:
+    """A key, manifest or service of before a rotation is still attributed (issue 13.2)."""
+    import json
+    import shutil
+
+    from encryip_runtime.arbitrator import verify_key
+    from encryip_runtime.arbitrator.verify_labels import verify_labels
+    from encryip_runtime.arbitrator.verify_onnx import verify_onnx
+
+    rel = make_selector_release(tmp_path / "rel", "secure")
+    leaked = tmp_path / "leaked-acme.key"
+    shutil.copy(rel.key("acme"), leaked)
+    old_manifest = tmp_path / "acme-manifest.json"
+    shutil.copy(rel.licensee_dir("acme") / "manifest.json", old_manifest)
+    gen1 = Vault.load(rel.paths.vault)
+    observed = tmp_path / "observed.json"  # what a service on the old key answers
+    observed.write_text(json.dumps(gen1.expected_trigger_labels()["acme"].tolist()))
+
+    rotate_keys(rel.root)
+    add_licensee(rel.root, "umbrella")
+    rotate_keys(rel.root)
+
+    vault = Vault.load(rel.paths.vault)
+    assert [g.generation for g in vault.generations()] == [3, 2, 1]
+    assert all(g.created for g in vault.generations())
+    assert [r.name for r in vault.previous[0].licensees] == [*rel.licensees, "umbrella"]
+    assert vault.previous[1].pk == gen1.pk and vault.previous[1].t == gen1.t
+    assert vault.licensee("acme").added == gen1.licensee("acme").added
+
+    v = verify_key(leaked, rel.paths.vault)
+    assert (v.status, v.licensee, v.generation, v.current_generation) == ("issued", "acme", 1, 3)
+    assert "generation 1" in v.summary
+    v_new = verify_key(rel.key("acme"), rel.paths.vault)
+    assert (v_new.status, v_new.licensee, v_new.generation) == ("issued", "acme", 3)
+
+    lv = verify_labels(observed, rel.paths.vault)
+    assert (lv.proven, lv.licensee, lv.generation) == (True, "acme", 1)
+    assert len(lv.licensees) == 3 + 4 + 4  # every (licensee, generation) is a candidate
+
+    ov = verify_onnx(
+        rel.licensee_dir("acme") / "model.onnx", rel.paths.vault, manifest_path=old_manifest
+    )
+    assert ov.manifest_generation == 1 and ov.current_generation == 3
+    acme = next(c for c in ov.candidates if c.name == "acme")
+    assert acme.generations == (1, 2, 3) and acme.manifest_agrees
+
+
+def test_keys_add_and_rotate_keep_weight_fingerprints(tmp_path: Path) -> None:
+    """keys add issues a fingerprinted file; rotation keeps every file's fingerprint."""
+    from tiny_release import make_tiny_release
+
+    from encryip_runtime.arbitrator.verify_onnx import verify_onnx
+    from encryip_runtime.attacks.repermute import repermute_variant
+
+    rel = make_tiny_release(tmp_path / "rel", "secure")
+    add_licensee(rel.root, "umbrella")
+    rotate_keys(rel.root)
+    vault = Vault.load(rel.paths.vault)
+    seeds = {r.name: r.fingerprint_seed for r in vault.licensees}
+    assert all(seeds.values()) and len(set(seeds.values())) == 4
+    assert {r.name: r.fingerprint_seed for r in vault.previous[0].licensees} == seeds
+    src = rel.licensee_dir("umbrella")
+    model, _, _ = repermute_variant(
+        (src / "model.onnx").read_bytes(), Manifest.load(src / "manifest.json"), hidden=True
+    )
+    (tmp_path / "leak.onnx").write_bytes(model)
+    v = verify_onnx(tmp_path / "leak.onnx", rel.paths.vault)
+    assert (v.licensee, v.attribution) == ("umbrella", "licensee"), v.summary

@@ -22,10 +22,37 @@ def test_variant_logits_are_a_permutation_of_the_base(tiny_release: Any, tmp_pat
     for name, perm in perms.items():
         variant = ProtectedModel.load(tiny_release.licensee_dir(name))
         got = variant.logits(x)
-        np.testing.assert_allclose(got, base_logits[:, perm], rtol=1e-6, atol=1e-6)
+        # the fingerprint (a 1% perturbation of the inner weights) moves logits slightly
+        np.testing.assert_allclose(got, base_logits[:, perm], rtol=0.1, atol=0.1)
+        assert (np.argmax(got, axis=1) == np.argmax(base_logits[:, perm], axis=1)).mean() > 0.9
         for other, operm in perms.items():
             if other != name:  # the file carries its own licensee's order, no other
-                assert not np.allclose(got, base_logits[:, operm])
+                assert not np.allclose(got, base_logits[:, operm], rtol=0.1, atol=0.1)
+
+
+def test_variant_is_the_base_fingerprinted_then_permuted(tiny_release: Any) -> None:
+    from encryip_runtime.release import permute_onnx_outputs
+    from encryip_runtime.release.fingerprint import (
+        DEFAULT_STRENGTH,
+        apply_fingerprint,
+        inner_weights,
+    )
+    from encryip_runtime.release.writer import record_fingerprint
+
+    vault = Vault.load(tiny_release.paths.vault)
+    base = tiny_release.paths.model.read_bytes()
+    seeds = set()
+    for rec in vault.licensees:
+        fp = record_fingerprint(rec)
+        assert fp is not None and fp.strength == DEFAULT_STRENGTH
+        seeds.add(fp.seed)
+        want = permute_onnx_outputs(apply_fingerprint(base, fp), rec.permutation)
+        got = (tiny_release.licensee_dir(rec.name) / "model.onnx").read_bytes()
+        assert got == want
+        (w,), (b,) = inner_weights(got), inner_weights(base)
+        rel = np.std(w - b) / np.std(b)
+        assert 0.5 * DEFAULT_STRENGTH < rel < 2 * DEFAULT_STRENGTH
+    assert len(seeds) == len(vault.licensees)
 
 
 def test_variant_decrypts_like_the_base(tiny_release: Any, tmp_path: Path) -> None:
@@ -34,9 +61,11 @@ def test_variant_decrypts_like_the_base(tiny_release: Any, tmp_path: Path) -> No
     for name in tiny_release.licensees:
         variant = ProtectedModel.load(tiny_release.licensee_dir(name))
         key = tiny_release.key(name)
-        # SampDist preserves Dec for any triple, so the same key agrees on every row,
-        # trigger slots and (paper) malformed triples included
-        np.testing.assert_array_equal(decrypt(variant, key, x), decrypt(base, key, x))
+        # SampDist preserves Dec for any triple, so the same key agrees on every row whose
+        # argmax the weight fingerprint leaves in place (this random-weight MLP has
+        # near-ties on a few random inputs; trained models: docs/results.md)
+        same = decrypt(variant, key, x) == decrypt(base, key, x)
+        assert same.mean() >= 0.97, same.mean()
 
 
 def test_variant_gives_the_true_class_and_the_trigger_labels(

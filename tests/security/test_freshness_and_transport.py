@@ -102,7 +102,9 @@ def test_paper_profile_repeats_components(paper_release: Any) -> None:
 def test_token_guards_every_service_but_health(secure_release: Any, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("  tok-123  \n")  # surrounding whitespace is not part of the token
-    with running_server(secure_release.licensee_dir("acme"), token_file=token_file) as server:
+    with running_server(
+        secure_release.licensee_dir("acme"), token_file=token_file, allow_insecure_token=True
+    ) as server:
         target = f"127.0.0.1:{server.port}"
         with grpc.insecure_channel(target) as channel:
             v2 = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -173,8 +175,12 @@ def test_bad_security_settings_refused_at_start(
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     cases = {
-        "empty token file": (["--token-file", str(empty)], "empty"),
-        "missing token file": (["--token-file", str(tmp_path / "nope")], "no such file"),
+        "empty token file": (["--token-file", str(empty), "--allow-insecure-token"], "empty"),
+        "missing token file": (
+            ["--token-file", str(tmp_path / "nope"), "--allow-insecure-token"],
+            "no such file",
+        ),
+        "token over plaintext": (["--token-file", str(empty)], "--allow-insecure-token"),
         "cert without key": (["--tls-cert", str(certs.server_cert)], "give both or neither"),
         "client CA without TLS": (["--tls-client-ca", str(certs.ca)], "needs --tls-cert"),
         "key of another cert": (

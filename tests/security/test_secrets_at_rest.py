@@ -169,7 +169,9 @@ def test_token_check_is_compare_digest_every_time(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     wrong = ["", "s", token[:-1], token + "y", "x" + token[1:], token.upper(), "Bearer " + token]
-    with running_server(secure_release.licensee_dir("acme"), token_file=token_file) as server:
+    with running_server(
+        secure_release.licensee_dir("acme"), token_file=token_file, allow_insecure_token=True
+    ) as server:
         target = f"127.0.0.1:{server.port}"
         with EncryIPClient(target, token=token) as client:
             assert len(client.predict(sample_inputs(1))) == 1

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ def make_config(release_dir: Path, **overrides: Any) -> ServerConfig:
         "release_dir": release_dir,
         "host": "127.0.0.1",
         "port": 0,
+        "http_port": 0,
         "health_port": 0,
         "metrics_port": 0,
         "drain_seconds": 5.0,
@@ -124,3 +126,30 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 def rpc_code(exc: BaseException) -> grpc.StatusCode:
     assert isinstance(exc, grpc.RpcError), exc
     return exc.code()  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture(scope="session")
+def triton_python(request: pytest.FixtureRequest) -> Path:
+    """A venv's python with ``tritonclient[grpc,http]`` (created once, cached by pytest).
+
+    tritonclient ships its own ``inference`` protos and pins protobuf 6, so it never
+    shares a process with our stubs."""
+    cache = Path(request.config.cache.mkdir("encryip-tritonclient-venv"))  # type: ignore[union-attr]
+    python = cache / "bin" / "python"
+    probe = [str(python), "-c", "import tritonclient.grpc, tritonclient.http"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    try:
+        if not python.exists():
+            venv.EnvBuilder(with_pip=True, clear=True).create(cache)
+        pip = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "tritonclient[grpc,http]"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot create a venv with tritonclient: {exc}")
+    if pip.returncode != 0 or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip(f"pip could not install tritonclient[grpc,http]: {pip.stderr[-500:]}")
+    return python

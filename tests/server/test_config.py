@@ -63,8 +63,58 @@ def test_missing_release_dir() -> None:
 def test_token_file(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("  s3cret\n")
-    cfg = ServerConfig.from_args([str(tmp_path), "--token-file", str(token)], environ={})
+    cfg = ServerConfig.from_args(
+        [str(tmp_path), "--token-file", str(token), "--allow-insecure-token"], environ={}
+    )
     assert cfg.read_token() == b"s3cret"
     token.write_text("\n")
     with pytest.raises(ConfigError, match="empty"):
         cfg.read_token()
+
+
+def test_docs_table_is_generated_from_the_fields() -> None:
+    """docs/deploy.md's flags table is exactly what the field metadata renders."""
+    from encryip_runtime.server.config import render_docs
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+    text = docs.read_text(encoding="utf-8")
+    assert render_docs(text) == text, (
+        "docs/deploy.md is stale: run python -m encryip_runtime.server.config --write-docs"
+    )
+    for name in ("--max-batch", "ENCRYIP_DRAIN_SECONDS", "--allow-insecure-token"):
+        assert f"`{name}`" in text
+
+
+def test_every_field_is_a_flag_and_an_env_var(tmp_path: Path) -> None:
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser()
+    ServerConfig.add_arguments(parser)
+    help_text = parser.format_help()
+    for f in dataclasses.fields(ServerConfig):
+        assert {"parse", "help", "shown", "switch"} <= set(f.metadata), f.name
+        if f.name != "release_dir":
+            assert "--" + f.name.replace("_", "-") in help_text
+        assert "ENCRYIP_" + f.name.upper() in help_text
+
+
+def test_switch_from_flag_and_env(tmp_path: Path) -> None:
+    assert not ServerConfig.from_args([str(tmp_path)], environ={}).allow_insecure_token
+    flag = ServerConfig.from_args([str(tmp_path), "--allow-insecure-token"], environ={})
+    env = ServerConfig.from_args([str(tmp_path)], environ={"ENCRYIP_ALLOW_INSECURE_TOKEN": "1"})
+    assert flag.allow_insecure_token and env.allow_insecure_token
+    with pytest.raises(ConfigError, match="ENCRYIP_ALLOW_INSECURE_TOKEN: not a boolean"):
+        ServerConfig.from_args([str(tmp_path)], environ={"ENCRYIP_ALLOW_INSECURE_TOKEN": "maybe"})
+
+
+def test_token_over_plaintext_refused_unless_allowed(tmp_path: Path) -> None:
+    """Defect: a bearer token over plaintext started silently. Now refused unless allowed."""
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    with pytest.raises(ConfigError, match="--allow-insecure-token"):
+        ServerConfig.from_args([str(tmp_path), "--token-file", str(token)], environ={})
+    cfg = ServerConfig.from_args(
+        [str(tmp_path), "--token-file", str(token), "--allow-insecure-token"], environ={}
+    )
+    assert cfg.read_token() == b"s3cret"

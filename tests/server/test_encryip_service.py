@@ -166,7 +166,10 @@ def test_bad_input_invalid_argument(stub: Any, case: str) -> None:
     request, needle = BAD_REQUESTS[case]
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(request, timeout=10)
-    assert rpc_code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+    want = (
+        grpc.StatusCode.NOT_FOUND if case == "unknown model" else grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert rpc_code(info.value) == want
     assert needle in info.value.details(), info.value.details()
     ok = stub.Predict(encryip_pb2.PredictRequest(input=tensor(X)), timeout=10)
     assert len(ok.ciphertexts) == 2
@@ -176,17 +179,17 @@ def test_nan_and_inf_rejected_for_float_inputs() -> None:
     from encryip_runtime.exceptions import InputError
     from encryip_runtime.server.tensors import InputSpec, check_input
 
-    spec = InputSpec("x", np.dtype("float32"), (None, 2))
+    spec = InputSpec("x", "float32", (1, 1, 2))
     for bad in (np.nan, np.inf, -np.inf):
         with pytest.raises(InputError, match="NaN or infinite"):
-            check_input(np.array([[1.0, bad]], np.float32), spec)
-    check_input(np.array([[1.0, 2.0]], np.float32), spec)
+            check_input(np.array([[[[1.0, bad]]]], np.float32), spec)
+    check_input(np.array([[[[1.0, 2.0]]]], np.float32), spec)
 
 
 def test_unknown_model_info(stub: Any) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.GetModelInfo(encryip_pb2.GetModelInfoRequest(model_name="nope"), timeout=10)
-    assert rpc_code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert rpc_code(info.value) == grpc.StatusCode.NOT_FOUND
 
 
 def test_oversize_message_resource_exhausted(secure_release: Any) -> None:
@@ -224,3 +227,37 @@ def test_no_deadline(stub: Any) -> None:
     """A call without a deadline (tritonclient's default) waits as long as it takes."""
     resp = stub.Predict(encryip_pb2.PredictRequest(input=tensor(X)))
     assert len(resp.ciphertexts) == 2
+
+
+def test_one_input_spec_and_one_check_on_the_request_path(
+    secure_release: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest's InputSpec is the server's; a served batch is checked once
+    (server/tensors.check_input), not again inside the model."""
+    from encryip_runtime.formats.manifest import InputSpec as ManifestSpec
+    from encryip_runtime.pipeline import ProtectedModel
+    from encryip_runtime.server import tensors
+
+    assert tensors.InputSpec is ManifestSpec
+    calls = {"check_input": 0, "validate_input": 0}
+    real_check, real_validate = tensors.check_input, ProtectedModel.validate_input
+
+    def check(*a: Any) -> None:
+        calls["check_input"] += 1
+        real_check(*a)
+
+    def validate(self: Any, x: Any) -> Any:
+        calls["validate_input"] += 1
+        return real_validate(self, x)
+
+    import encryip_runtime.server.predictor as predictor
+
+    monkeypatch.setattr(predictor, "check_input", check)
+    monkeypatch.setattr(ProtectedModel, "validate_input", validate)
+    with running_server(secure_release.licensee_dir("acme")) as srv:
+        loaded = srv.store.current
+        assert loaded is not None and isinstance(loaded.spec, ManifestSpec)
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = encryip_pb2_grpc.EncryIPStub(channel)
+            stub.Predict(encryip_pb2.PredictRequest(input=tensor(X)), timeout=10)
+    assert calls == {"check_input": 1, "validate_input": 0}

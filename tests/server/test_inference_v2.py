@@ -133,6 +133,9 @@ def test_bad_infer_requests(v2: Any, kind: str) -> None:
     stub, _ = v2
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(_bad(kind), timeout=10)
-    assert rpc_code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+    want = (
+        grpc.StatusCode.NOT_FOUND if kind == "unknown model" else grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert rpc_code(info.value) == want
     assert NEEDLES[kind] in info.value.details(), info.value.details()
     assert stub.ModelInfer(infer_request(sample_inputs(1)), timeout=10).outputs

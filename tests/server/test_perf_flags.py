@@ -215,13 +215,13 @@ def test_crypto_threads_split_a_batch_and_stay_correct(secure_release: Any) -> N
     many = ProtectedModel.load(secure_release.licensee_dir("acme"), crypto_threads=3)
     try:
         names: set[str] = set()
-        original = many.scheme.sampdist
+        original = many.scheme.sampdist_codebook
 
         def spy(*args: Any, **kw: Any) -> Any:
             names.add(threading.current_thread().name)
             return original(*args, **kw)
 
-        many.scheme.sampdist = spy  # type: ignore[method-assign]
+        many.scheme.sampdist_codebook = spy  # type: ignore[method-assign]
         w1, w3 = one.predict(x), many.predict(x)
         assert len({n for n in names if n.startswith("encryip-sampdist")}) >= 1
         assert len(names) >= 2  # the caller took a share, helpers the rest
@@ -236,3 +236,105 @@ def test_crypto_threads_split_a_batch_and_stay_correct(secure_release: Any) -> N
     with running_server(secure_release.licensee_dir("acme"), crypto_threads=2) as server:
         wire = predict(server.port, x)
         assert np.array_equal(decrypt_batch(list(wire), key), decrypt_batch(list(w1), key))
+
+
+class _GatedModel:
+    """Wraps a ProtectedModel: ``logits`` waits on a gate, so its batch stays in flight."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def logits(self, x: Any) -> Any:
+        self.entered.set()
+        self.gate.wait(10)
+        return self.inner.logits(x)
+
+
+def test_reload_under_load_with_crypto_threads(secure_release: Any, tmp_path: Path) -> None:
+    """--crypto-threads 2: a batch of the old model still in flight when a reload closes it
+    is split across the server's crypto pool and answered (it used to get INTERNAL:
+    "cannot schedule new futures after shutdown"), and so are requests under reloads."""
+    from .conftest import runtime_copy
+
+    d = runtime_copy(secure_release.licensee_dir("acme"), tmp_path / "serve")
+    key = LicenseeKey.load(secure_release.key("acme"))
+    x = sample_inputs(32, seed=3)
+    want = decrypt_batch(list(ProtectedModel.load(d).predict(x)), key)
+    with running_server(d, crypto_threads=2) as server:
+        assert server.crypto_pool.threads == 2
+        loaded = server.store.current
+        assert loaded is not None
+        gated = _GatedModel(loaded.model)
+        object.__setattr__(loaded, "model", gated)
+        result: dict[str, Any] = {}
+
+        def held() -> None:
+            try:
+                result["wire"] = predict(server.port, x)
+            except Exception as exc:  # reported below
+                result["error"] = exc
+
+        caller = threading.Thread(target=held)
+        caller.start()
+        assert gated.entered.wait(10)
+        assert server.reload()  # closes the old model while its batch is in flight
+        gated.gate.set()
+        caller.join(20)
+        assert "error" not in result, result.get("error")
+        assert np.array_equal(decrypt_batch(list(result["wire"]), key), want)
+        # and under load: 32-row requests (split across the pool) across reloads
+        stop, errors = threading.Event(), []
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    predict(server.port, x)
+                except Exception as exc:
+                    errors.append(repr(exc))
+
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for _ in range(3):
+            assert server.reload()
+            time.sleep(0.1)
+        stop.set()
+        for w in workers:
+            w.join(20)
+        assert not errors, errors[:3]
+
+
+def test_crypto_threads_auto_and_backend_reported(secure_release: Any) -> None:
+    """auto (the default) leaves the event loop and onnxruntime their cores; the backend
+    and thread count appear in GetModelInfo and in the metrics."""
+    from encryip_runtime.pipeline import auto_crypto_threads
+
+    cfg = ServerConfig.from_args([str(secure_release.root)], environ={})
+    assert cfg.crypto_threads == 0  # auto
+    auto = ServerConfig.from_args([str(secure_release.root), "--crypto-threads", "auto"], {})
+    assert auto.crypto_threads == 0
+    assert auto_crypto_threads(0, cores=2) == 1  # a 2-core CPU pod: the batch thread only
+    assert auto_crypto_threads(0, cores=16) == 1  # onnxruntime's default takes every core
+    assert auto_crypto_threads(0, cores=16, on_gpu=True) == 14
+    assert auto_crypto_threads(4, cores=16) == 11
+    assert auto_crypto_threads(8, cores=4) == 1
+    from .conftest import free_port
+
+    with running_server(
+        secure_release.licensee_dir("acme"), crypto_threads=2, metrics_port=free_port()
+    ) as server:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = encryip_pb2_grpc.EncryIPStub(channel)
+            info = stub.GetModelInfo(encryip_pb2.GetModelInfoRequest(), timeout=10)
+        backend = server.store.current.model.crypto_backend  # type: ignore[union-attr]
+        assert info.crypto_backend == backend in ("native", "libsodium")
+        import urllib.request
+
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        assert f'encryip_crypto_info{{backend="{backend}",threads="2"}} 1.0' in text

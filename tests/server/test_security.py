@@ -68,7 +68,9 @@ def test_mtls(secure_release: Any, certs: Certs) -> None:
 def test_token(secure_release: Any, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("correct-horse-battery\n")
-    with running_server(secure_release.licensee_dir("acme"), token_file=token_file) as server:
+    with running_server(
+        secure_release.licensee_dir("acme"), token_file=token_file, allow_insecure_token=True
+    ) as server:
         target = f"127.0.0.1:{server.port}"
         with EncryIPClient(target, token="correct-horse-battery") as client:
             assert len(client.predict(sample_inputs(1))) == 1

@@ -2,7 +2,7 @@
 
 tritonclient ships its own copy of the ``inference`` protos, which clash with ours in one
 process (duplicate symbols) and pins protobuf 6, so it runs in a subprocess from a venv
-created once and cached under pytest's cache dir.
+created once and cached under pytest's cache dir (``triton_python`` in conftest.py).
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import venv
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from encryip_runtime.client import decrypt_batch
 from encryip_runtime.formats.keyfile import LicenseeKey
@@ -41,28 +39,6 @@ result = client.infer("encryip", [inp], outputs=[out])
 cts = result.as_numpy("ciphertext")
 print(json.dumps({"meta": meta, "cts": [bytes(c).hex() for c in cts.reshape(-1)]}))
 """
-
-
-@pytest.fixture(scope="session")
-def triton_python(request: pytest.FixtureRequest) -> Path:
-    cache = Path(request.config.cache.mkdir("encryip-tritonclient-venv"))  # type: ignore[union-attr]
-    python = cache / "bin" / "python"
-    probe = [str(python), "-c", "import tritonclient.grpc"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    try:
-        venv.EnvBuilder(with_pip=True, clear=True).create(cache)
-        pip = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "tritonclient[grpc]"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot create a venv with tritonclient: {exc}")
-    if pip.returncode != 0 or subprocess.run(probe, capture_output=True).returncode != 0:
-        pytest.skip(f"pip could not install tritonclient[grpc]: {pip.stderr[-500:]}")
-    return python
 
 
 def test_tritonclient_infer_and_decrypt(

@@ -69,7 +69,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_name", "profile", "group", "pk", "num_classes", "class_names", "input", "manifest_digest", "ciphertext_size", "onehot_size", "runtime_version")
+    __slots__ = ("model_name", "profile", "group", "pk", "num_classes", "class_names", "input", "manifest_digest", "ciphertext_size", "onehot_size", "runtime_version", "crypto_backend")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class ModelInfo(_message.Message):
     CIPHERTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
     ONEHOT_SIZE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CRYPTO_BACKEND_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     profile: str
     group: str
@@ -92,4 +93,5 @@ class ModelInfo(_message.Message):
     ciphertext_size: int
     onehot_size: int
     runtime_version: str
-    def __init__(self, model_name: _Optional[str] = ..., profile: _Optional[str] = ..., group: _Optional[str] = ..., pk: _Optional[_Union[PublicKey, _Mapping]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., manifest_digest: _Optional[str] = ..., ciphertext_size: _Optional[int] = ..., onehot_size: _Optional[int] = ..., runtime_version: _Optional[str] = ...) -> None: ...
+    crypto_backend: str
+    def __init__(self, model_name: _Optional[str] = ..., profile: _Optional[str] = ..., group: _Optional[str] = ..., pk: _Optional[_Union[PublicKey, _Mapping]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., manifest_digest: _Optional[str] = ..., ciphertext_size: _Optional[int] = ..., onehot_size: _Optional[int] = ..., runtime_version: _Optional[str] = ..., crypto_backend: _Optional[str] = ...) -> None: ...

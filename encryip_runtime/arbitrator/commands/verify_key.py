@@ -1,0 +1,42 @@
+"""``encryip-arbitrator verify-key KEYFILE --vault V``: whose is this leaked key?"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from encryip_runtime.arbitrator.commands.common import (
+    add_vault_argument,
+    emit,
+)
+
+NAME = "verify-key"
+
+
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(NAME, parents=parents, help="whose is this leaked key?")
+    p.add_argument("key", type=Path, metavar="KEYFILE")
+    add_vault_argument(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from encryip_runtime.arbitrator.verify_key import verify_key
+
+    v = verify_key(args.key, args.vault)
+    emit(
+        args,
+        v.to_json(),
+        lambda: [
+            f"verify-key {v.key}",
+            f"  verdict: {v.status.upper()}" + (f", licensee {v.licensee!r}" if v.licensee else ""),
+            f"  {v.summary}",
+            *(
+                [f"  key generation: {v.generation} of {v.current_generation}"]
+                if v.generation is not None
+                else []
+            ),
+        ],
+    )
+    return v.exit_code
