@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "serving": (),
     "train_overhead": (),
     "trigger_detect": ("quick",),
+    "train_scale": ("quick",),
 }
 
 
@@ -966,6 +967,45 @@ def trigger_detect_section(res: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def train_scale_section(res: dict[str, Any] | None) -> list[str]:
+    """Streaming ImageFolder: peak RSS 40k vs 10k images, throughput vs a plain loop."""
+    title = "## Training from an on-disk ImageFolder (issue 15: memory, throughput)"
+    if not res:
+        return [title, "", "Not run yet: `python -m benchmarks.train_scale --quick`.", ""]
+    cfg, runs, tp = res["config"], res["runs"], res["throughput"]
+    lines = [
+        title,
+        "",
+        f"`python -m benchmarks.train_scale{' --quick' if cfg.get('quick') else ''}`: "
+        f"{cfg['image']}, {cfg['arch']}, {cfg['steps']} training steps per measured run, "
+        f"{cfg['workers']} loader workers, {cfg['threads']} torch thread(s). Each size runs in "
+        "a fresh process (load, first batch, EncryIP steps with trigger rows, predict the "
+        "1,000 test images).",
+        "",
+        "| training images | peak RSS MiB | time to first batch s |",
+        "|---|---|---|",
+    ]
+    for n, r in runs.items():
+        lines.append(f"| {int(n):,} | {r['peak_rss_mib']:.0f} | {r['first_batch_seconds']:.1f} |")
+    ips = tp["images_per_second"]
+    lines += [
+        "",
+        f"Peak RSS 40k / 10k: **{res['peak_rss_ratio_40k_vs_10k']:.3f}** (target ≤ 1.10). "
+        f"Throughput, EncryIP's loop / a plain PyTorch loop on the same model and loader "
+        f"(best of {len(ips['plain'])} interleaved): **{res['throughput_vs_plain']:.3f}** "
+        f"(target ≥ 0.95; images/s plain {', '.join(f'{v:.0f}' for v in ips['plain'])}, "
+        f"EncryIP {', '.join(f'{v:.0f}' for v in ips['encryip'])}).",
+        "",
+    ]
+    if "mean_std_seconds" not in next(iter(runs.values())):
+        lines += [
+            "(This run's time to first batch includes the streamed mean/std pass over up to "
+            "20k images that the CLI makes when --mean/--std are not given.)",
+            "",
+        ]
+    return lines
+
+
 def generic_section(title: str, res: dict[str, Any] | None, command: str) -> list[str]:
     lines = [f"## {title}", ""]
     if not res:
@@ -1059,6 +1099,7 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
     lines += notes_section()
     lines += train_overhead_section(results.get("train_overhead"))
     lines += trigger_detect_section(results.get("trigger_detect"))
+    lines += train_scale_section(results.get("train_scale"))
     lines += serving_section(results.get("serving"), results.get("crypto"))
     lines += [
         "## On a GPU",

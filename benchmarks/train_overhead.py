@@ -31,8 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--late-flush",
+        action="store_true",
+        help="reproduce the old behaviour: start torch's thread pool before subnormals are "
+        "set to flush, so only the main thread flushes (compare with the default)",
+    )
     args = p.parse_args(argv)
     setup_logging(threads=args.threads)
+    if args.late_flush:
+        import torch
+
+        torch.set_flush_denormal(False)
+        torch.ones(1 << 20) * 1.0  # starts the intra-op pool without the flag
 
     import math
 

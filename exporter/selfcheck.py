@@ -48,6 +48,7 @@ class SelfCheck:
 
     alpha: float = SELF_CHECK_ALPHA
     passed: bool = False
+    skipped: bool = False  # JobConfig.self_check=False (toy-budget cost benchmarks only)
     variants: list[VariantCheck] = field(default_factory=list)
     consolidation_epochs: int = 0
     max_consolidation_epochs: int = 0
