@@ -52,8 +52,8 @@ def detector_aurocs(
     for name, d in dets.items():
         neg = d.score(natural)
         out[name] = {
-            "release_triggers": auroc(d.score(triggers), neg),
-            "pooled": auroc(d.score(pooled), neg),
+            "release_triggers": auroc(neg, d.score(triggers)),
+            "pooled": auroc(neg, d.score(pooled)),
         }
         log.info("%s: AUROC release %.3f, pooled %.3f", name, *out[name].values())
     return out

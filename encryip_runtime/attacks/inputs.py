@@ -15,8 +15,9 @@ max-softmax baseline a plain classifier it trains itself.
 * :class:`NearestNeighbourDetector`: distance to the nearest reference image (a
   feature-distance detector on raw pixels).
 
-``auroc(trigger_scores, natural_scores)`` summarises a detector: 0.5 is chance, 1.0 a
-perfect detector. numpy (and onnxruntime for an ONNX classifier) only.
+``auroc(natural_scores, trigger_scores)`` (``attacks.detectors``, re-exported here)
+summarises a detector: 0.5 is chance, 1.0 a perfect detector. numpy (and onnxruntime
+for an ONNX classifier) only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from encryip_runtime.attacks.detectors import auroc
+
 __all__ = [
     "MaxSoftmaxDetector",
     "NearestNeighbourDetector",
@@ -40,32 +43,6 @@ __all__ = [
 
 Images = npt.NDArray[np.uint8]  # (N, C, H, W) raw pixels
 Logits = Callable[[Images], npt.NDArray[np.float32]]
-
-
-def auroc(positive: npt.ArrayLike, negative: npt.ArrayLike) -> float:
-    """Area under the ROC curve of scores (positives = triggers), ties counted half.
-
-    Equal to P(score of a random positive > score of a random negative): the
-    Mann-Whitney U statistic over |pos| * |neg|.
-    """
-    pos = np.asarray(positive, dtype=np.float64).ravel()
-    neg = np.asarray(negative, dtype=np.float64).ravel()
-    if not len(pos) or not len(neg):
-        raise ValueError("auroc needs at least one positive and one negative score")
-    allv = np.concatenate([pos, neg])
-    order = np.argsort(allv, kind="mergesort")
-    ranks = np.empty(len(allv), dtype=np.float64)
-    sorted_v = allv[order]
-    # average ranks over ties
-    i = 0
-    while i < len(sorted_v):
-        j = i
-        while j + 1 < len(sorted_v) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
 
 
 def _flat(x: Images) -> npt.NDArray[np.float32]:

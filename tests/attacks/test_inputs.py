@@ -38,11 +38,9 @@ def test_auroc_matches_the_pairwise_definition() -> None:
     pos, neg = rng.normal(0.5, 1, 40), np.round(rng.normal(0, 1, 70), 1)
     pos[:5] = neg[:5]  # ties count half
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    assert auroc(pos, neg) == pytest.approx(pairs)
-    assert auroc([2, 3], [0, 1]) == 1.0 and auroc([0, 1], [2, 3]) == 0.0
+    assert auroc(neg, pos) == pytest.approx(pairs)  # (natural, trigger) scores
+    assert auroc([0, 1], [2, 3]) == 1.0 and auroc([2, 3], [0, 1]) == 0.0
     assert auroc([1, 1], [1, 1]) == 0.5
-    with pytest.raises(ValueError):
-        auroc([], [1.0])
 
 
 def test_noise_triggers_are_obvious_and_held_out_images_are_not(
@@ -62,6 +60,6 @@ def test_noise_triggers_are_obvious_and_held_out_images_are_not(
     }
     for name, d in detectors.items():
         neg = d.score(natural)
-        assert 0.4 <= auroc(d.score(held_out), neg) <= 0.6, name
+        assert 0.4 <= auroc(neg, d.score(held_out)) <= 0.6, name
         if name != "max_softmax":  # a linear classifier can be confident on noise
-            assert auroc(d.score(noise), neg) >= 0.99, name
+            assert auroc(neg, d.score(noise)) >= 0.99, name
