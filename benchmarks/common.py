@@ -222,8 +222,12 @@ def run_cell(
     num_triggers: int = 32,
     trigger_source: str = "noise",
     max_trigger_epochs: int = 0,
+    trigger_x: Any = None,
 ) -> Cell:
     """Plan -> EncryIP training -> (original training) -> Table-1 metrics.
+
+    ``trigger_x``: the trigger inputs (uint8 [T, C, H, W]); else chosen by
+    ``trigger_source`` (default: secret noise images).
 
     ``trigger_source``/``max_trigger_epochs``: as ``encryip-export`` (``data`` holds the
     trigger images out of the training split for both models; consolidation epochs run
@@ -245,9 +249,12 @@ def run_cell(
     cfg = train_config(arch, profile, seed, budget, licensees=licensees, num_triggers=num_triggers)
     device = resolve_device(cfg.device)
     plan = make_plan(cfg, data.class_names)
-    splits, trigger_x = select_triggers(
-        trigger_source, as_splits(data), plan.num_triggers, 10_000 + seed
-    )
+    if trigger_x is None:
+        splits, trigger_x = select_triggers(
+            trigger_source, as_splits(data), plan.num_triggers, 10_000 + seed
+        )
+    else:
+        splits = as_splits(data)
 
     t0 = time.perf_counter()
     enc, base = train_encryip_and_original(plan, splits, cfg, trigger_x, baseline=baseline)

@@ -658,6 +658,8 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
         lines.append("")
     if res.get("dodge"):
         lines += dodge_section(res["dodge"])
+    if res.get("dodge_natural"):
+        lines += dodge_section(res["dodge_natural"], natural=True)
     return lines
 
 
@@ -671,13 +673,22 @@ def _z(z: float | None) -> str:
     return "—" if z is None or z != z else f"{z:.1f}"
 
 
-def dodge_section(d: dict[str, Any]) -> list[str]:
+def dodge_section(d: dict[str, Any], natural: bool = False) -> list[str]:
     """A licensee who leaks on purpose (issue 14): detectors, proxy, leaked file."""
     ps, fc = d.get("pixel_stats", {}), d.get("fingerprint_cost", {})
+    kind = "data-like triggers (held-out training images)" if natural else "noise triggers"
+    head = "### A licensee who leaks on purpose"
+    if natural:
+        head += ", data-like triggers"
+        rec = d.get("trigger_recovery")
+        if rec is not None:
+            kind = f"data-like triggers (held-out training images; trained recovery {rec:.2f})"
     lines = [
-        "### A licensee who leaks on purpose (`python -m benchmarks.attacks --only dodge`)",
+        f"{head} (`python -m benchmarks.attacks --only dodge`)",
         "",
-        f"Secure profile, format v1, leaker {d['leaker']!r}; {d['num_triggers']} noise triggers "
+        f"Secure profile ({d.get('scheme', 'CSLite')}; key-holder detector "
+        f"{d.get('key_holder_detector', 'ClassMessageDetector')}), leaker {d['leaker']!r}; "
+        f"{d['num_triggers']} {kind} "
         f"(pixel mean {ps['triggers']['mean']:.0f}, per-image std {ps['triggers']['std']:.0f}) "
         f"against {d['num_natural']} held-out test images (mean {ps['natural']['mean']:.0f}, "
         f"std {ps['natural']['std']:.0f}). Each detector is fitted on what its party holds "
@@ -712,6 +723,9 @@ def dodge_section(d: dict[str, Any]) -> list[str]:
             f"{r['leaker_matches']}/{r['answered']} | {r['named'] or 'nobody'} | "
             f"{_p10(r['log10_p'])} |"
         )
+    if "files" not in d:
+        lines.append("")
+        return lines
     lines += [
         "",
         f"**The leaked file** against `verify-onnx`. Every licensee file carries a secret "
@@ -824,10 +838,14 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             "(no work at all): the ceiling of any Python gRPC server with this load generator "
             "on this machine.",
             "",
-            "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve | echo |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        systems = ("protected", "protected-v2", "plain", "kserve", "echo")
+        systems: tuple[str, ...] = ("protected", "protected-v2", "plain", "kserve", "echo")
+        head = "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve | echo |"
+        if any(c["system"].endswith("-rest") for cells in res["cells"].values() for c in cells):
+            # The Open Inference Protocol over REST (binary tensors, h2load --h1).
+            systems += ("protected-rest", "kserve-rest")
+            head += " protected REST | kserve REST |"
+        lines += [head, "|---" * (3 + len(systems)) + "|"]
         for model, cells in res["cells"].items():
             grid: dict[tuple[int, int], dict[str, Any]] = {}
             for c in cells:
@@ -848,6 +866,12 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
                     if m.get("echo_vs_kserve_throughput")
                     and (m.get("headline_cell") or {}).get("batch") == 1
                     else ", "
+                )
+                + (
+                    "REST protected/KServe REST "
+                    f"{m['protected_rest_vs_kserve_rest_throughput']:.2f}×, "
+                    if m.get("protected_rest_vs_kserve_rest_throughput")
+                    else ""
                 )
                 + f"protected/plain {m.get('protected_vs_plain_throughput', float('nan')):.2f}×, crypto "
                 f"{m.get('crypto_us_per_row', float('nan')):.0f} µs/row "
@@ -876,7 +900,30 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             "",
         ]
         us = crypto.get("secure_us_per_row") or {}
-        if us.get("sampdist_libsodium"):
+        cpu = crypto.get("secure_cpu_us_per_row") or {}
+        if cpu:
+            lines += [
+                "Secure SampDist, µs per row of one thread's CPU time (same run; the server's path "
+                "is `codebook`: no decode or square root per row):",
+                "",
+                "| batch | codebook (server) | native, any ciphertexts | libsodium | 3 × raw scalarmult |",
+                "|---|---|---|---|---|",
+            ]
+            for n, r in cpu.items():
+                cells = [r.get(k) for k in ("codebook", "native", "libsodium", "raw_3_scalarmult")]
+                lines.append(
+                    f"| {n} | " + " | ".join("—" if v is None else f"{v:.1f}" for v in cells) + " |"
+                )
+            lines.append("")
+            scaling = crypto.get("secure_thread_scaling") or {}
+            if scaling:
+                lines += [
+                    "Threads sharing one batch (rows/s relative to one thread): "
+                    + ", ".join(f"{t}: {v:.2f}×" for t, v in scaling.items())
+                    + f" (load average at the run: {', '.join(f'{x:.1f}' for x in (crypto.get('env') or {}).get('loadavg') or [])}).",
+                    "",
+                ]
+        elif us.get("sampdist_libsodium"):
             native = us.get("sampdist_native")
             lines += [
                 "Secure SampDist per row (batch 1024, same run): "

@@ -39,15 +39,30 @@ log = logging.getLogger(__name__)
 
 # Below this many rows per thread, handing work to another thread costs more than it saves
 # (benchmarks/crypto.py measures the crossover: docs/internals.md, "Crypto threads").
-_MIN_ROWS_PER_THREAD = 8
+_MIN_ROWS_PER_THREAD = 16
+
+
+def _cgroup_cpu_limit(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """A container's CPU limit in whole cores (cgroup v2 ``cpu.max``: "quota period"),
+    rounded up; None when unlimited or unknown. Kubernetes sets it from resources.limits."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    """CPU cores this process may use: its affinity mask (else the machine's count), capped
+    by a container's CPU limit (a pod sees every core of its node in the mask)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit is not None else n)
 
 
 def auto_crypto_threads(
@@ -81,13 +96,18 @@ class CryptoPool:
         if threads > 1:
             self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="encryip-sampdist")
 
-    def split(self, rows: int, run: Callable[[int, int], Ciphertexts]) -> Ciphertexts:
+    def split(
+        self,
+        rows: int,
+        run: Callable[[int, int], Ciphertexts],
+        min_rows: int = _MIN_ROWS_PER_THREAD,
+    ) -> Ciphertexts:
         """``run(a, b)`` over ``[0, rows)`` cut into contiguous shares, concatenated in order.
 
-        Small batches (under ``_MIN_ROWS_PER_THREAD`` rows a share) stay on the calling
-        thread; so does everything once the pool is closed.
+        Small batches (under ``min_rows`` rows a share) stay on the calling thread; so does
+        everything once the pool is closed.
         """
-        parts = min(self.threads, rows // _MIN_ROWS_PER_THREAD)
+        parts = min(self.threads, rows // max(1, min_rows))
         if self._executor is None or parts < 2:
             return run(0, rows)
         bounds = [rows * i // parts for i in range(parts + 1)]
@@ -139,8 +159,9 @@ class RerandomizerPool:
         self._model = model
         self._capacity = capacity
         self._chunk = max(1, min(chunk, capacity // 4))
-        # FIFO of (g1^r, g2^r, h^r) batches; ``_size`` counts their rows.
-        self._parts: collections.deque[tuple[Elements, Elements, Elements]] = collections.deque()
+        # FIFO of (g1^r, g2^r, h^r) batches (format v2: one column per pk element, the
+        # last with the label-preserving shift); ``_size`` counts their rows.
+        self._parts: collections.deque[tuple[Elements, ...]] = collections.deque()
         self._size = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -158,12 +179,12 @@ class RerandomizerPool:
                 want = self._chunk
             r = self._model.scheme.rerandomizers(self._model.manifest.pk, want)
             with self._lock:
-                self._parts.append((r[0], r[1], r[2]))
+                self._parts.append(tuple(r))
                 self._size += want
 
-    def take(self, count: int) -> tuple[Elements, Elements, Elements]:
+    def take(self, count: int) -> tuple[Elements, ...]:
         """``count`` triples nobody else ever gets (inline when the pool is short)."""
-        got: list[tuple[Elements, Elements, Elements]] = []
+        got: list[tuple[Elements, ...]] = []
         with self._lock:
             need = count
             while need and self._parts:
@@ -173,20 +194,16 @@ class RerandomizerPool:
                     got.append(head)
                     need -= len(head[0])
                 else:
-                    got.append((head[0][:need], head[1][:need], head[2][:need]))
-                    self._parts[0] = (head[0][need:], head[1][need:], head[2][need:])
+                    got.append(tuple(col[:need] for col in head))
+                    self._parts[0] = tuple(col[need:] for col in head)
                     need = 0
             self._size -= count - need
             self._wake.notify()
         if need:  # pool ran dry: compute the rest inline
-            got.append(self._model.scheme.rerandomizers(self._model.manifest.pk, need))
+            got.append(tuple(self._model.scheme.rerandomizers(self._model.manifest.pk, need)))
         if len(got) == 1:
             return got[0]
-        return (
-            np.concatenate([g[0] for g in got]),
-            np.concatenate([g[1] for g in got]),
-            np.concatenate([g[2] for g in got]),
-        )
+        return tuple(np.concatenate([g[k] for g in got]) for k in range(len(got[0])))
 
     @property
     def size(self) -> int:

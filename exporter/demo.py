@@ -38,6 +38,7 @@ def _serve_and_decrypt(
     """One localhost server per licensee variant; each licensee predicts and decrypts."""
     from encryip_runtime.client import EncryIPClient, decrypt_batch
     from encryip_runtime.crypto.scheme import SecretKey
+    from encryip_runtime.crypto.scheme_v2 import CSLiteV2
     from encryip_runtime.formats import LicenseeKey
     from encryip_runtime.server.app import create_server
     from encryip_runtime.server.config import ServerConfig
@@ -70,7 +71,9 @@ def _serve_and_decrypt(
                     key.scheme,
                     "nobody",
                     key.pk,
-                    SecretKey(g.random_scalar(), g.random_scalar()),
+                    key.scheme.random_key()
+                    if isinstance(key.scheme, CSLiteV2)
+                    else SecretKey(g.random_scalar(), g.random_scalar()),
                     key.class_names,
                     "",
                 )

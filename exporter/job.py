@@ -127,7 +127,7 @@ def _save_plan(
     path, arrays_file = _plan_paths(checkpoint)
     records = [
         LicenseeRecord(name, sk, tuple(range(plan.output_size)))
-        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+        for name, sk in zip(plan.licensees, plan.licensee_keys(), strict=True)
     ]
     stub = plan.manifest(input_spec=InputSpec("pixels", "uint8", shape), model_sha256="0" * 64)
     vault = replace(vault_from_plan(plan, records, stub), arrays_file=arrays_file)
@@ -146,7 +146,7 @@ def _load_plan(checkpoint: str, cfg: TrainConfig) -> tuple[ProtectionPlan, np.nd
     )
     plan = ProtectionPlan(
         scheme=vault.scheme,
-        family=vault.family(),
+        family=vault.family_v2() if vault.format_version == 2 else vault.family(),
         licensees=tuple(r.name for r in vault.licensees),
         class_names=vault.class_names,
         messages=vault.messages,
@@ -156,6 +156,7 @@ def _load_plan(checkpoint: str, cfg: TrainConfig) -> tuple[ProtectionPlan, np.nd
         class_slots=slots[0],
         trigger_slots=slots[1],
         decoder=cfg.decoder if vault.profile == "paper" else None,
+        triggers=vault.triggers,
     )
     return plan, arrays.trigger_inputs
 
@@ -265,7 +266,7 @@ def run_train_job(
     data: TrainData,
     *,
     progress: bool | None = None,
-    init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
+    init_model: Callable[[ProtectionPlan, np.ndarray], nn.Module] | None = None,
     command: str = "train",
 ) -> dict[str, Any]:
     """Train, export, write the release and self-check it. Returns the metrics written to

@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from encryip_runtime.crypto.scheme import SecretKey
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2
+from encryip_runtime.formats.common import AnySecretKey
 from encryip_runtime.release.plan import ProtectionPlan, plan_protection
 from exporter.data import DataSplits, ImageDataset, ImageSource, collate, make_loader
 
@@ -204,7 +206,7 @@ def predict_logits(
 def decrypted_labels(
     plan: ProtectionPlan,
     logits: npt.NDArray[np.float32],
-    sk: SecretKey,
+    sk: AnySecretKey,
     decoder: str | None = None,
 ) -> npt.NDArray[np.int64]:
     """Φ⁻¹ then Dec with ``sk``: what a licensee reads (SampDist does not change it).
@@ -236,11 +238,15 @@ def trigger_hits(plan: ProtectionPlan, logits: npt.NDArray[np.float32]) -> npt.N
     return np.all(cts == plan.trigger_ciphertexts, axis=1)
 
 
-def random_wrong_key(plan: ProtectionPlan) -> SecretKey:
+def random_wrong_key(plan: ProtectionPlan) -> AnySecretKey:
     """A key outside the family (g1^a g2^b != h): the paper's EncryIP_Incorrect."""
     g = plan.scheme.group
     while True:
-        sk = SecretKey(g.random_scalar(), g.random_scalar())
+        sk: AnySecretKey = (
+            plan.scheme.random_key()
+            if isinstance(plan.scheme, CSLiteV2)
+            else SecretKey(g.random_scalar(), g.random_scalar())
+        )
         try:
             plan.scheme.check_key(plan.family.pk, sk)
         except Exception:
@@ -262,7 +268,7 @@ def evaluate_protected(
     logits = predict_logits(model, test, device, workers=workers)
     per_key = {
         name: float((decrypted_labels(plan, logits, sk) == y_test).mean())
-        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+        for name, sk in zip(plan.licensees, plan.licensee_keys(), strict=True)
     }
     # One wrong key maps each class to one fixed random label, so its accuracy is a
     # multiple of 1/K; the mean over many wrong keys estimates the expected value.
@@ -598,7 +604,7 @@ def train_encryip_and_original(
     *,
     baseline: bool,
     progress: bool | None = None,
-    init_model: Callable[[nn.Module, ProtectionPlan], nn.Module] | None = None,
+    init_model: Callable[[ProtectionPlan, npt.NDArray[np.uint8]], nn.Module] | None = None,
 ) -> tuple[TrainResult, TrainResult | None]:
     """Algorithm 1 for ``plan`` and, with ``baseline``, the original model with the same
     architecture, seed, initial weights (where shapes allow) and data order."""
@@ -618,7 +624,7 @@ def train_encryip_and_original(
 
     torch.manual_seed(cfg.seed)  # seed before building: same initial weights for both
     if init_model is not None:  # `protect`: start from a trained plain model instead
-        model = init_model(nn.Identity(), plan)
+        model = init_model(plan, trigger_x)
     else:
         model = build_for(cfg, splits, plan.output_size)
     enc = train_model(

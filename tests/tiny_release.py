@@ -90,9 +90,14 @@ def make_tiny_release(
     num_classes: int = 10,
     num_triggers: int = 8,
     seed: int = 0,
+    secure_format: int = 1,
 ) -> TinyRelease:
+    """``secure_format`` 1 by default: the suite's format-specific tests are written for
+    format v1; format v2 releases come from ``secure_format=2`` (tests/crypto/test_v2*)."""
     names = [f"class{i}" for i in range(num_classes)]
-    plan = plan_protection(profile, names, list(licensees), num_triggers=num_triggers)
+    plan = plan_protection(
+        profile, names, list(licensees), num_triggers=num_triggers, secure_format=secure_format
+    )
     favoured = None if plan.class_slots is None else [int(v) for v in plan.class_slots]
     model = tiny_mlp_onnx(plan.output_size, seed=seed, favoured=favoured)
     rng = np.random.default_rng(seed + 1)

@@ -1,4 +1,4 @@
-"""``encryip-arbitrator``: verify-onnx, verify-key, verify-labels, export-triggers.
+"""``encryip-arbitrator``: verify-onnx, verify-key, verify-labels, verify-endpoint, export-triggers.
 
 Exit codes: 0 = the claim is proven (owned / licensee named), 1 = not proven,
 2 = no decision could be made (bad, corrupt or mismatched input; too few triggers

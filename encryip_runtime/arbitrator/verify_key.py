@@ -32,6 +32,7 @@ from typing import Any
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import load_vault
 from encryip_runtime.crypto.scheme import SecretKey
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2, PublicKeyV2, SecretKeyV2
 from encryip_runtime.exceptions import FormatError
 from encryip_runtime.formats.common import pk_fingerprint
 from encryip_runtime.formats.vault import Vault
@@ -103,7 +104,9 @@ def _is_hex(s: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in s)
 
 
-def read_leaked_key(path: Path, vault: Vault) -> tuple[SecretKey, bool, dict[str, Any]]:
+def read_leaked_key(
+    path: Path, vault: Vault
+) -> tuple[SecretKey | SecretKeyV2, bool, dict[str, Any]]:
     """(sk reduced mod the order, canonical?, the JSON document)."""
     path = Path(path)
     try:
@@ -128,6 +131,13 @@ def read_leaked_key(path: Path, vault: Vault) -> tuple[SecretKey, bool, dict[str
         raise FormatError(f"unknown profile {profile!r}", path=str(path), field="profile")
     n = vault.scheme.group.order
     a, ca = parse_scalar(sk_obj["a"], vault.profile, f"{path}: field 'sk.a'")
+    if isinstance(sk_obj["b"], list):  # secure format v2: b_1..b_n, small integers
+        bs = [
+            parse_scalar(v, "paper", f"{path}: field 'sk.b[{i}]'")[0]
+            for i, v in enumerate(sk_obj["b"][:64])
+        ]
+        canonical = ca and 0 <= a < n and all(0 <= v < vault.num_classes for v in bs)
+        return SecretKeyV2(a % n, tuple(v % n for v in bs)), canonical, doc
     b, cb = parse_scalar(sk_obj["b"], vault.profile, f"{path}: field 'sk.b'")
     canonical = ca and cb and 0 <= a < n and 0 <= b < n
     return SecretKey(a % n, b % n), canonical, doc
@@ -146,9 +156,32 @@ def _foreign_reason(doc: dict[str, Any], vault: Vault) -> str | None:
     return None
 
 
-def _scalar_bytes(vault: Vault, sk: SecretKey) -> bytes:
+def _scalar_bytes(vault: Vault, sk: SecretKey | SecretKeyV2) -> bytes:
     size = max(1, (vault.scheme.group.order.bit_length() + 7) // 8)
+    if isinstance(sk, SecretKeyV2):
+        return sk.a.to_bytes(size, "little") + b"".join(b.to_bytes(size, "little") for b in sk.b)
     return sk.a.to_bytes(size, "little") + sk.b.to_bytes(size, "little")
+
+
+def _matches_family(gen: Vault, sk: SecretKey | SecretKeyV2) -> bool:
+    """``sk`` is a working key of this generation's public key (the algebra only: a
+    format v2 key with large b_i, e.g. an affine mix of colluders' keys, works too)."""
+    if isinstance(gen.scheme, CSLiteV2) != isinstance(sk, SecretKeyV2):
+        return False
+    if isinstance(sk, SecretKeyV2):
+        pk = gen.pk
+        if not isinstance(pk, PublicKeyV2) or len(sk.b) != pk.width:
+            return False
+        g = gen.scheme.group
+        acc = g.pow(pk.g1, sk.a)
+        for i, bi in enumerate(sk.b):
+            acc = g.mul(acc, g.pow(pk.gens[i + 1 : i + 2], bi))
+        return g.equal(acc, pk.h)
+    try:
+        gen.scheme.check_key(gen.pk, sk)
+    except Exception:
+        return False
+    return True
 
 
 def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
@@ -196,12 +229,9 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
         )
     derived_in: int | None = None
     for gen in vault.generations():
-        try:
-            vault.scheme.check_key(gen.pk, sk)
-        except Exception:
-            continue
-        derived_in = gen.generation
-        break
+        if _matches_family(gen, sk):
+            derived_in = gen.generation
+            break
     if derived_in is None:
         return verdict(
             "foreign",
@@ -214,6 +244,11 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
         if vault.profile == "paper"
         else "the owner (t is in the vault) or two colluding licensees (t = (a1 - a2)/(b2 - b1))"
     )
+    if isinstance(sk, SecretKeyV2):
+        who = (
+            "the owner (the trapdoor is in the vault), colluding licensees mixing their own "
+            "keys (an affine combination), or n + 1 colluders for any key"
+        )
     return verdict(
         "derived",
         None,

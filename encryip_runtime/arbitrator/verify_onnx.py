@@ -46,6 +46,7 @@ import numpy.typing as npt
 from encryip_runtime.arbitrator import stats
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import SuspectModel, check_alpha, load_vault_with_arrays
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import ModelError
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.formats.vault import Vault, VaultArrays
@@ -455,6 +456,24 @@ def _manifest_order(vault: Vault, manifest_path: Path) -> tuple[npt.NDArray[np.i
         return order, gen.generation
     assert m.codebook is not None and gen.class_slots is not None
     assert gen.trigger_slots is not None
+    if isinstance(gen.scheme, CSLiteV2):
+        # format v2: triggers decrypt to class messages, so match by the trapdoor view;
+        # rows with the same signature (same offsets and label) decrypt alike under
+        # every key, so any assignment among them is as good
+        family = gen.family_v2()
+        base = np.zeros((gen.output_size, *m.codebook.shape[1:]), dtype=np.uint8)
+        base[list(gen.class_slots)] = gen.class_ciphertexts
+        base[list(gen.trigger_slots)] = gen.trigger_ciphertexts
+        sigs: dict[bytes, list[int]] = {}
+        for i, sig in enumerate(gen.scheme.owner_signatures(family, base)):
+            sigs.setdefault(sig, []).append(i)
+        got_sigs = gen.scheme.owner_signatures(family, m.codebook)
+        v2_order = [sigs[s].pop() if sigs.get(s) else -1 for s in got_sigs]
+        if -1 in v2_order or len(set(v2_order)) != len(v2_order):
+            raise ArbitrationInputError(
+                f"{manifest_path}: its codebook is not a permutation of this release's codebook"
+            )
+        return np.asarray(v2_order, dtype=np.int64), gen.generation
     # Match codebook entries by what they decrypt to under the root key: SampDist does
     # not change it, so a re-randomised codebook is matched too.
     scheme, sk = gen.scheme, gen.family().root
@@ -652,6 +671,7 @@ def decide(
     overall = min(fp_log10, rec_log10)
     w_best = None if weights is None else weights.best()
     w_named: str | None = None
+    w_sig: list[WeightMatch] = []
     if weights is not None and w_best is not None:
         w_log10 = min(0.0, math.log10(n_tests * len(weights.licensees)) + w_best.log10_p_value)
         overall = min(overall, w_log10)
@@ -666,7 +686,14 @@ def decide(
     trig_named = best.name if len(significant) == 1 and best.kind == "licensee" else None
 
     licensee: str | None = None
-    if w_named is not None and trig_named not in (None, w_named):
+    if len(w_sig) > 1:
+        attribution = "ambiguous"
+        names = ", ".join(repr(m.name) for m in w_sig)
+        summary = (
+            f"owned; the weights carry the fingerprints of several licensees ({names}): "
+            "a file made from their copies together (collusion); no single licensee named"
+        )
+    elif w_named is not None and trig_named not in (None, w_named):
         attribution = "ambiguous"
         summary = (
             f"owned; the triggers name {trig_named!r} but the weight fingerprint names "

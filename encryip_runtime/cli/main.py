@@ -1,5 +1,5 @@
 """``encryip``: one dispatcher, one module per command (``serve``, ``predict``, ``info``,
-``health``, ``decrypt``, ``keys``, ``vault``).
+``health``, ``decrypt``, ``keys``, ``vault``, ``tokens``, ``usage``).
 
 A command module ``encryip_runtime.cli.<name>`` provides::
 
@@ -27,7 +27,9 @@ from encryip_runtime.cli.runner import run_cli
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Order of `encryip --help`; each is the module encryip_runtime.cli.<name>.
-COMMANDS: tuple[str, ...] = ("serve", "predict", "info", "health", "decrypt", "keys", "vault")
+COMMANDS: tuple[str, ...] = (
+    "serve", "predict", "info", "health", "decrypt", "keys", "vault", "tokens", "usage",
+)  # fmt: skip
 
 PROG = "encryip"
 

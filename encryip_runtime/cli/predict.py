@@ -2,7 +2,8 @@
 
 Sends the inputs to the server, checks the key against the server's public key, and
 decrypts the confused labels locally. Prints ``input<TAB>label<TAB>class name`` per row
-(``--json`` for machine-readable output).
+(``--json`` for machine-readable output: the model, its public-key fingerprint and one
+row per input, which ``encryip decrypt --predictions`` reads back).
 """
 
 from __future__ import annotations
@@ -196,7 +197,21 @@ def run(args: argparse.Namespace) -> int:
                         "ciphertext": ct.hex(),
                     })  # fmt: skip
     if args.json:
-        json.dump(rows, sys.stdout, indent=2)
+        # What `encryip decrypt --predictions` reads back: the key it is checked against
+        # is named by the public key's fingerprint (the server's, which the key matched).
+        out = {
+            "format": "encryip-predictions/1",
+            "endpoint": client.endpoint,
+            "protocol": client.protocol,
+            "model_name": info.model_name,
+            "profile": info.profile,
+            "num_classes": info.num_classes,
+            "pk_fingerprint": key.pk_fingerprint,
+            "manifest_digest": info.manifest_digest,
+            "ciphertext_size": info.ciphertext_size,
+            "predictions": rows,
+        }
+        json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for r in rows:

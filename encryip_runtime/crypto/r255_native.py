@@ -4,8 +4,9 @@ The C file is our own code (docs/security.md, "Native ristretto255 backend"). It
 built by setuptools as the extension ``encryip_runtime.crypto._r255`` (an empty
 CPython module) and loaded here with ``ctypes.CDLL``, so each call releases the
 GIL like the libsodium calls in ``ristretto.py``. When it is not built (no
-compiler at install time) or ``ENCRYIP_NATIVE=0`` is set, :func:`available` is
-false and ``Ristretto255`` keeps using libsodium; both give the same bytes.
+compiler at install time) :func:`available` is false, and ``make_scheme`` also
+leaves it out when ``ENCRYIP_NATIVE=0`` is set; ``Ristretto255`` then uses
+libsodium. Both give the same bytes.
 
 Everything here takes and returns numpy ``uint8`` arrays of canonical encodings
 and 32-byte little-endian scalars; callers reduce scalars mod L.
@@ -35,12 +36,16 @@ __all__ = [
     "dec",
     "disabled_by_env",
     "fixed_rows",
+    "has_progression",
+    "has_small_msm",
     "is_valid",
+    "progression",
     "rerandomizers",
     "sampdist",
     "sampdist_n",
     "sampdist_slots",
     "scalarmult",
+    "small_msm",
     "table_for",
     "why_unavailable",
 ]
@@ -100,6 +105,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eip_sampdist_n.restype = ctypes.c_long
     lib.eip_dec.argtypes = [_P, _P, _P, _N, _P]
     lib.eip_dec.restype = ctypes.c_long
+    if hasattr(lib, "eip_progression"):  # secure format v2 label tables (newer builds)
+        lib.eip_progression.argtypes = [_P, _P, _N, _P]
+        lib.eip_progression.restype = ctypes.c_long
+    if hasattr(lib, "eip_small_msm"):  # secure format v2 decryption (newer builds)
+        lib.eip_small_msm.argtypes = [_P, _N, _P, ctypes.c_int, _N, _P]
+        lib.eip_small_msm.restype = ctypes.c_long
 
 
 def _load() -> ctypes.CDLL | None:
@@ -408,4 +419,52 @@ def dec(wire: npt.NDArray[np.uint8], a: bytes, b: bytes) -> npt.NDArray[np.uint8
     rc = int(lib.eip_dec(_ptr(cts), _ptr(ka), _ptr(kb), len(cts), _ptr(out)))
     if rc != -1:
         raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
+    return out
+
+
+def has_small_msm() -> bool:
+    """Whether the loaded build has ``eip_small_msm`` (format v2 decryption's fast path;
+    without it format v2 composes the same sum from point additions)."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "eip_small_msm")
+
+
+def small_msm(
+    points: list[npt.NDArray[np.uint8]], coeffs: tuple[int, ...], bits: int
+) -> npt.NDArray[np.uint8]:
+    """``sum_i coeffs[i] * points[i]`` per row, coefficients in ``[0, 2^bits)``."""
+    lib = _require()
+    if not points or len(points) != len(coeffs) or len(points) > 32:
+        raise ValueError(f"{len(points)} point columns for {len(coeffs)} coefficients (1..32)")
+    if not 1 <= bits <= 32 or any(not 0 <= c < 1 << bits for c in coeffs):
+        raise ValueError(f"coefficients must lie in [0, 2^{bits})")
+    cols = [_rows(p, 32, "ristretto255 elements") for p in points]
+    n = len(cols[0])
+    stacked = np.ascontiguousarray(np.stack(cols, axis=1))
+    cs = np.array(coeffs, dtype=np.uint32)
+    out = np.empty((n, 32), dtype=np.uint8)
+    rc = int(lib.eip_small_msm(_ptr(stacked), len(cols), _ptr(cs), bits, n, _ptr(out)))
+    if rc == -2:
+        raise ValueError("eip_small_msm: bad arguments")  # pragma: no cover
+    if rc != -1:
+        raise EncodingError(f"element {rc}: not a valid ristretto255 encoding")
+    return out
+
+
+def has_progression() -> bool:
+    """Whether the loaded build has ``eip_progression`` (format v2 label tables)."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "eip_progression")
+
+
+def progression(start_half: bytes, step_half: bytes, count: int) -> npt.NDArray[np.uint8]:
+    """``encode(2 (start + i step))`` for ``i < count``, ``uint8 (count, 32)``."""
+    lib = _require()
+    a = np.frombuffer(bytes(start_half), dtype=np.uint8)
+    b = np.frombuffer(bytes(step_half), dtype=np.uint8)
+    if len(a) != 32 or len(b) != 32 or count < 0:
+        raise ValueError("progression: 32-byte start and step, count >= 0")
+    out = np.empty((count, 32), dtype=np.uint8)
+    if int(lib.eip_progression(_ptr(a), _ptr(b), count, _ptr(out))) != -1:
+        raise EncodingError("progression: start or step is not a valid encoding")
     return out

@@ -79,8 +79,9 @@ def write_json(path: Path, doc: Any, *, secret: bool = False) -> None:
     atomic_write_bytes(path, json_bytes(doc), secret=secret)
 
 
-def read_json_document(path: Path, expected_format: str) -> Fields:
-    """Read a JSON object whose ``format`` field must equal ``expected_format``."""
+def read_json_document(path: Path, expected_format: str | tuple[str, ...]) -> Fields:
+    """Read a JSON object whose ``format`` field must equal ``expected_format`` (or one
+    of several accepted versions)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -97,7 +98,7 @@ def read_json_document(path: Path, expected_format: str) -> Fields:
     return parse_json_document(raw, path, expected_format)
 
 
-def parse_json_document(raw: bytes, path: Path, expected_format: str) -> Fields:
+def parse_json_document(raw: bytes, path: Path, expected_format: str | tuple[str, ...]) -> Fields:
     """Parse the bytes of a JSON document read from ``path`` (named in every error)."""
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise FormatError(f"file too large ({len(raw)} bytes)", path=str(path))
@@ -114,10 +115,10 @@ def parse_json_document(raw: bytes, path: Path, expected_format: str) -> Fields:
         ) from None
     fields = Fields(doc, str(path), "")
     fmt = fields.str("format")
-    if fmt != expected_format:
-        raise FormatError(
-            f"expected {expected_format!r}, got {fmt!r}", path=str(path), field="format"
-        )
+    accepted = (expected_format,) if isinstance(expected_format, str) else expected_format
+    if fmt not in accepted:
+        want = " or ".join(repr(a) for a in accepted)
+        raise FormatError(f"expected {want}, got {fmt!r}", path=str(path), field="format")
     return fields
 
 

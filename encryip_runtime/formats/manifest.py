@@ -1,4 +1,9 @@
-"""``manifest.json`` (encryip-manifest/1): everything public the runtime needs."""
+"""``manifest.json``: everything public the runtime needs.
+
+``encryip-manifest/1`` (paper profile, secure format v1) and ``encryip-manifest/2``
+(secure format v2: ``scheme`` object, ``pk.g`` list, wider codebook rows) are both read;
+each manifest is written in the format of its scheme.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,11 @@ from typing import Any
 import numpy as np
 
 from encryip_runtime import __version__
-from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, PublicKey
+from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.scheme import Ciphertexts
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.formats.common import (
+    AnyPublicKey,
     SchemeBound,
     ciphertexts_from_json,
     ciphertexts_to_json,
@@ -19,13 +27,17 @@ from encryip_runtime.formats.common import (
     pk_from_fields,
     pk_to_json,
     scheme_from_fields,
+    scheme_v2_from_fields,
+    scheme_v2_to_json,
 )
 from encryip_runtime.formats.jsonio import Fields, canonical_json, read_json_document, write_json
 from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer, Transfer
 
-__all__ = ["MANIFEST_FORMAT", "InputSpec", "Manifest"]
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_FORMATS", "MANIFEST_FORMAT_V2", "InputSpec", "Manifest"]
 
 MANIFEST_FORMAT = "encryip-manifest/1"
+MANIFEST_FORMAT_V2 = "encryip-manifest/2"
+MANIFEST_FORMATS = (MANIFEST_FORMAT, MANIFEST_FORMAT_V2)
 _DTYPES = ("uint8", "float32")
 
 
@@ -109,8 +121,8 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Manifest(SchemeBound):
-    scheme: CSLite
-    pk: PublicKey
+    scheme: AnyScheme
+    pk: AnyPublicKey
     class_names: tuple[str, ...]
     input: InputSpec
     output_name: str
@@ -143,13 +155,17 @@ class Manifest(SchemeBound):
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
+            "format": MANIFEST_FORMAT_V2 if self.format_version == 2 else MANIFEST_FORMAT,
             "encryip_version": __version__,
             "profile": self.profile,
             "group": self.scheme.group.name,
             "model_name": self.model_name,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+        }
+        if isinstance(self.scheme, CSLiteV2):
+            doc["scheme"] = scheme_v2_to_json(self.scheme)
+        doc |= {
             "pk": pk_to_json(self.scheme, self.pk),
             "pk_fingerprint": self.pk_fingerprint,
             "input": self.input.to_json(),
@@ -181,12 +197,13 @@ class Manifest(SchemeBound):
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
-        f = read_json_document(Path(path), MANIFEST_FORMAT)
+        f = read_json_document(Path(path), MANIFEST_FORMATS)
         return cls.from_fields(f)
 
     @classmethod
     def from_fields(cls, f: Fields) -> Manifest:
-        scheme = scheme_from_fields(f)
+        v2 = f.has("format") and f.str("format") == MANIFEST_FORMAT_V2
+        scheme: AnyScheme = scheme_v2_from_fields(f) if v2 else scheme_from_fields(f)
         k = scheme.num_classes
         if f.has("encryip_version"):
             f.str("encryip_version")

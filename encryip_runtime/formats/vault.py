@@ -24,18 +24,34 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily, PublicKey, SecretKey
-from encryip_runtime.exceptions import FormatError
+from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.scheme import Ciphertexts, KeyFamily
+from encryip_runtime.crypto.scheme_v2 import (
+    CSLiteV2,
+    KeyFamilyV2,
+    PublicKeyV2,
+    SecretKeyV2,
+    Trigger,
+)
+from encryip_runtime.exceptions import EncodingError, FormatError
 from encryip_runtime.formats.common import (
+    AnyPublicKey,
+    AnySecretKey,
     SchemeBound,
     ciphertexts_from_json,
     ciphertexts_to_json,
+    label_table_from_fields,
+    label_table_to_json,
     optional_digest,
     pk_from_fields,
     pk_to_json,
     scheme_from_fields,
+    scheme_v2_from_fields,
+    scheme_v2_to_json,
     sk_from_fields,
     sk_to_json,
+    triggers_from_fields,
+    triggers_to_json,
 )
 from encryip_runtime.formats.jsonio import Fields, json_bytes, parse_json_document
 from encryip_runtime.formats.vault_crypt import (
@@ -45,9 +61,11 @@ from encryip_runtime.formats.vault_crypt import (
     write_vault_bytes,
 )
 
-__all__ = ["VAULT_FORMAT", "LicenseeRecord", "Vault", "VaultArrays", "utc_now"]
+__all__ = ["VAULT_FORMAT", "VAULT_FORMAT_V2", "LicenseeRecord", "Vault", "VaultArrays", "utc_now"]
 
 VAULT_FORMAT = "encryip-vault/1"
+#: Secure format v2: ``scheme``, ``trapdoor`` {s, t[]}, ``labels``, ``triggers`` {d, k}.
+VAULT_FORMAT_V2 = "encryip-vault/2"
 _ARRAY_DTYPES = {
     "trigger_inputs": np.uint8,
     "probe_inputs": np.uint8,
@@ -65,7 +83,7 @@ def utc_now() -> str:
 @dataclass(frozen=True)
 class LicenseeRecord:
     name: str
-    sk: SecretKey = field(repr=False)
+    sk: AnySecretKey = field(repr=False)
     #: Output k of this licensee's model file is output ``permutation[k]`` of the base model.
     permutation: tuple[int, ...] = field(repr=False)
     #: UTC date (ISO 8601) the licensee was added; "" when not recorded (older vaults)
@@ -130,9 +148,9 @@ class VaultArrays:
 
 @dataclass(frozen=True)
 class Vault(SchemeBound):
-    scheme: CSLite
-    pk: PublicKey
-    t: int = field(repr=False)
+    scheme: AnyScheme
+    pk: AnyPublicKey
+    t: int = field(repr=False)  # format v1: g2 = t g1 (format v2: 0, see ``trapdoor``)
     class_names: tuple[str, ...]
     licensees: tuple[LicenseeRecord, ...]
     messages: npt.NDArray[Any] = field(repr=False)  # M_y per class (elements)
@@ -152,6 +170,9 @@ class Vault(SchemeBound):
     created: str = ""  # UTC date (ISO 8601) this generation was issued
     #: every earlier generation, newest first (none of them has ``previous`` itself)
     previous: tuple[Vault, ...] = field(default=(), repr=False)
+    #: format v2: (s, (t_1..t_n)) with h = s g1, g_(i+1) = t_i g1; and the Fakes' offsets
+    trapdoor: tuple[int, tuple[int, ...]] | None = field(default=None, repr=False)
+    triggers: tuple[Trigger, ...] = field(default=(), repr=False)
 
     def generations(self) -> tuple[Vault, ...]:
         """This generation and every earlier one, newest first."""
@@ -171,7 +192,14 @@ class Vault(SchemeBound):
     def family(self) -> KeyFamily:
         keys = [r.sk for r in self.licensees]
         keys.insert(0, keys.pop(self.root_index))
-        return KeyFamily(self.pk, self.t, tuple(keys))
+        return KeyFamily(self.pk, self.t, tuple(keys))  # type: ignore[arg-type]
+
+    def family_v2(self) -> KeyFamilyV2:
+        """Format v2: the owner's trapdoor and every key (licensee order)."""
+        if self.trapdoor is None or not isinstance(self.pk, PublicKeyV2):
+            raise ValueError("not a format v2 vault")
+        keys = tuple(r.sk for r in self.licensees if isinstance(r.sk, SecretKeyV2))
+        return KeyFamilyV2(self.pk, self.trapdoor[0], self.trapdoor[1], keys)
 
     def expected_trigger_labels(self) -> dict[str, npt.NDArray[np.int64]]:
         """Dec(sk_j, Fake_i) as labels, for every licensee (paper Eqn. 5)."""
@@ -189,13 +217,25 @@ class Vault(SchemeBound):
     def to_json(self) -> dict[str, Any]:
         g = self.scheme.group
         doc: dict[str, Any] = {
-            "format": VAULT_FORMAT,
+            "format": VAULT_FORMAT_V2 if isinstance(self.scheme, CSLiteV2) else VAULT_FORMAT,
             "profile": self.profile,
             "group": g.name,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "pk": pk_to_json(self.scheme, self.pk),
-            "t": g.scalar_to_json(self.t),
+        }
+        if isinstance(self.scheme, CSLiteV2):
+            assert self.trapdoor is not None
+            doc["scheme"] = scheme_v2_to_json(self.scheme)
+            doc["trapdoor"] = {
+                "s": g.scalar_to_json(self.trapdoor[0]),
+                "t": [g.scalar_to_json(t) for t in self.trapdoor[1]],
+            }
+            doc["labels"] = label_table_to_json(self.scheme.codec)
+            doc["triggers"] = triggers_to_json(self.triggers)
+        else:
+            doc["t"] = g.scalar_to_json(self.t)
+        doc |= {
             "root_index": self.root_index,
             "licensees": [
                 {
@@ -274,16 +314,35 @@ class Vault(SchemeBound):
     @classmethod
     def load(cls, path: Path) -> Vault:
         raw = read_vault_bytes(Path(path), VAULT_ROLE)
-        return cls.from_fields(parse_json_document(raw, Path(path), VAULT_FORMAT))
+        return cls.from_fields(
+            parse_json_document(raw, Path(path), (VAULT_FORMAT, VAULT_FORMAT_V2))
+        )
 
     @classmethod
     def from_fields(cls, f: Fields, *, nested: bool = False) -> Vault:
         """Parse (and check) one vault document; ``nested``: an earlier generation."""
-        scheme = scheme_from_fields(f)
+        v2 = f.has("format") and f.str("format") == VAULT_FORMAT_V2
+        scheme: AnyScheme = scheme_v2_from_fields(f) if v2 else scheme_from_fields(f)
         g = scheme.group
         k = scheme.num_classes
         pk = pk_from_fields(scheme, f)
-        t = f.parse("t", g.scalar_from_json)
+        t = 0
+        trapdoor: tuple[int, tuple[int, ...]] | None = None
+        triggers: tuple[Trigger, ...] = ()
+        if isinstance(scheme, CSLiteV2):
+            assert isinstance(pk, PublicKeyV2)
+            scheme = scheme.with_table(label_table_from_fields(scheme, pk, f))
+            tf = f.obj_("trapdoor")
+            parsed_t = []
+            for i, v in enumerate(tf.list("t", length=scheme.width)):
+                try:
+                    parsed_t.append(g.scalar_from_json(v))
+                except EncodingError as exc:
+                    raise tf.error(f"t[{i}]", str(exc)) from None
+            trapdoor = (tf.parse("s", g.scalar_from_json), tuple(parsed_t))
+            triggers = triggers_from_fields(scheme, f)
+        else:
+            t = f.parse("t", g.scalar_from_json)
         size = f.int("output_size", lo=1)
         trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
         want_size = (
@@ -336,13 +395,15 @@ class Vault(SchemeBound):
         class_cts = ciphertexts_from_json(scheme, f, "class_ciphertexts")
         if len(class_cts) != k:
             raise f.error("class_ciphertexts", f"expected {k} ciphertexts, got {len(class_cts)}")
-        if not g.equal(scheme.dec(recs[0].sk, class_cts), messages):
+        root_sk: Any = recs[0].sk
+        if not g.equal(scheme.dec(root_sk, class_cts), messages):
             raise f.error("class_ciphertexts", "do not decrypt to the vault's messages")
         if f.has("expected_trigger_labels"):
             ef = f.obj_("expected_trigger_labels")
             for rec in recs:
                 got = ef.int_list(rec.name, length=len(trig_cts), hi=k - 1)
-                if got != scheme.decrypt_labels(rec.sk, trig_cts).tolist():
+                rec_sk: Any = rec.sk
+                if got != scheme.decrypt_labels(rec_sk, trig_cts).tolist():
                     raise ef.error(rec.name, "does not match Dec(sk, trigger_ciphertexts)")
         class_slots: tuple[int, ...] | None = None
         trigger_slots: tuple[int, ...] | None = None
@@ -394,7 +455,17 @@ class Vault(SchemeBound):
             generation=generation,
             created=f.str("created") if f.has("created") else "",
             previous=tuple(previous),
+            trapdoor=trapdoor,
+            triggers=triggers,
         )
-        if g.pow(pk.g1, t) is not None and not g.equal(g.pow(pk.g1, t), pk.g2):
+        if isinstance(pk, PublicKeyV2) and trapdoor is not None:
+            if len(triggers) != len(trig_cts):
+                raise f.error("triggers", f"{len(triggers)} entries for {len(trig_cts)} Fakes")
+            if not g.equal(g.pow(pk.g1, trapdoor[0]), pk.h):
+                raise f.error("trapdoor", "s g1 != h: s does not belong to this public key")
+            for i, ti in enumerate(trapdoor[1]):
+                if not g.equal(g.pow(pk.g1, ti), pk.gens[i + 1 : i + 2]):
+                    raise f.error(f"trapdoor.t[{i}]", "t_i g1 != g_(i+1)")
+        elif not g.equal(g.pow(pk.g1, t), pk.g2):
             raise f.error("t", "g1^t != g2: t does not belong to this public key")
         return vault

@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from encryip_runtime.crypto.labels import HashLabelCodec
+from encryip_runtime.crypto.profiles import make_scheme_v2
+from encryip_runtime.crypto.scheme import CSLite
+from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2
 from encryip_runtime.exceptions import EncryIPError
+from encryip_runtime.formats.common import AnySecretKey
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.formats.vault import Vault, utc_now
-from encryip_runtime.release.plan import validate_licensee_names
+from encryip_runtime.release.plan import new_label_table, validate_licensee_names
 from encryip_runtime.release.writer import ReleasePaths, record_fingerprint, write_licensee
 
 __all__ = ["add_licensee", "rotate_keys"]
@@ -40,21 +44,30 @@ def add_licensee(release_dir: Path, name: str) -> Path:
     """
     paths, manifest, vault, model = _open(release_dir)
     validate_licensee_names([*[r.name for r in vault.licensees], name])
-    family = vault.scheme.add_licensee(vault.family())
-    record = write_licensee(paths, manifest, model, vault.scheme, name, family.keys[-1])
-    vault.scheme.check_key(vault.pk, record.sk)
+    scheme = vault.scheme
+    sk: AnySecretKey
+    if isinstance(scheme, CSLiteV2):
+        sk = scheme.add_licensee(vault.family_v2(), vault.triggers).keys[-1]
+        scheme.check_key(vault.family_v2().pk, sk)
+    else:
+        assert isinstance(scheme, CSLite)
+        sk = scheme.add_licensee(vault.family()).keys[-1]
+        scheme.check_key(vault.family().pk, sk)
+    record = write_licensee(paths, manifest, model, scheme, name, sk)
     replace(vault, licensees=(*vault.licensees, record)).save(paths.vault)
     log.info("added licensee %s to key generation %d", name, vault.generation)
     return paths.key(name)
 
 
-def rotate_keys(release_dir: Path) -> list[Path]:
+def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[Path]:
     """Secure profile: new key family, re-encrypted codebook; every old key stops working.
 
     The network is untouched: the codebook sits outside it (docs/design.md §3.2). The
     vault keeps the old generation (keys, codebook messages, Fake ciphertexts,
     permutations, fingerprints, date), so a key, file or service of before the rotation
-    is still attributed.
+    is still attributed. ``secure_format`` (default: the release's own) may move a
+    format v1 release to format v2, or re-size a v2 release's width n for today's
+    number of licensees.
     """
     paths, manifest, vault, model = _open(release_dir)
     scheme = vault.scheme
@@ -63,6 +76,13 @@ def rotate_keys(release_dir: Path) -> list[Path]:
             "key rotation needs the secure profile: in the paper profile the network emits "
             "ciphertext elements directly, so new keys mean retraining"
         )
+    target = scheme.format_version if secure_format is None else secure_format
+    if target == 2:
+        return _rotate_v2(paths, manifest, vault, model)
+    if target != 1:
+        raise EncryIPError(f"unknown secure format {target} (expected 1 or 2)")
+    if not isinstance(scheme, CSLite):
+        raise EncryIPError("a format v2 release cannot be rotated back to format v1")
     assert isinstance(scheme.codec, HashLabelCodec)
     assert vault.class_slots is not None and vault.trigger_slots is not None
     family = scheme.gen(len(vault.licensees))
@@ -106,6 +126,63 @@ def rotate_keys(release_dir: Path) -> list[Path]:
         "rotated keys for %d licensees: generation %d (the vault keeps generations 1-%d)",
         len(records),
         rotated.generation,
+        rotated.generation,
+    )
+    return [paths.key(r.name) for r in records]
+
+
+def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: bytes) -> list[Path]:
+    old = vault.scheme
+    shift = old.shift_range if isinstance(old, CSLiteV2) else DEFAULT_SHIFT_RANGE
+    assert vault.class_slots is not None and vault.trigger_slots is not None
+    scheme = make_scheme_v2(old.num_classes, len(vault.licensees), shift)
+    triggers = scheme.make_triggers(vault.num_triggers)
+    family = scheme.gen(len(vault.licensees), triggers)
+    lo, hi = scheme.index_range(triggers)
+    scheme = scheme.with_table(new_label_table(scheme, family.pk.h, lo, hi))
+    messages = scheme.codec.messages(np.arange(scheme.num_classes))
+    class_cts = scheme.enc(family.pk, messages)
+    trig_cts = scheme.fake(family.pk, scheme.codec, triggers)
+    codebook = np.zeros((vault.output_size, scheme.components, 32), dtype=np.uint8)
+    codebook[list(vault.class_slots)] = class_cts
+    codebook[list(vault.trigger_slots)] = trig_cts
+    new_manifest = replace(manifest, scheme=scheme, pk=family.pk, codebook=codebook)
+    new_manifest.save(paths.manifest)
+    records = []
+    for rec, sk in zip(vault.licensees, family.keys, strict=True):
+        written = write_licensee(
+            paths,
+            new_manifest,
+            model,
+            scheme,
+            rec.name,
+            sk,
+            np.asarray(rec.permutation, dtype=np.int64),
+            record_fingerprint(rec),
+            fresh_fingerprint=False,
+        )
+        records.append(replace(written, added=rec.added or written.added))
+    new = replace(
+        vault,
+        scheme=scheme,
+        pk=family.pk,
+        t=0,
+        trapdoor=(family.s, family.t),
+        triggers=triggers,
+        licensees=tuple(records),
+        messages=messages,
+        class_ciphertexts=class_cts,
+        trigger_ciphertexts=trig_cts,
+        manifest_digest=new_manifest.digest,
+        root_index=0,
+        created=utc_now(),
+    )
+    rotated = vault.rotated(new)
+    rotated.save(paths.vault)
+    log.info(
+        "rotated keys for %d licensees (secure format v2, n = %d): generation %d",
+        len(records),
+        scheme.width,
         rotated.generation,
     )
     return [paths.key(r.name) for r in records]

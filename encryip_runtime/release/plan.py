@@ -17,12 +17,28 @@ import numpy.typing as npt
 
 from encryip_runtime.crypto import make_scheme
 from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
-from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily
-from encryip_runtime.formats.common import SchemeBound
+from encryip_runtime.crypto.profiles import DEFAULT_SECURE_FORMAT, AnyScheme, make_scheme_v2
+from encryip_runtime.crypto.scheme import Ciphertexts, KeyFamily
+from encryip_runtime.crypto.scheme_v2 import (
+    DEFAULT_SHIFT_RANGE,
+    CSLiteV2,
+    KeyFamilyV2,
+    LabelTable,
+    Trigger,
+    cached_table,
+)
+from encryip_runtime.exceptions import EncodingError
+from encryip_runtime.formats.common import AnySecretKey, SchemeBound
 from encryip_runtime.formats.manifest import InputSpec, Manifest
 from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer
 
-__all__ = ["ProtectionPlan", "plan_protection", "random_permutation", "validate_licensee_names"]
+__all__ = [
+    "ProtectionPlan",
+    "new_label_table",
+    "plan_protection",
+    "random_permutation",
+    "validate_licensee_names",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,8 +67,8 @@ def random_permutation(size: int) -> npt.NDArray[np.int64]:
 
 @dataclass(frozen=True)
 class ProtectionPlan(SchemeBound):
-    scheme: CSLite
-    family: KeyFamily
+    scheme: AnyScheme
+    family: KeyFamily | KeyFamilyV2
     licensees: tuple[str, ...]
     class_names: tuple[str, ...]
     messages: Any  # M_y, one element per class
@@ -62,6 +78,11 @@ class ProtectionPlan(SchemeBound):
     class_slots: npt.NDArray[np.int64] | None = None  # secure only
     trigger_slots: npt.NDArray[np.int64] | None = None
     decoder: str | None = None  # paper only: Φ⁻¹ rule, "joint" or "argmax" (transfer.DECODERS)
+    triggers: tuple[Trigger, ...] = ()  # format v2: each Fake's base index and offsets
+
+    def licensee_keys(self) -> tuple[AnySecretKey, ...]:
+        """Each licensee's secret key, in ``licensees`` order."""
+        return tuple(self.family.keys)
 
     @property
     def num_triggers(self) -> int:
@@ -129,24 +150,75 @@ class ProtectionPlan(SchemeBound):
         )
 
 
+def new_label_table(scheme: CSLiteV2, h: npt.NDArray[np.uint8], lo: int, hi: int) -> LabelTable:
+    """A fresh random M_0 whose table has no two entries with the same 8-byte prefix."""
+    while True:
+        table = cached_table(
+            scheme.group, scheme.num_classes, scheme.group.random_elements(1), h, lo, hi
+        )
+        try:
+            table.ensure_built()
+        except EncodingError:  # pragma: no cover - about 2^-40
+            continue
+        return table
+
+
+def _plan_v2(
+    class_names: list[str], licensees: list[str], num_triggers: int, shift_range: int
+) -> ProtectionPlan:
+    k = len(class_names)
+    scheme = make_scheme_v2(k, len(licensees), shift_range)
+    triggers = scheme.make_triggers(num_triggers)
+    family = scheme.gen(len(licensees), triggers)
+    lo, hi = scheme.index_range(triggers)
+    scheme = scheme.with_table(new_label_table(scheme, family.pk.h, lo, hi))
+    messages = scheme.codec.messages(np.arange(k))
+    class_cts = scheme.enc(family.pk, messages)
+    trig_cts = scheme.fake(family.pk, scheme.codec, triggers)
+    size = k + num_triggers
+    order = random_permutation(size)
+    return ProtectionPlan(
+        scheme,
+        family,
+        tuple(licensees),
+        tuple(class_names),
+        messages,
+        class_cts,
+        trig_cts,
+        size,
+        order[:k],
+        order[k:],
+        triggers=triggers,
+    )
+
+
 def plan_protection(
     profile: str,
     class_names: list[str],
     licensees: list[str],
     num_triggers: int = 32,
     decoder: str = "joint",
+    *,
+    secure_format: int = DEFAULT_SECURE_FORMAT,
+    shift_range: int = DEFAULT_SHIFT_RANGE,
 ) -> ProtectionPlan:
     """Gen(P), one Enc per label, ``num_triggers`` Fakes, and (secure) a secret slot order.
 
-    ``decoder`` (paper profile only): the Φ⁻¹ rule written into the manifest.
+    ``decoder`` (paper profile only): the Φ⁻¹ rule written into the manifest. The secure
+    profile writes format ``secure_format`` (2 by default; 1 for the paper's CS_lite
+    construction over ristretto255).
     """
     k = len(class_names)
-    scheme = make_scheme(profile, k)
     validate_licensee_names(list(licensees))
     if num_triggers < 0:
         raise ValueError("num_triggers must be >= 0")
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
+    if profile == "secure" and secure_format == 2:
+        return _plan_v2(list(class_names), list(licensees), num_triggers, shift_range)
+    if secure_format not in (1, 2):
+        raise ValueError(f"unknown secure format {secure_format} (expected 1 or 2)")
+    scheme = make_scheme(profile, k)
     family = scheme.gen(len(licensees))
     codec = scheme.codec
     if isinstance(codec, HashLabelCodec):

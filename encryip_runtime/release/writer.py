@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.scheme import CSLite, KeyFamily, SecretKey
+from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.scheme import KeyFamily
+from encryip_runtime.crypto.scheme_v2 import KeyFamilyV2
+from encryip_runtime.formats.common import AnySecretKey
 from encryip_runtime.formats.jsonio import atomic_write_bytes
 from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.formats.manifest import InputSpec, Manifest
@@ -59,7 +62,7 @@ class ReleasePaths:
         return self.root / "licensees" / name
 
 
-def licensee_permutation(scheme: CSLite, output_size: int) -> npt.NDArray[np.int64]:
+def licensee_permutation(scheme: AnyScheme, output_size: int) -> npt.NDArray[np.int64]:
     """A fresh secret output order for one licensee's file.
 
     paper: positions are shuffled within each of the three blocks, so the file keeps
@@ -95,9 +98,9 @@ def write_licensee(
     paths: ReleasePaths,
     base: Manifest,
     base_model: bytes,
-    scheme: CSLite,
+    scheme: AnyScheme,
     name: str,
-    sk: SecretKey,
+    sk: AnySecretKey,
     order: npt.NDArray[np.int64] | None = None,
     fingerprint: Fingerprint | None = None,
     *,
@@ -167,7 +170,7 @@ def write_release(
     base.save(paths.manifest)
     records = [
         write_licensee(paths, base, model_onnx, plan.scheme, name, sk)
-        for name, sk in zip(plan.licensees, plan.family.keys, strict=True)
+        for name, sk in zip(plan.licensees, plan.licensee_keys(), strict=True)
     ]
     vault = vault_from_plan(plan, records, base)
     vault.save(
@@ -182,10 +185,14 @@ def write_release(
 
 
 def vault_from_plan(plan: ProtectionPlan, records: list[LicenseeRecord], base: Manifest) -> Vault:
+    fam = plan.family
+    v2 = isinstance(fam, KeyFamilyV2)
     return Vault(
         scheme=plan.scheme,
-        pk=plan.family.pk,
-        t=plan.family.t,
+        pk=fam.pk,
+        t=0 if isinstance(fam, KeyFamilyV2) else fam.t,
+        trapdoor=(fam.s, fam.t) if isinstance(fam, KeyFamilyV2) else None,
+        triggers=plan.triggers if v2 else (),
         class_names=plan.class_names,
         licensees=tuple(records),
         messages=plan.messages,

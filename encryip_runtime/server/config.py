@@ -92,6 +92,16 @@ def _bool(text: str) -> bool:
     raise ValueError("not a boolean (true/false, 1/0, yes/no, on/off)")
 
 
+MODEL_CONTROL_MODES = ("none", "explicit")
+
+
+def _model_control(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in MODEL_CONTROL_MODES:
+        raise ValueError(f"must be one of {', '.join(MODEL_CONTROL_MODES)}")
+    return mode
+
+
 def env_name(field_name: str) -> str:
     """``max_batch`` -> ``ENCRYIP_MAX_BATCH``."""
     return ENV_PREFIX + field_name.upper()
@@ -157,7 +167,17 @@ class ServerConfig:
     )
     metrics_port: int = setting(9090, _int, "Prometheus /metrics HTTP port, 0 = off")
     model_name: str | None = setting(
-        None, _text, "name the model is served under", shown="the manifest's model_name"
+        None,
+        _text,
+        "name the model is served under (a single release; a repository names its models "
+        "by directory)",
+        shown="the manifest's model_name",
+    )
+    model_control: str = setting(
+        "none",
+        _model_control,
+        "model repository: 'explicit' lets clients load and unload models (repository "
+        "extension, gRPC and REST); 'none' serves what loaded at start (index only)",
     )
     max_batch: int = setting(32, _int, "most rows in one onnxruntime call")
     max_queue_delay_ms: float = setting(
@@ -185,10 +205,25 @@ class ServerConfig:
     token_file: Path | None = setting(
         None, _path, "file holding the bearer token clients must send", shown="off"
     )
+    tokens_file: Path | None = setting(
+        None,
+        _path,
+        "JSON file of per-licensee bearer tokens (SHA-256 hashes -> licensee, optional rate "
+        "limits and row quotas); re-read when it changes",
+        shown="off",
+    )
+    usage_file: Path | None = setting(
+        None,
+        _path,
+        "JSON ledger of per-licensee requests and rows (with --tokens-file), kept across "
+        "restarts; read by `encryip usage`",
+        shown="off",
+    )
     allow_insecure_token: bool = setting(
         False,
         _bool,
-        "allow --token-file without TLS (the token then crosses the network in clear); "
+        "allow --token-file/--tokens-file without TLS (the token then crosses the network "
+        "in clear); "
         "without it the server refuses to start",
         flag=True,
     )
@@ -214,7 +249,7 @@ class ServerConfig:
         0,
         _threads_or_auto,
         "threads sharing one batch's SampDist, or auto: the cores left after onnxruntime's "
-        "threads and the event loop (batches under 16 rows stay on one thread; "
+        "threads and the event loop (batches under 32 rows stay on one thread; "
         "not used with --reroll-pool)",
         shown="auto",
     )
@@ -356,10 +391,25 @@ class ServerConfig:
             out.append("--tls-cert/--tls-key: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
             out.append("--tls-client-ca: needs --tls-cert and --tls-key (mTLS is on top of TLS)")
-        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file"):
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "token_file", "tokens_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 out.append(f"--{name.replace('_', '-')}: no such file: '{path}'")
+        if self.token_file is not None and self.tokens_file is not None:
+            out.append("--token-file/--tokens-file: give one (a shared token, or per licensee)")
+        if self.tokens_file is not None and self.tokens_file.is_file():
+            from encryip_runtime.server.licensees import load_gate_problems
+
+            out += load_gate_problems(self.tokens_file)
+        if self.usage_file is not None and self.tokens_file is None:
+            out.append("--usage-file: needs --tokens-file (usage is counted per licensee)")
+        if self.usage_file is not None and not self.usage_file.parent.is_dir():
+            out.append(f"--usage-file: no such directory: '{self.usage_file.parent}'")
+        if self.tokens_file is not None and not self.tls and not self.allow_insecure_token:
+            out.append(
+                "--tokens-file: without TLS the bearer tokens cross the network in clear; "
+                "add --tls-cert/--tls-key, or --allow-insecure-token to accept that"
+            )
         if self.token_file is not None and not self.tls and not self.allow_insecure_token:
             out.append(
                 "--token-file: without TLS the bearer token crosses the network in clear; "
@@ -368,6 +418,25 @@ class ServerConfig:
             )
         if self.model_name is not None and not self.model_name.strip():
             out.append("--model-name: must not be empty")
+        from encryip_runtime.server.model_store import is_repository
+
+        if self.release_dir.is_dir() and is_repository(self.release_dir):
+            if self.model_name is not None:
+                out.append(
+                    "--model-name: not with a model repository (its models are named by "
+                    f"their directories under '{self.release_dir}')"
+                )
+        elif self.model_control == "explicit":
+            out.append(
+                "--model-control explicit: needs a model repository "
+                "(RELEASE_DIR/<model>/<version>/ with model.onnx + manifest.json)"
+            )
+        if self.model_control == "explicit" and self.tokens_file is not None:
+            # Every licensee token would pass: any licensee could unload every model.
+            out.append(
+                "--model-control explicit: not with --tokens-file (any licensee could load "
+                "and unload models); use --token-file (one operator token) for explicit mode"
+            )
         return out
 
     def validate(self) -> None:

@@ -1,4 +1,8 @@
-"""grpc.health.v1 for the main port and the plaintext probe port, switched together."""
+"""grpc.health.v1 for the main port and the plaintext probe port, switched together.
+
+Check, Watch and List: grpcio-health-checking (1.85) implements Check and Watch; its
+stubs have List (a snapshot of every service's status), which the servicers here add.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +63,15 @@ class DrainableHealthServicer(health_pb2_grpc.HealthServicer):
                     return
                 await changed.wait()
 
+    async def List(self, request: health_pb2.HealthListRequest, context: Any) -> Any:
+        """A snapshot of every service's status (the protocol's ``List``)."""
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._status.items()
+            }
+        )
+
     async def set(self, service: str, status: int) -> None:
         if self._ending:
             return
@@ -88,7 +101,7 @@ class HealthState:
         self._serving = False
 
     def new_servicer(self) -> health.HealthServicer:
-        servicer = health.HealthServicer(experimental_non_blocking=True)
+        servicer = _HealthServicer(self)
         self._servicers.append(servicer)
         self._apply(servicer)
         return servicer
@@ -129,6 +142,15 @@ class HealthState:
         for aio_servicer, loop in self._aio:
             _run_on(loop, aio_servicer.end_streams())
 
+    def list_response(self) -> health_pb2.HealthListResponse:
+        """``List``: the status of every service name this server reports."""
+        status = self._status()
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status) for name in HEALTH_SERVICE_NAMES
+            }
+        )
+
     def _status(self) -> int:
         return (
             health_pb2.HealthCheckResponse.SERVING
@@ -150,6 +172,19 @@ class HealthState:
                 await servicer.set(name, status)
 
         _run_on(loop, apply())
+
+
+class _HealthServicer(health.HealthServicer):
+    """The threaded servicer (plaintext probe port) plus ``List``."""
+
+    def __init__(self, state: HealthState) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._state = state
+
+    def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        return self._state.list_response()
 
 
 def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:

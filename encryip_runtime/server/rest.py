@@ -1,19 +1,25 @@
 """The Open Inference Protocol v2 over HTTP/REST (aiohttp), on the server's event loop.
 
 Same request path as gRPC: the handler decodes the body, ``Predictor.predict`` queues the
-rows in the one ``MicroBatcher`` and awaits them; the model runs on the batch threads,
-never on this loop. Routes (``{v}`` optional everywhere):
+rows in that model's ``MicroBatcher`` and awaits them; the model runs on the batch
+threads, never on this loop. Routes (``{v}`` optional everywhere):
 
 * ``GET  /v2/health/live``, ``/v2/health/ready`` -- 200, or 400 when not ready (the spec's
   4xx); empty body. No token needed (probes).
 * ``GET  /v2/models/{m}[/versions/{v}]/ready`` -- 200 / 400, 404 for an unknown model.
 * ``GET  /v2`` -- server metadata; ``GET /v2/models/{m}[/versions/{v}]`` -- model metadata.
+* ``GET  /v2/models/{m}[/versions/{v}]/encryip`` -- EncryIP's extension: the public key,
+  profile, class names and ciphertext width (``encryip.v1 GetModelInfo`` as JSON).
 * ``POST /v2/models/{m}[/versions/{v}]/infer`` -- JSON tensors, or the binary tensor data
   extension: the body is ``Inference-Header-Content-Length`` bytes of JSON, then each
   input with ``parameters.binary_data_size`` back to back. Outputs come back as JSON
   (``ciphertext``: hex strings) unless ``parameters.binary_data`` is set on an output or
   ``binary_data_output`` on the request; then the response is the JSON header followed
   by the raw output (``ciphertext``: 4-byte little-endian length + wire bytes per row).
+
+* ``POST /v2/repository/index`` (``{"ready": true}`` optional), ``POST
+  /v2/repository/models/{m}/load`` and ``.../unload`` -- the model repository extension
+  (Triton's REST form); load/unload need ``--model-control explicit``.
 
 Errors are ``{"error": message}`` with the HTTP status of ``status.http_status_for``.
 A request may carry a deadline as ``parameters.timeout`` in microseconds (tritonclient's
@@ -23,6 +29,7 @@ A request may carry a deadline as ``parameters.timeout`` in microseconds (triton
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -38,11 +45,13 @@ from aiohttp import web
 
 from encryip_runtime.exceptions import InputError
 from encryip_runtime.server.health import HealthState
+from encryip_runtime.server.licensees import LicenseeGate
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import LoadedModel
 from encryip_runtime.server.oip import (
     CIPHERTEXT_OUTPUT,
     check_outputs,
+    encryip_model_info,
     model_metadata,
     server_metadata,
 )
@@ -50,6 +59,8 @@ from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.security import BearerAuth
 from encryip_runtime.server.status import (
     DeadlineExpiredError,
+    LimitExceededError,
+    NotReadyError,
     RequestTooLargeError,
     http_status_for,
 )
@@ -72,6 +83,8 @@ _PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 # Bodies above this are parsed on a worker thread, not on the event loop.
 _PARSE_OFF_LOOP_BYTES = 64 * 1024
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Where the auth middleware leaves the calling licensee (--tokens-file) for the handler.
+_LICENSEE = web.RequestKey("encryip.licensee", str)
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class RestFrontend:
         health: HealthState,
         *,
         auth: BearerAuth | None,
+        licensees: LicenseeGate | None = None,
         max_body_bytes: int,
         cors_origins: Sequence[str] = (),
         extensions: Sequence[str] = ("binary_tensor_data",),
@@ -104,6 +118,7 @@ class RestFrontend:
         self._metrics = metrics
         self._health = health
         self._auth = auth
+        self._licensees = licensees
         self._max_body = max_body_bytes
         self._cors = tuple(cors_origins)
         self._extensions = list(extensions)
@@ -123,9 +138,13 @@ class RestFrontend:
         r.add_get("/v2/health/ready", self._ready)
         r.add_get("/v2", self._server_metadata)
         r.add_get("/v2/", self._server_metadata)
+        r.add_post("/v2/repository/index", self._repository_index)
+        r.add_post("/v2/repository/models/{model}/load", self._repository_load)
+        r.add_post("/v2/repository/models/{model}/unload", self._repository_unload)
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             r.add_get(base, self._model_metadata)
             r.add_get(base + "/ready", self._model_ready)
+            r.add_get(base + "/encryip", self._encryip_info)
             r.add_post(base + "/infer", self._infer)
         return app
 
@@ -195,13 +214,20 @@ class RestFrontend:
             status, _code, message = http_status_for(exc)
             if status >= 500 and status != 503 and status != 504:
                 log.error("REST %s failed: %s", request.path, type(exc).__name__, exc_info=exc)
-            return _error(status, message)
+            retry = (
+                getattr(exc, "retry_after_s", None) if isinstance(exc, LimitExceededError) else None
+            )
+            headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+            return _error(status, message, headers=headers)
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         if self._auth is not None and request.path not in _PUBLIC_PATHS:
             presented = request.headers.get("Authorization", "").encode("utf-8", "replace")
             self._auth.check(presented)  # UnauthenticatedError -> 401
+        if self._licensees is not None and request.path not in _PUBLIC_PATHS:
+            # per-licensee tokens (--tokens-file): the same gate as the gRPC interceptor
+            request[_LICENSEE] = self._licensees.authenticate(request.headers.get("Authorization"))
         return await handler(request)
 
     # -- health and metadata ---------------------------------------------------------
@@ -217,7 +243,10 @@ class RestFrontend:
         name, version = _model_of(request)
         if self._health.serving and self._predictor.ready(name, version):
             return web.Response(status=200)
-        self._predictor.resolve(name, version)  # unknown model/version: 404
+        # Unknown model/version: 404. Draining or not loaded: "not ready" is the spec's
+        # 4xx, not the 503 a prediction would get.
+        with contextlib.suppress(NotReadyError):
+            self._predictor.resolve(name, version)
         return web.Response(status=400)
 
     async def _server_metadata(self, request: web.Request) -> web.Response:
@@ -227,6 +256,39 @@ class RestFrontend:
         name, version = _model_of(request)
         loaded = self._predictor.resolve(name, version)
         return web.json_response(model_metadata(loaded, self._predictor.versions(loaded.name)))
+
+    async def _encryip_info(self, request: web.Request) -> web.Response:
+        name, version = _model_of(request)
+        return web.json_response(encryip_model_info(self._predictor.resolve(name, version)))
+
+    # -- model repository extension -------------------------------------------------
+
+    async def _repository_index(self, request: web.Request) -> web.Response:
+        body = await _read_body(request, self._max_body)
+        ready_only = False
+        if body.strip():
+            try:
+                params = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InputError(f"request body is not JSON: {exc}") from None
+            if not isinstance(params, dict):
+                raise InputError("request body must be a JSON object")
+            ready_only = params.get("ready") is True
+        rows = self._predictor.repository.index(ready_only=ready_only)
+        return web.json_response(
+            [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
+             for r in rows]
+        )  # fmt: skip
+
+    async def _repository_load(self, request: web.Request) -> web.Response:
+        # Reads files and builds an onnxruntime session: off the loop.
+        await asyncio.to_thread(self._predictor.repository.load, request.match_info["model"])
+        return web.Response(status=200)
+
+    async def _repository_unload(self, request: web.Request) -> web.Response:
+        # Waits for the model's queued requests, which this loop answers: off the loop.
+        await asyncio.to_thread(self._predictor.repository.unload, request.match_info["model"])
+        return web.Response(status=200)
 
     # -- inference -------------------------------------------------------------------
 
@@ -253,16 +315,30 @@ class RestFrontend:
             parsed = await asyncio.to_thread(_parse_infer, body, header_length, loaded)
         else:
             parsed = _parse_infer(body, header_length, loaded)
+        licensee: str | None = request.get(_LICENSEE)
+        n_rows = int(parsed.x.shape[0]) if parsed.x.ndim else 0
+        if licensee is not None:
+            assert self._licensees is not None
+            self._licensees.admit(licensee, n_rows)  # LimitExceededError -> 429
         predict = self._predictor.predict(
             loaded, parsed.x, onehot="onehot" in parsed.outputs, timeout_s=parsed.timeout_s
         )
-        if parsed.timeout_s is None:
-            pred = await predict
-        else:
-            try:
-                pred = await asyncio.wait_for(predict, parsed.timeout_s)
-            except TimeoutError:
-                raise DeadlineExpiredError("deadline passed (parameters.timeout)") from None
+        try:
+            if parsed.timeout_s is None:
+                pred = await predict
+            else:
+                try:
+                    pred = await asyncio.wait_for(predict, parsed.timeout_s)
+                except TimeoutError:
+                    raise DeadlineExpiredError("deadline passed (parameters.timeout)") from None
+        except BaseException:
+            if licensee is not None:
+                assert self._licensees is not None
+                self._licensees.record(licensee, n_rows, ok=False)
+            raise
+        if licensee is not None:
+            assert self._licensees is not None
+            self._licensees.record(licensee, n_rows, ok=True)
         head: dict[str, Any] = {"model_name": pred.model.name, "model_version": pred.model.version}
         if parsed.id is not None:
             head["id"] = parsed.id
@@ -303,8 +379,9 @@ def _model_of(request: web.Request) -> tuple[str, str]:
 
 def _error(status: int, message: str, headers: Any = None) -> web.Response:
     response = web.json_response({"error": message}, status=status)
-    if headers is not None and "Allow" in headers:
-        response.headers["Allow"] = headers["Allow"]
+    for name in ("Allow", "Retry-After"):
+        if headers is not None and name in headers:
+            response.headers[name] = headers[name]
     return response
 
 

@@ -1,7 +1,11 @@
 """Transport security (TLS, mTLS) and bearer-token authentication of the main and REST ports.
 
-One ``BearerAuth`` decides for both protocols: the gRPC interceptor hands it the
-``authorization`` metadata, the REST front end the ``Authorization`` header.
+Two token modes. One shared token (``--token-file``): one ``BearerAuth`` decides for both
+protocols; the gRPC interceptor hands it the ``authorization`` metadata, the REST front
+end the ``Authorization`` header. One token per licensee (``--tokens-file``):
+:class:`LicenseeAuthInterceptor` (gRPC) and the REST front end ask the transport-neutral
+:class:`~encryip_runtime.server.licensees.LicenseeGate` who calls, whether the call is
+within its limits, and count it.
 """
 
 from __future__ import annotations
@@ -14,10 +18,18 @@ from typing import Any
 
 import grpc
 
+from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.server.config import ServerConfig
-from encryip_runtime.server.status import UnauthenticatedError, status_for
+from encryip_runtime.server.licensees import LicenseeGate
+from encryip_runtime.server.status import UnauthenticatedError, abort, status_for
 
-__all__ = ["BearerAuth", "TokenAuthInterceptor", "server_credentials", "server_ssl_context"]
+__all__ = [
+    "BearerAuth",
+    "LicenseeAuthInterceptor",
+    "TokenAuthInterceptor",
+    "server_credentials",
+    "server_ssl_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +100,80 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             log.info("refused %s: %s", method, exc)
             return _deny_handler(await continuation(handler_call_details), exc)
         return await continuation(handler_call_details)
+
+
+# Prediction methods: the ones limits and usage apply to, and where their rows are.
+_PREDICT_METHODS = {
+    "/encryip.v1.EncryIP/Predict": lambda r: r.input.shape[0] if len(r.input.shape) else 0,
+    "/inference.GRPCInferenceService/ModelInfer": lambda r: (
+        r.inputs[0].shape[0] if len(r.inputs) and len(r.inputs[0].shape) else 0
+    ),
+}
+
+
+class LicenseeAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Per-licensee bearer tokens (``--tokens-file``): authenticate every call but health;
+    for predictions also check the licensee's rate and quota and count requests and rows."""
+
+    def __init__(self, gate: LicenseeGate) -> None:
+        self.gate = gate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        if method.startswith(_PUBLIC_PREFIXES):
+            return await continuation(handler_call_details)
+        presented: str | bytes | None = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                presented = value
+                break
+        handler = await continuation(handler_call_details)
+        try:
+            licensee = self.gate.authenticate(presented)
+        except UnauthenticatedError as exc:
+            log.info("refused %s: %s", method, exc)
+            return _deny_handler(handler, exc)
+        rows_of = _PREDICT_METHODS.get(method)
+        if handler is None or rows_of is None or handler.unary_unary is None:
+            return handler
+        return _counted_handler(handler, self.gate, licensee, rows_of)
+
+
+def _counted_handler(
+    handler: grpc.RpcMethodHandler,
+    gate: LicenseeGate,
+    licensee: str,
+    rows_of: Callable[[Any], int],
+) -> grpc.RpcMethodHandler:
+    """``handler`` behind the licensee's limits, counted in its usage."""
+    inner = handler.unary_unary
+    assert inner is not None
+
+    async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        rows = int(rows_of(request))
+        try:
+            gate.admit(licensee, rows)
+        except EncryIPError as exc:
+            await abort(context, exc)
+        try:
+            response = await inner(request, context)
+        except BaseException:
+            gate.record(licensee, rows, ok=False)
+            raise
+        # A servicer that aborts raises; a returned response with a non-OK code is an error.
+        code = context.code() if hasattr(context, "code") else None
+        gate.record(licensee, rows, ok=code in (None, grpc.StatusCode.OK, 0))
+        return response
+
+    return grpc.unary_unary_rpc_method_handler(
+        counted,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _deny_handler(

@@ -26,6 +26,8 @@ from encryip_runtime.exceptions import (
 
 __all__ = [
     "DeadlineExpiredError",
+    "LimitExceededError",
+    "ModelControlError",
     "NotReadyError",
     "QueueFullError",
     "UnauthenticatedError",
@@ -50,6 +52,16 @@ class RequestTooLargeError(EncryIPError):
     """A request larger than the server accepts (``RESOURCE_EXHAUSTED``)."""
 
 
+class LimitExceededError(EncryIPError):
+    """A licensee's rate limit or quota is used up (``RESOURCE_EXHAUSTED``; HTTP 429)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeadlineExpiredError(EncryIPError):
     """The request's deadline passed before it could run (``DEADLINE_EXCEEDED``)."""
 
@@ -62,6 +74,11 @@ class UnauthenticatedError(EncryIPError):
     """Missing or wrong bearer token (``UNAUTHENTICATED``)."""
 
 
+class ModelControlError(EncryIPError):
+    """A repository request the server refuses (``FAILED_PRECONDITION``): load/unload
+    without ``--model-control explicit``, or a model that failed to load."""
+
+
 class UnknownModelError(InputError):
     """A model name (or version) this server does not serve (``NOT_FOUND``)."""
 
@@ -72,7 +89,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, (InputError, EncodingError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, (QueueFullError, RequestTooLargeError)):
+    if isinstance(exc, (QueueFullError, RequestTooLargeError, LimitExceededError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
@@ -80,6 +97,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, UnauthenticatedError):
         return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, ModelControlError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, InferenceError):
         return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL

@@ -104,11 +104,17 @@ def parse_dockerfile(path: Path) -> Dockerfile:
 
 def kustomize(target: str) -> list[dict[str, Any]]:
     """`kubectl kustomize deploy/k8s/TARGET`, as documents."""
+    return kustomize_dir(K8S / target, target)
+
+
+def kustomize_dir(path: Path, target: str | None = None) -> list[dict[str, Any]]:
+    """`kubectl kustomize PATH`, as documents."""
+    target = target or str(path)
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (needed for `kubectl kustomize`)")
     out = subprocess.run(
-        [kubectl, "kustomize", str(K8S / target)],
+        [kubectl, "kustomize", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

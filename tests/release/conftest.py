@@ -62,9 +62,15 @@ def images_for_slots(slots: npt.ArrayLike, seed: int = 0) -> npt.NDArray[np.uint
     return x.reshape(len(s), *SHAPE)
 
 
-def make_selector_release(out: Path, profile: str, num_classes: int = 10) -> TinyRelease:
+def make_selector_release(
+    out: Path, profile: str, num_classes: int = 10, secure_format: int = 2
+) -> TinyRelease:
     plan = plan_protection(
-        profile, [f"class{i}" for i in range(num_classes)], list(LICENSEES), num_triggers=8
+        profile,
+        [f"class{i}" for i in range(num_classes)],
+        list(LICENSEES),
+        num_triggers=8,
+        secure_format=secure_format,
     )
     rng = np.random.default_rng(1)
     write_release(

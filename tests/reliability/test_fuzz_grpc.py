@@ -2,7 +2,8 @@
 and the ``.npy`` / image inputs of ``encryip predict``.
 
 Every response is OK (with one ciphertext per row) or a proper status (INVALID_ARGUMENT,
-RESOURCE_EXHAUSTED) whose message leaks no internals; the server stays healthy after.
+RESOURCE_EXHAUSTED, NOT_FOUND for an unknown model) whose message leaks no internals; the
+server stays healthy after.
 The CLI exits 0, 1 or 2 with its problems on stderr: never a traceback, never
 "unexpected <Exception>" (its catch-all for errors nobody typed).
 """

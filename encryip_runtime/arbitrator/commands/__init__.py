@@ -3,4 +3,10 @@
 sets ``run``) and ``run(args) -> exit code``; arbitrator/cli.py builds the parser from
 them and hands it to the shared runner (cli/runner.py)."""
 
-COMMANDS: tuple[str, ...] = ("verify_onnx", "verify_key", "verify_labels", "export_triggers")
+COMMANDS: tuple[str, ...] = (
+    "verify_onnx",
+    "verify_key",
+    "verify_labels",
+    "verify_endpoint",
+    "export_triggers",
+)
