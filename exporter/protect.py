@@ -307,7 +307,7 @@ def run_protect_job(
         plans.append(plan)
         return model
 
-    metrics = run_train_job(job, splits, progress=progress, init_model=init)
+    metrics = run_train_job(job, splits, progress=progress, init_model=init, command="protect")
     if metrics:
         plan = plans[-1]
         served = decrypted_labels(
