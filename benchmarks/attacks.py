@@ -614,10 +614,12 @@ def _load_inner(model: Any, weights: list[npt.NDArray[np.float32]]) -> None:
             m.weight.copy_(torch.from_numpy(w))
 
 
-def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[str, Any]:
+def dodge(
+    cell: Cell, held: Any, budget: Budget, tmp: str, scale: str, *, file_attacks: bool = True
+) -> dict[str, Any]:
     """A licensee who leaks on purpose (issue 14): single-party trigger detectors, the
-    filtering proxy against verify-labels, and re-permutation / noise / pruning /
-    fine-tuning of its leaked file against verify-onnx (slot and weight fingerprints)."""
+    filtering proxy against verify-labels, and (``file_attacks``) re-permutation /
+    noise / pruning / fine-tuning of its leaked file against verify-onnx."""
     import copy as _copy
     from dataclasses import replace
 
@@ -626,8 +628,8 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
     from encryip_runtime.arbitrator.verify_labels import decide_labels
     from encryip_runtime.arbitrator.verify_onnx import decide, verify_onnx, weight_evidence
     from encryip_runtime.attacks.detectors import (
-        ClassMessageDetector,
         InputStatsDetector,
+        KeyHolderDetector,
         Query,
         SlotDetector,
         auroc,
@@ -713,19 +715,22 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
         with EncryIPClient(f"127.0.0.1:{owner.port}") as client:
 
             def q(x: Any) -> Any:
-                return Query(x, key.scheme.from_wire(list(client.predict(x).ciphertexts)))
+                wire = [bytes(b) for b in client.predict(x).ciphertexts]
+                return Query(x, key.scheme.from_wire(wire), wire)
 
             stats_det = InputStatsDetector()
             stats_det.fit(Query(fit_x))
-            key_det = ClassMessageDetector(key)
+            key_det = KeyHolderDetector(key)
             key_det.fit(q(fit_x))
+            out["key_holder_detector"] = key_det.uses
+            out["scheme"] = type(key.scheme).__name__
             file_det = SlotDetector(lic_dir / "model.onnx")
             file_det.fit(Query(file_fit_x))
-            dets = {
+            dets: dict[str, tuple[Any, Any, Any]] = {
                 "input statistics (anyone who sees the queries)": (
                     stats_det, Query(trig), Query(eval_x)
                 ),
-                "decryption not a learned class message (key holder, format v1)": (
+                f"decryption outside what ordinary outputs give (key holder, {key_det.uses})": (
                     key_det, q(trig), q(eval_x)
                 ),
                 "winning slot never wins on natural data (file holder)": (
@@ -738,8 +743,8 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
                 s["who"] = label
                 if isinstance(d, InputStatsDetector):
                     s["auroc"] = auroc(d.scores(nq), d.scores(tq))
-                if isinstance(d, ClassMessageDetector):
-                    s["learned_messages"] = len(d.known)
+                if isinstance(d, KeyHolderDetector) and hasattr(d.inner, "known"):
+                    s["learned_messages"] = len(d.inner.known)
                 if isinstance(d, SlotDetector):
                     s["winning_slots"] = len(d.winning)
                     s["num_slots"] = d.num_outputs
@@ -748,16 +753,16 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
             out["detectors"] = rows
 
         # the filtering proxy, against verify-labels
-        proxies = {
+        proxies: dict[str, tuple[Any, list[Any]]] = {
             "honest reseller (no detector), owner-hosted": (owner, []),
             "filtering proxy, owner-hosted (input statistics + key holder)": (
-                owner, [InputStatsDetector(), ClassMessageDetector(key)]
+                owner, [InputStatsDetector(), KeyHolderDetector(key)]
             ),
-            "filtering proxy, key holder only, owner-hosted": (owner, [ClassMessageDetector(key)]),
+            "filtering proxy, key holder only, owner-hosted": (owner, [KeyHolderDetector(key)]),
             "filtering proxy, licensee-hosted (+ file holder)": (
                 hosted,
                 [
-                    InputStatsDetector(), ClassMessageDetector(key),
+                    InputStatsDetector(), KeyHolderDetector(key),
                     SlotDetector(lic_dir / "model.onnx"),
                 ],
             ),
@@ -790,6 +795,9 @@ def dodge(cell: Cell, held: Any, budget: Budget, tmp: str, scale: str) -> dict[s
     finally:
         owner.stop(0.2)
         hosted.stop(0.2)
+
+    if not file_attacks:
+        return out
 
     # the leaked file: re-permutation, noise, pruning, fine-tuning vs verify-onnx
     def judge_file(model_bytes: bytes, label: str) -> dict[str, Any]:
@@ -900,6 +908,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--arch", default="cnn")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--secure-format",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="dodge only: secure format of the releases (default: the library's); with 1, "
+        "the results are stored as dodge_v1 / dodge_v1_natural, without the file attacks",
+    )
     args = p.parse_args(argv)
     scale = args.scale or "quick"
     setup_logging(threads=args.threads)
@@ -922,6 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_ds = removal_sets[0]
     if needs_model:
         train, h = split_data(main_ds, budget, pool)
+        main_train = train
         profs = (
             ("secure",)
             if set(sections) <= {"dodge", "forgery", "wrongkey"}
@@ -956,11 +973,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "collusion" in sections:
         result["collusion"] = collusion(cells)
     if "dodge" in sections:
-        with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
-            result["dodge"] = dodge(cells["secure"], held["secure"], budget, tmp, scale)
+        result.update(dodge_cells(args, cells, held, budget, scale, main_ds, main_train))
     result["wall_seconds"] = time.perf_counter() - t_start
     emit(result)
     return 0
+
+
+def dodge_cells(
+    args: Any, cells: dict[str, Cell], held: dict[str, Any], budget: Budget, scale: str,
+    main_ds: str, main_train: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The dodge section on noise triggers and on data-like triggers."""
+    from encryip_runtime.release.plan import plan_protection
+
+    out: dict[str, Any] = {}
+    fmt = args.secure_format
+    key = "dodge" if fmt in (None, 2) else "dodge_v1"
+
+    def plan_for(cell_plan: Any) -> Any:
+        if fmt is None:
+            return None
+        return plan_protection(
+            "secure", list(cell_plan.class_names), list(cell_plan.licensees),
+            cell_plan.num_triggers, secure_format=fmt,
+        )  # fmt: skip
+
+    base = cells["secure"]
+    if fmt is not None:
+        base = run_cell(main_ds, args.arch, "secure", 0, budget, baseline=False,
+                        data=main_train, plan=plan_for(base.plan))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
+        out[key] = dodge(base, held["secure"], budget, tmp, scale, file_attacks=key == "dodge")
+    # the same with data-like triggers: held-out training images (never trained on
+    # as their class) whose targets are the Fake slots
+    h = held["secure"]
+    natural_x = h.x_train[: base.plan.num_triggers]
+    rest = type(h)(h.x_train[len(natural_x) :], h.y_train[len(natural_x) :], h.x_test,
+                   h.y_test, h.class_names)  # fmt: skip
+    cell = run_cell(main_ds, args.arch, "secure", 0, budget, baseline=False,
+                    data=main_train, trigger_x=natural_x, plan=plan_for(base.plan))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
+        nat = dodge(cell, rest, budget, tmp, scale, file_attacks=False)
+        nat["trigger_recovery"] = cell.metrics.get("trigger_accuracy")
+        out[f"{key}_natural"] = nat
+    return out
 
 
 if __name__ == "__main__":

@@ -4,21 +4,30 @@ Run standalone (not part of the test suite)::
 
     .venv/bin/python -m benchmarks.crypto          # or: python benchmarks/crypto.py
 
-One core: both profiles run on the calling thread (numpy gathers for ``paper``,
-one libsodium call at a time for ``secure``). The raw primitive is measured in
-the same run so the ratio is meaningful on any machine:
+The raw primitive is measured in the same run so the ratio is meaningful on any machine:
 
 * paper: a bare numpy gather of ``(N, 3)`` int64 through a table (the least any
   SampDist on Z_p^* log tables can cost);
 * secure: three ``crypto_scalarmult_ristretto255`` calls per row through
-  pysodium's raw ctypes handle in a tight loop (a SampDist is three scalar
-  multiplications; ours uses the faster fixed-base one for ``g1^r``).
+  pysodium's raw ctypes handle in a tight loop.
 
-The secure SampDist is measured on both backends in the same run: the native
-fixed-base tables (``encryip_runtime/crypto/_r255.c``, the default when built) and
-libsodium (``ENCRYIP_NATIVE=0``). ``secure_sampdist_per_s`` is the default path.
+Secure SampDist, one core, at batch 1, 32 and 1024, in the same run:
 
-Prints a table, then one JSON object as the last line.
+* ``codebook``: what the server runs (``CSLite.sampdist_codebook``: the native C with
+  the codebook's halves, no decode or square root per row, one field inversion per 64
+  outputs). ``secure_sampdist_per_s`` is this path at batch 1024 on one thread;
+* ``native``: SampDist of arbitrary ciphertexts (``CSLite.sampdist``, one decode and
+  one encode per component);
+* ``libsodium``: the fallback (a scheme built with ``ENCRYIP_NATIVE=0``).
+
+Each is timed twice: wall clock (rows/s) and the calling thread's CPU time (µs/row, the
+cost on one core, which other processes on a shared machine disturb far less).
+
+Threads: one 4096-row batch split across 1, 2, … up to the core count by the server's
+``CryptoPool`` (wall clock, best of the repeats): rows/s and efficiency, and the
+crossover where splitting a batch across two threads starts to pay.
+
+Prints tables, then one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -30,8 +39,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,40 +116,137 @@ def _raw_scalarmult_loop(n: int) -> Callable[[], None]:
     return run
 
 
-@contextmanager
-def _backend(native: bool) -> Iterator[None]:
-    """Run the block on the native backend or on libsodium (``ENCRYIP_NATIVE``)."""
+def cpu_us_per_item(fn: Callable[[], Any], items: int, *, min_time: float = 0.2) -> float:
+    """µs of the calling thread's CPU time per item: the median over 5 repeats."""
+    fn()
+    loops = 1
+    while True:
+        t0 = time.thread_time()
+        for _ in range(loops):
+            fn()
+        dt = time.thread_time() - t0
+        if dt >= min_time / 5 or loops >= 1 << 20:
+            break
+        loops *= 2
+    costs = []
+    for _ in range(5):
+        t0 = time.thread_time()
+        for _ in range(loops):
+            fn()
+        costs.append((time.thread_time() - t0) / (items * loops) * 1e6)
+    return statistics.median(costs)
+
+
+def best_per_second(fn: Callable[[], Any], items: int, *, repeats: int = 7) -> float:
+    """Items per second of the best repeat (wall clock): the least disturbed run."""
+    fn()
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = max(best, items / (time.perf_counter() - t0))
+    return best
+
+
+def _schemes() -> tuple[Any, Any]:
+    """The secure scheme on the default backend and on libsodium (``ENCRYIP_NATIVE=0``)."""
+    default = make_scheme("secure", 10)
     old = os.environ.get(r255_native.ENV_VAR)
-    os.environ[r255_native.ENV_VAR] = "1" if native else "0"
+    os.environ[r255_native.ENV_VAR] = "0"
     try:
-        yield
+        sodium = make_scheme("secure", 10)
     finally:
         if old is None:
             del os.environ[r255_native.ENV_VAR]
         else:
             os.environ[r255_native.ENV_VAR] = old
+    return default, sodium
 
 
 def bench_secure(batches: list[int]) -> dict[str, Any]:
-    s = make_scheme("secure", 10)
+    s, sodium = _schemes()
+    native = s.group.backend == "native"
     fam = s.gen(3)
     sk = fam.keys[1]
-    native = r255_native.available()
+    codebook = s.enc(fam.pk, s.group.random_elements(10))
+    prepared = s.prepare_codebook(codebook)
     rows: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
     for n in batches:
-        cts = s.enc(fam.pk, s.group.random_elements(n))
-        sampdist = lambda c=cts: s.sampdist(fam.pk, c)  # noqa: E731
-        with _backend(False):
-            sodium = per_second(sampdist, n)
-        row: dict[str, Any] = {"sampdist_libsodium_per_s": sodium, "sampdist_native_per_s": None}
+        slots = rng.integers(0, len(codebook), size=n)
+        cts = codebook[slots]
+        paths: dict[str, Callable[[], Any]] = {
+            "codebook": lambda sl=slots: s.sampdist_codebook(fam.pk, prepared, sl),
+            "libsodium": lambda c=cts: sodium.sampdist(fam.pk, c),
+        }
         if native:
-            with _backend(True):
-                row["sampdist_native_per_s"] = per_second(sampdist, n)
-        row["sampdist_per_s"] = row["sampdist_native_per_s"] or sodium  # the default path
+            paths["native"] = lambda c=cts: s.sampdist(fam.pk, c)
+        raw = _raw_scalarmult_loop(n)
+        row: dict[str, Any] = {}
+        for name, fn in paths.items():
+            row[f"sampdist_{name}_per_s"] = per_second(fn, n)
+            row[f"sampdist_{name}_cpu_us"] = cpu_us_per_item(fn, n)
+        row.setdefault("sampdist_native_per_s", None)
+        row.setdefault("sampdist_native_cpu_us", None)
+        row["sampdist_per_s"] = row["sampdist_codebook_per_s"]  # the server's path
         row["dec_per_s"] = per_second(lambda c=cts: s.dec(sk, c), n)
-        row["raw_3_scalarmult_per_s"] = per_second(_raw_scalarmult_loop(n), n)
+        row["raw_3_scalarmult_per_s"] = per_second(raw, n)
+        row["raw_3_scalarmult_cpu_us"] = cpu_us_per_item(raw, n)
         rows[str(n)] = row
     return rows
+
+
+def bench_threads(max_threads: int, rows: int = 4096) -> dict[str, Any]:
+    """One ``rows``-row batch split across 1..max_threads threads (the server's pool)."""
+    from encryip_runtime.pipeline import CryptoPool
+
+    s = make_scheme("secure", 10)
+    fam = s.gen(1)
+    codebook = s.enc(fam.pk, s.group.random_elements(10))
+    prepared = s.prepare_codebook(codebook)
+    slots = np.random.default_rng(1).integers(0, len(codebook), size=rows)
+
+    def run(a: int, b: int) -> Any:
+        return s.sampdist_codebook(fam.pk, prepared, slots[a:b])
+
+    rates: dict[str, float] = {}
+    for t in range(1, max_threads + 1):
+        pool = CryptoPool(t)
+        try:
+            rates[str(t)] = best_per_second(lambda p=pool: p.split(rows, run), rows, repeats=5)
+        finally:
+            pool.close()
+    one = rates["1"]
+    scaling = {t: r / one for t, r in rates.items()}
+    efficiency = {t: r / (one * int(t)) for t, r in rates.items()}
+    # Crossover: the smallest batch that two threads (any split allowed) serve faster.
+    cross: dict[str, dict[str, float]] = {}
+    crossover = None
+    if max_threads >= 2:
+        one_pool, two_pool = CryptoPool(1), CryptoPool(2)
+        try:
+            for n in (2, 4, 8, 16, 32, 64, 128):
+                sl = slots[:n]
+
+                def part(a: int, b: int, sl: Any = sl) -> Any:
+                    return s.sampdist_codebook(fam.pk, prepared, sl[a:b])
+
+                r1 = best_per_second(lambda n=n: one_pool.split(n, part), n, repeats=15)
+                r2 = best_per_second(lambda n=n: two_pool.split(n, part, min_rows=1), n, repeats=15)
+                cross[str(n)] = {"one_thread_per_s": r1, "two_threads_per_s": r2}
+                if crossover is None and r2 > r1:
+                    crossover = n
+        finally:
+            one_pool.close()
+            two_pool.close()
+    return {
+        "rows": rows,
+        "rows_per_s": rates,
+        "scaling": scaling,
+        "efficiency": efficiency,
+        "split_vs_one_thread": cross,
+        "crossover_rows": crossover,
+    }
 
 
 def _us(rate: float | None) -> float | None:
@@ -156,7 +261,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
     paper = bench_paper([1, 1024] if quick else [1, 1024, 1_000_000])
-    secure = bench_secure([1, 1024])
+    secure = bench_secure([1, 32, 1024])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = bench_threads(max(1, cores or 1), rows=1024 if quick else 4096)
     print(f"{'profile':8} {'batch':>9} {'SampDist':>14} {'Dec':>14} {'raw primitive':>14}  raw is")
     for n, r in paper.items():
         print(
@@ -169,48 +276,81 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{_fmt(r['raw_3_scalarmult_per_s']):>14}  3 x crypto_scalarmult_ristretto255"
         )
     print()
-    print(f"secure SampDist, µs/row {'native':>10} {'libsodium':>10} {'raw 3 x smult':>14}")
+    print("secure SampDist, µs/row of one thread's CPU time (wall clock in brackets)")
+    print(f"{'batch':>6} {'codebook':>16} {'native':>16} {'libsodium':>16} {'raw 3 x smult':>16}")
+
+    def cell(r: dict[str, Any], name: str) -> str:
+        cpu, rate = r.get(f"{name}_cpu_us"), r.get(f"{name}_per_s")
+        return "—" if cpu is None else f"{cpu:.1f} ({_us(rate) or 0:.1f})"
+
     for n, r in secure.items():
-        nat = _us(r["sampdist_native_per_s"])
         print(
-            f"{'':15} {n:>6} {'—' if nat is None else f'{nat:.1f}':>10} "
-            f"{_us(r['sampdist_libsodium_per_s']) or 0:>10.1f} "
-            f"{_us(r['raw_3_scalarmult_per_s']) or 0:>14.1f}"
+            f"{n:>6} {cell(r, 'sampdist_codebook'):>16} {cell(r, 'sampdist_native'):>16} "
+            f"{cell(r, 'sampdist_libsodium'):>16} {cell(r, 'raw_3_scalarmult'):>16}"
         )
+    print()
+    print(f"threads (one {threads['rows']}-row batch split): rows/s, scaling, efficiency")
+    for t, rate in threads["rows_per_s"].items():
+        print(
+            f"{t:>6} {rate:>12,.0f} {threads['scaling'][t]:>8.2f}x {threads['efficiency'][t]:>8.0%}"
+        )
+    if threads["split_vs_one_thread"]:
+        print("batch split over 2 threads vs one thread (rows/s):")
+        for n, c in threads["split_vs_one_thread"].items():
+            print(f"{n:>6} {c['one_thread_per_s']:>12,.0f} {c['two_threads_per_s']:>12,.0f}")
+        print(f"crossover: {threads['crossover_rows']} rows")
     big = paper["1000000"] if "1000000" in paper else paper["1024"]
     sec = secure["1024"]
-    # time per row of our batch SampDist / time per row of the raw primitive
-    ratio = sec["raw_3_scalarmult_per_s"] / sec["sampdist_per_s"]
+    # time per row of our batch SampDist / time per row of the raw primitive (CPU time)
+    ratio = sec["sampdist_codebook_cpu_us"] / sec["raw_3_scalarmult_cpu_us"]
+    components = 3
     result = {
         "benchmark": "crypto",
         "paper_sampdist_per_s": big["sampdist_per_s"],
         "paper_dec_per_s": big["dec_per_s"],
         "paper_batch": 1_000_000 if "1000000" in paper else 1024,
         "secure_sampdist_per_s": sec["sampdist_per_s"],
+        "secure_components": components,
         "secure_dec_per_s": sec["dec_per_s"],
         "secure_raw_3_scalarmult_per_s": sec["raw_3_scalarmult_per_s"],
         "secure_overhead_ratio": ratio,
         "secure_backend": "native" if sec["sampdist_native_per_s"] else "libsodium",
         "secure_sampdist_native_per_s": sec["sampdist_native_per_s"],
         "secure_sampdist_libsodium_per_s": sec["sampdist_libsodium_per_s"],
+        # µs of one thread's CPU time per row, by batch size and path
+        "secure_cpu_us_per_row": {
+            n: {
+                "codebook": r["sampdist_codebook_cpu_us"],
+                "native": r["sampdist_native_cpu_us"],
+                "libsodium": r["sampdist_libsodium_cpu_us"],
+                "raw_3_scalarmult": r["raw_3_scalarmult_cpu_us"],
+            }
+            for n, r in secure.items()
+        },
+        "secure_cpu_us_per_component": sec["sampdist_codebook_cpu_us"] / components,
         "secure_us_per_row": {
+            "sampdist": _us(sec["sampdist_per_s"]),
             "sampdist_native": _us(sec["sampdist_native_per_s"]),
             "sampdist_libsodium": _us(sec["sampdist_libsodium_per_s"]),
             "raw_3_scalarmult": _us(sec["raw_3_scalarmult_per_s"]),
         },
-        # libsodium time per row / native time per row (None without the native build)
-        "secure_native_speedup": (
-            sec["sampdist_native_per_s"] / sec["sampdist_libsodium_per_s"]
-            if sec["sampdist_native_per_s"]
-            else None
-        ),
+        # libsodium time per row / default time per row
+        "secure_native_speedup": sec["sampdist_per_s"] / sec["sampdist_libsodium_per_s"],
+        "secure_thread_scaling": threads["scaling"],
+        "secure_threads": threads,
         "targets": {
             "paper_sampdist_per_s": 10_000_000,
             "secure_overhead_ratio_max": 1.3,
+            "secure_cpu_us_per_row_b1024_max": 38.0,
+            "secure_cpu_us_per_row_b32_max": 45.0,
+            "secure_two_thread_scaling_min": 1.8,
         },
         "targets_met": {
             "paper": big["sampdist_per_s"] >= 10_000_000,
             "secure": ratio <= 1.3,
+            "secure_b1024": sec["sampdist_codebook_cpu_us"] <= 38.0,
+            "secure_b32": secure["32"]["sampdist_codebook_cpu_us"] <= 45.0,
+            "secure_two_threads": threads["scaling"].get("2", 0.0) >= 1.8,
         },
         "detail": {"paper": paper, "secure": secure},
         "env": {
@@ -218,6 +358,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "numpy": np.__version__,
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
+            "usable_cores": cores,
+            "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         },
     }
     print(json.dumps(result))

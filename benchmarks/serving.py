@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -56,6 +57,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +171,7 @@ class Server:
     port: int
     logfile: Path
     metrics_port: int = 0
+    http_port: int = 0  # Open Inference Protocol REST (0: none)
 
     @property
     def address(self) -> str:
@@ -217,10 +220,10 @@ def start_ours(
     plain: bool = False,
     extra: Sequence[str] = (),
 ) -> Server:
-    port, metrics = free_port(), free_port()
+    port, metrics, http = free_port(), free_port(), free_port()
     args = [
         str(release),
-        "--host", "127.0.0.1", "--port", str(port), "--health-port", "0", "--http-port", "0",
+        "--host", "127.0.0.1", "--port", str(port), "--health-port", "0", "--http-port", str(http),
         "--metrics-port", str(metrics), "--intra-op-threads", str(threads),
         "--log-level", "WARNING", "--drain-seconds", "2", *extra,
     ]  # fmt: skip
@@ -228,7 +231,7 @@ def start_ours(
         argv = [sys.executable, "-m", "benchmarks.serving", PLAIN_FLAG, *args]
     else:
         argv = [sys.executable, "-m", "encryip_runtime.cli.main", "serve", *args]
-    return _spawn(name, argv, port, out, metrics_port=metrics)
+    return _spawn(name, argv, port, out, metrics_port=metrics, http_port=http)
 
 
 KSERVE_SCRIPT = r'''
@@ -309,13 +312,13 @@ def kserve_python(out: Path, mode: str, timeout_s: float = 900) -> Path | None:
 def start_kserve(py: Path, model: Path, out: Path, threads: int) -> Server:
     script = out / "kserve_server.py"
     script.write_text(KSERVE_SCRIPT)
-    port = free_port()
+    port, http = free_port(), free_port()
     argv = [
         str(py), str(script), "--model_path", str(model), "--threads", str(threads),
-        "--name", MODEL_NAME, "--grpc_port", str(port), "--http_port", str(free_port()),
+        "--name", MODEL_NAME, "--grpc_port", str(port), "--http_port", str(http),
         "--enable_latency_logging", "false",
     ]  # fmt: skip
-    return _spawn("kserve", argv, port, out)
+    return _spawn("kserve", argv, port, out, http_port=http)
 
 
 def wait_ready(servers: Sequence[Server], timeout_s: float = 120) -> None:
@@ -382,6 +385,77 @@ def request_bytes(kind: str, batch: int, seed: int = 0) -> tuple[str, bytes]:
     req2.inputs.add(name="pixels", datatype="UINT8", shape=list(x.shape))
     req2.raw_input_contents.append(x.tobytes())
     return INFER, req2.SerializeToString()
+
+
+def rest_request(batch: int, seed: int = 0) -> tuple[bytes, dict[str, str]]:
+    """A v2 REST infer request with the binary tensor data extension (body, headers)."""
+    x = np.random.default_rng(seed).integers(0, 256, (batch, *IMAGE), dtype=np.uint8)
+    raw = x.tobytes()
+    tensor = {"name": "pixels", "shape": list(x.shape), "datatype": "UINT8",
+              "parameters": {"binary_data_size": len(raw)}}  # fmt: skip
+    head = {"id": "bench", "inputs": [tensor]}  # KServe's REST answer needs an id
+    header = json.dumps(head).encode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    return header + raw, headers
+
+
+def rest_once(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer", data=body, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def h2load_rest(
+    workdir: Path,
+    port: int,
+    body: bytes,
+    headers: dict[str, str],
+    conns: int,
+    warmup: float,
+    dur: float,
+) -> dict[str, Any]:
+    """h2load over HTTP/1.1 (``--h1``), one request in flight per connection: REST has
+    real status codes, so a response is good when it is 2xx."""
+    import re
+
+    path = workdir / "h2load-rest.bin"
+    path.write_bytes(body)
+    logfile = workdir / "h2load-rest.tsv"
+    argv = [
+        "h2load", "--h1", "-t", "1", "-c", str(conns), "-m", "1",
+        "--warm-up-time", f"{round(warmup * 1000)}ms", "-D", f"{round(dur * 1000)}ms",
+        "-d", str(path), *[a for k, v in headers.items() for a in ("-H", f"{k}: {v}")],
+        "--log-file", str(logfile), f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer",
+    ]  # fmt: skip
+    measure_from = time.time() + warmup
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=dur + warmup + 60)
+    text = proc.stdout + proc.stderr
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    done = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", text)
+    if proc.returncode != 0 or codes is None or done is None:
+        raise RuntimeError(f"h2load --h1 failed ({proc.returncode}): {text[-2000:]}")
+    good = int(codes.group(1))
+    bad = sum(int(g) for g in codes.groups()[1:]) + int(done.group(2)) + int(done.group(3))
+    lat = sorted(
+        float(cols[2]) / 1e6
+        for cols in (line.split("\t") for line in logfile.read_text().splitlines())
+        if len(cols) == 3 and float(cols[0]) / 1e6 >= measure_from
+    )
+    return {
+        "requests_per_s": good / dur,
+        "p50_ms": 1e3 * _pct(lat, 50),
+        "p99_ms": 1e3 * _pct(lat, 99),
+        "requests": good,
+        "errors": bad,
+    }
 
 
 def call_once(address: str, method: str, payload: bytes) -> bytes:
@@ -764,12 +838,53 @@ def run_model(
                         arch, system, conc, batch, res["rows_per_s"], res["p50_ms"],
                         res["p99_ms"], f"  errors {res['errors']}" if res["errors"] else "",
                     )  # fmt: skip
+        if isinstance(clients, H2Load):
+            run.cells.extend(rest_cells(arch, servers, logs, scale))
+        else:
+            log.info("%s: REST cells need h2load (--load-generator h2load): skipped", arch)
         if scale.ablations:
             run.ablations = ablate(arch, servers, clients, payloads, scale)
     finally:
         for s in servers.values():
             s.stop()
     return run
+
+
+def rest_cells(
+    arch: str, servers: dict[str, Server], workdir: Path, scale: Scale
+) -> list[dict[str, Any]]:
+    """The Open Inference Protocol over REST (binary tensors), ours beside KServe's
+    ModelServer: the same cells as gRPC, HTTP/1.1 keep-alive, one connection per
+    concurrent request (what HTTP/1.1 clients do)."""
+    rows = [(s, servers[n]) for s, n in (("protected-rest", "protected"),
+                                         ("kserve-rest", "kserve")) if n in servers]  # fmt: skip
+    cells: list[dict[str, Any]] = []
+    for batch in scale.batches:
+        body, headers = rest_request(batch)
+        for system, server in rows:  # one good answer each, untimed
+            status, raw = rest_once(server.http_port, body, headers)
+            if status != 200:
+                raise RuntimeError(f"{system} REST answered {status}: {raw[:300]!r}")
+        for i, conc in enumerate(scale.concurrency):
+            for system, server in rows if i % 2 else rows[::-1]:
+                cpu0 = process_cpu_seconds(server.proc.pid)
+                res = h2load_rest(
+                    workdir, server.http_port, body, headers, conc, scale.warmup_s,
+                    scale.duration_s,
+                )  # fmt: skip
+                cpu1 = process_cpu_seconds(server.proc.pid)
+                res.update(system=system, protocol="v2-rest", concurrency=conc, batch=batch)
+                res["rows_per_s"] = res["requests_per_s"] * batch
+                if cpu0 is not None and cpu1 is not None and res["requests_per_s"] > 0:
+                    calls = res["requests_per_s"] * (scale.warmup_s + scale.duration_s)
+                    res["server_cpu_us_per_request"] = 1e6 * (cpu1 - cpu0) / calls
+                cells.append(res)
+                log.info(
+                    "%-9s %-13s c=%-3d b=%-3d %9.1f rows/s  p50 %7.2f ms  p99 %7.2f ms%s",
+                    arch, system, conc, batch, res["rows_per_s"], res["p50_ms"],
+                    res["p99_ms"], f"  errors {res['errors']}" if res["errors"] else "",
+                )  # fmt: skip
+    return cells
 
 
 def ablate(
@@ -867,6 +982,11 @@ def summarise(run: ModelRun) -> dict[str, Any]:
         # v1 Predict (our API) against KServe's v2; the v2-vs-v2 ratio beside it.
         "protected_vs_kserve_throughput": ratio(prot, ks),
         "protected_v2_vs_kserve_throughput": ratio(prot2, ks),
+        # The Open Inference Protocol over REST, both sides (binary tensors, HTTP/1.1).
+        "protected_rest_vs_kserve_rest_throughput": ratio(
+            get("protected-rest", conc, batch, "rows_per_s"),
+            get("kserve-rest", conc, batch, "rows_per_s"),
+        ),
         # The most any Python gRPC server gets here (batch 1: requests are the unit).
         "echo_vs_kserve_throughput": ratio(echo, ks),
         "crypto_us_per_row": cu,
@@ -886,6 +1006,11 @@ def summarise(run: ModelRun) -> dict[str, Any]:
             for c, b in ((1, 1), (conc, batch))
             if run.cell(sys_, c, b) is not None
         },
+        # Every cell measured, keyed like p99_ms ("protected_c32_b32", "kserve_c32_b1", ...).
+        "rows_per_s": {
+            f"{cell['system']}_c{cell['concurrency']}_b{cell['batch']}": cell.get("rows_per_s")
+            for cell in run.cells
+        },
     }
     p99_1 = get("protected", 1, 1, "p99_ms")
     p99_1v2 = get("protected-v2", 1, 1, "p99_ms")
@@ -902,6 +1027,8 @@ def summarise(run: ModelRun) -> dict[str, Any]:
         rp, rk = ratio(prot, plain), ratio(prot, ks)
         targets["protected_ge_0.8x_plain_c32_b32"] = None if rp is None else rp >= 0.8
         targets["protected_ge_0.8x_kserve_c32_b32"] = None if rk is None else rk >= 0.8
+        rr = s["protected_rest_vs_kserve_rest_throughput"]
+        targets["rest_ge_1.0x_kserve_rest_c32_b32"] = None if rr is None else rr >= 1.0
         targets["crypto_le_1.2x_raw"] = run.crypto["crypto_vs_raw"] <= 1.2
     s["targets_met"] = targets
     return s
@@ -950,6 +1077,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     g.add_argument("--tiny", action="store_true", help="smoke run for the test suite")
     ap.add_argument("--models", help="comma-separated subset of cnn,resnet18")
     ap.add_argument("--duration", type=float, help="seconds measured per cell")
+    ap.add_argument("--concurrency", help="comma-separated concurrencies (default: the scale's)")
+    ap.add_argument("--batches", help="comma-separated batch sizes (default: the scale's)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (all)")
     ap.add_argument(
         "--clients", type=int, default=2, help="load-generator processes (or h2load connections)"
@@ -978,6 +1107,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         scale = _replace(scale, models=tuple(args.models.split(",")))
     if args.duration:
         scale = _replace(scale, duration_s=args.duration)
+    if args.concurrency or args.batches:  # a subset of cells; the ablations need theirs
+        scale = _replace(scale, ablations=False)
+    if args.concurrency:
+        scale = _replace(scale, concurrency=tuple(int(c) for c in args.concurrency.split(",")))
+    if args.batches:
+        scale = _replace(scale, batches=tuple(int(b) for b in args.batches.split(",")))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

@@ -39,15 +39,30 @@ log = logging.getLogger(__name__)
 
 # Below this many rows per thread, handing work to another thread costs more than it saves
 # (benchmarks/crypto.py measures the crossover: docs/internals.md, "Crypto threads").
-_MIN_ROWS_PER_THREAD = 8
+_MIN_ROWS_PER_THREAD = 16
+
+
+def _cgroup_cpu_limit(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """A container's CPU limit in whole cores (cgroup v2 ``cpu.max``: "quota period"),
+    rounded up; None when unlimited or unknown. Kubernetes sets it from resources.limits."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    """CPU cores this process may use: its affinity mask (else the machine's count), capped
+    by a container's CPU limit (a pod sees every core of its node in the mask)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit is not None else n)
 
 
 def auto_crypto_threads(
@@ -81,13 +96,18 @@ class CryptoPool:
         if threads > 1:
             self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="encryip-sampdist")
 
-    def split(self, rows: int, run: Callable[[int, int], Ciphertexts]) -> Ciphertexts:
+    def split(
+        self,
+        rows: int,
+        run: Callable[[int, int], Ciphertexts],
+        min_rows: int = _MIN_ROWS_PER_THREAD,
+    ) -> Ciphertexts:
         """``run(a, b)`` over ``[0, rows)`` cut into contiguous shares, concatenated in order.
 
-        Small batches (under ``_MIN_ROWS_PER_THREAD`` rows a share) stay on the calling
-        thread; so does everything once the pool is closed.
+        Small batches (under ``min_rows`` rows a share) stay on the calling thread; so does
+        everything once the pool is closed.
         """
-        parts = min(self.threads, rows // _MIN_ROWS_PER_THREAD)
+        parts = min(self.threads, rows // max(1, min_rows))
         if self._executor is None or parts < 2:
             return run(0, rows)
         bounds = [rows * i // parts for i in range(parts + 1)]

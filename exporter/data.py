@@ -208,6 +208,14 @@ class ImageDataset(ImageSource):
     def augmented(self) -> ImageDataset:
         return ImageDataset(self.images, self.labels, self.class_names, augment=True)
 
+    def arrays(
+        self, indices: np.ndarray | Sequence[int] | None = None
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        if indices is None:  # a view, no copy
+            return self.images.numpy(), self.labels.numpy()
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.images[idx].numpy(), self.labels[idx].numpy()
+
     def stratified_subset(self, n: int, seed: int = 0) -> ImageDataset:
         return self.subset(stratified_indices(self.labels.numpy(), n, seed=seed))
 
@@ -643,8 +651,9 @@ class ImageFolderDataset(ImageSource):
     grow with the number of images beyond those. Every item comes out ``uint8
     [C, H, W]``: ``C`` is 1 (``mode`` ``"L"``) or 3 (``"RGB"``), whatever the file holds.
 
-    * ``resize`` = S (``--image-size``): resize the shorter side to S, then center-crop
-      S x S (torchvision's ``Resize(S)`` + ``CenterCrop(S)``, bilinear with antialiasing);
+    * ``resize`` = R, ``size`` = (S, S) (``--resize R --image-size S``; R defaults to S):
+      resize the shorter side to R, then center-crop S x S (torchvision's ``Resize(R)`` +
+      ``CenterCrop(S)``, bilinear with antialiasing: e.g. ImageNet's 256 / 224);
     * no ``resize``: every image must already be ``size``; another size is an error
       that names the file;
     * ``augment`` (training only): random-resized-crop to the output size and a random
@@ -770,13 +779,15 @@ def load_image_folder(
     grayscale: bool | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    resize: int | None = None,
 ) -> DataSplits:
     """An ImageFolder tree (``root/<class>/<image>`` or ``root/{train,test}/<class>/...``),
     streamed (:class:`ImageFolderDataset`): only file names are listed here.
 
     Class names are the folder names (sorted). Without ``image_size`` every image must
     have the first image's size; with it, each is resized and center-cropped to
-    ``image_size``². Grey or RGB is decided by the first image unless ``grayscale`` is
+    ``image_size``² (after resizing the shorter side to ``resize``, default
+    ``image_size``). Grey or RGB is decided by the first image unless ``grayscale`` is
     given; every image is converted to that mode.
     """
     root = Path(root)
@@ -796,6 +807,8 @@ def load_image_folder(
             )
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be positive, got {image_size}")
+    if resize is not None and (image_size is None or resize < image_size):
+        raise DataError(f"resize ({resize}) needs image_size and must be >= it (got {image_size})")
     files, labels = _list_folder(base, class_names)
     mode, size = _first_image(files[0])
     if grayscale is not None:
@@ -810,7 +823,7 @@ def load_image_folder(
             class_names,
             mode=mode,
             size=size,
-            resize=image_size,
+            resize=resize or image_size,
         )
 
     train = dataset(files, labels)
@@ -885,6 +898,7 @@ def load_dataset(
     seed: int = 0,
     image_size: int | None = None,
     test_fraction: float = 0.2,
+    resize: int | None = None,
 ) -> DataSplits:
     """Load ``mnist``, ``fashion-mnist``, ``synthetic``, a ``.npz`` file or an ImageFolder
     directory (see the module docstring), then take stratified seeded subsets."""
@@ -909,7 +923,11 @@ def load_dataset(
             splits = load_npz(path, test_fraction=test_fraction, seed=seed)
         elif path.is_dir():
             splits = load_image_folder(
-                path, image_size=image_size, test_fraction=test_fraction, seed=seed
+                path,
+                image_size=image_size,
+                test_fraction=test_fraction,
+                seed=seed,
+                resize=resize,
             )
         else:
             raise DataError(

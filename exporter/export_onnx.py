@@ -356,7 +356,9 @@ def export_onnx(
         raise ExportError(f"exporters must be from ('dynamo', 'legacy'), got {exporters}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # fp32, NCHW, eval: whatever the training used (bf16 autocast, channels_last on CUDA)
     net = copy.deepcopy(_unwrap(model)).cpu().float().eval()
+    net = net.to(memory_format=torch.contiguous_format)
     example = example.cpu().contiguous()
     trace_example = example if example.shape[0] >= 2 else torch.cat([example, example])
 

@@ -66,4 +66,16 @@ if [ ! -f "$stamp" ]; then
   fi
   rm -f .venv/.installed-*; touch "$stamp"
 fi
+
+# 4. KServe in a venv of its own (it pins protobuf < 7, our stubs need 7): the serving
+#    benchmark's peer, and the "pirate" serving a leaked ONNX in verify-endpoint's tests.
+KS=bench-out/kserve-venv
+if [ ! -f "$KS/.installed-kserve-0.21.0" ]; then
+  log "creating $KS (kserve 0.21.0 + onnxruntime, a few minutes once)"
+  rm -rf "$KS"; mkdir -p bench-out
+  "$PY" -m venv "$KS"
+  "$KS/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  "$KS/bin/pip" install -q kserve==0.21.0 onnxruntime==1.32.0 2>&1 | grep -v '^WARNING: Location' || true
+  "$KS/bin/python" -c 'import kserve, onnxruntime' && touch "$KS/.installed-kserve-0.21.0"
+fi
 log "ready"

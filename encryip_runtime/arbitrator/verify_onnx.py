@@ -671,6 +671,7 @@ def decide(
     overall = min(fp_log10, rec_log10)
     w_best = None if weights is None else weights.best()
     w_named: str | None = None
+    w_sig: list[WeightMatch] = []
     if weights is not None and w_best is not None:
         w_log10 = min(0.0, math.log10(n_tests * len(weights.licensees)) + w_best.log10_p_value)
         overall = min(overall, w_log10)
@@ -685,7 +686,14 @@ def decide(
     trig_named = best.name if len(significant) == 1 and best.kind == "licensee" else None
 
     licensee: str | None = None
-    if w_named is not None and trig_named not in (None, w_named):
+    if len(w_sig) > 1:
+        attribution = "ambiguous"
+        names = ", ".join(repr(m.name) for m in w_sig)
+        summary = (
+            f"owned; the weights carry the fingerprints of several licensees ({names}): "
+            "a file made from their copies together (collusion); no single licensee named"
+        )
+    elif w_named is not None and trig_named not in (None, w_named):
         attribution = "ambiguous"
         summary = (
             f"owned; the triggers name {trig_named!r} but the weight fingerprint names "

@@ -36,6 +36,7 @@ __all__ = [
     "Detector",
     "DetectorScore",
     "InputStatsDetector",
+    "KeyHolderDetector",
     "Query",
     "SlotDetector",
     "auroc",
@@ -50,6 +51,7 @@ class Query:
 
     x: npt.NDArray[np.uint8]
     ciphertexts: Ciphertexts | None = None
+    wire: list[bytes] | None = None  # the same answers as they came over the wire
 
 
 class Detector(Protocol):
@@ -117,6 +119,47 @@ class ClassMessageDetector:
 
     def flags(self, q: Query) -> npt.NDArray[np.bool_]:
         return np.array([e not in self.known for e in self._elements(q)], dtype=bool)
+
+
+class KeyHolderDetector:
+    """The best key-holder detector for the key's format.
+
+    ``encryip_runtime.attacks.keyholder.MembershipDetector`` where that module exists
+    (with format v2's exact class windows for a v2 key), else ``ClassMessageDetector``.
+    """
+
+    name = "key-holder"
+
+    def __init__(self, key: LicenseeKey) -> None:
+        import importlib
+
+        try:
+            mod: Any = importlib.import_module("encryip_runtime.attacks.keyholder")
+        except ImportError:
+            mod = None
+        self.inner: Any = ClassMessageDetector(key)
+        if mod is not None:
+            try:  # format v2: the exact class windows (their range R is public)
+                self.inner = mod.MembershipDetector(key, known_windows=True)
+            except ValueError:  # format v1: learned from ordinary outputs
+                self.inner = mod.MembershipDetector(key)
+        self.uses = type(self.inner).__name__
+
+    def _wire(self, q: Query) -> list[bytes]:
+        if q.wire is None:
+            raise ValueError(f"{self.name}: needs the server's answers to the queries")
+        return q.wire
+
+    def fit(self, q: Query) -> None:
+        if isinstance(self.inner, ClassMessageDetector):
+            self.inner.fit(q)
+        else:
+            self.inner.fit(self._wire(q))
+
+    def flags(self, q: Query) -> npt.NDArray[np.bool_]:
+        if isinstance(self.inner, ClassMessageDetector):
+            return self.inner.flags(q)
+        return np.asarray(self.inner.flags(self._wire(q)), dtype=bool)
 
 
 class SlotDetector:

@@ -39,6 +39,7 @@ __all__ = ["LABEL_OUTPUT", "FilteringProxy", "ProxyServer", "query_labels"]
 log = logging.getLogger(__name__)
 
 LABEL_OUTPUT = "label"
+MODEL_NAME = "classifier"
 
 
 @dataclass
@@ -64,8 +65,9 @@ class FilteringProxy:
 
     def _query(self, x: npt.NDArray[np.uint8]) -> tuple[Query, npt.NDArray[np.int64]]:
         pred = self.client.predict(x)
-        cts = self.key.scheme.from_wire([bytes(b) for b in pred.ciphertexts])
-        return Query(x, cts), decrypt_batch(pred, self.key)
+        wire = [bytes(b) for b in pred.ciphertexts]
+        cts = self.key.scheme.from_wire(wire)
+        return Query(x, cts, wire), decrypt_batch(pred, self.key)
 
     def fit(self, x: npt.NDArray[np.uint8]) -> None:
         """Learn what ordinary traffic looks like (the licensee's own ordinary queries)."""
@@ -101,6 +103,22 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=True)
 
+    def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=request.name in ("", MODEL_NAME))
+
+    def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="reseller", version="1", extensions=[])
+
+    def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        tm = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=MODEL_NAME,
+            versions=["1"],
+            platform="reseller",
+            inputs=[tm(name="pixels", datatype="UINT8", shape=[-1, *self.shape])],
+            outputs=[tm(name=LABEL_OUTPUT, datatype="INT64", shape=[-1])],
+        )
+
     def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         if len(request.inputs) != 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "exactly one input expected")
@@ -123,7 +141,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:  # upstream failure: report, do not crash the proxy
             log.warning("proxy: upstream failed: %s", exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"upstream: {exc}")
-        resp = pb.ModelInferResponse(model_name=request.model_name, model_version="1")
+        resp = pb.ModelInferResponse(model_name=request.model_name or MODEL_NAME, model_version="1")
         out = resp.outputs.add(name=LABEL_OUTPUT, datatype="INT64")
         out.shape.append(len(labels))
         resp.raw_output_contents.append(labels.astype("<i8").tobytes())
@@ -175,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from encryip_runtime.attacks.detectors import (
-        ClassMessageDetector,
         InputStatsDetector,
+        KeyHolderDetector,
         SlotDetector,
     )
 
@@ -188,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", type=Path, required=True, help="the licensee's key file")
     p.add_argument("--fit", type=Path, required=True, help="ordinary inputs (.npy, uint8 NCHW)")
     p.add_argument("--input-stats", action="store_true", help="detector: pixel statistics")
-    p.add_argument("--key-holder", action="store_true", help="detector: v1 class messages")
+    p.add_argument("--key-holder", action="store_true", help="detector: the key's decryptions")
     p.add_argument("--model", type=Path, help="detector: this model file's winning slots")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any)")
     args = p.parse_args(argv)
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_stats:
         dets.append(InputStatsDetector())
     if args.key_holder:
-        dets.append(ClassMessageDetector(key))
+        dets.append(KeyHolderDetector(key))
     if args.model is not None:
         dets.append(SlotDetector(args.model))
     proxy = FilteringProxy(args.upstream, args.key, dets)

@@ -18,7 +18,19 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--endpoint",
         default=os.environ.get("ENCRYIP_ENDPOINT"),
-        help="server HOST:PORT (env ENCRYIP_ENDPOINT)",
+        help="server HOST:PORT (gRPC), or a URL: grpc://, grpcs://, http:// or https:// "
+        "(REST) HOST:PORT (env ENCRYIP_ENDPOINT)",
+    )
+    g.add_argument(
+        "--protocol",
+        choices=("encryip.v1", "v2"),
+        default=None,
+        help="over gRPC: encryip.v1 (default) or the Open Inference Protocol v2; REST is always v2",
+    )
+    g.add_argument(
+        "--model",
+        default="",
+        help="model name (needed when the server serves a repository of several models)",
     )
     g.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
     g.add_argument(
@@ -79,6 +91,8 @@ def connect(args: argparse.Namespace, problems: list[str]) -> EncryIPClient | No
             token=token,
             timeout=args.timeout,
             tls=True if (args.tls or ca or cert) else (False if args.plaintext else None),
+            protocol=args.protocol,
+            model_name=args.model,
         )
     except ValueError as exc:
         problems.append(f"--endpoint: {exc}")

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         f"pk.g2:            {info.pk[1]}",
         f"pk.h:             {info.pk[2]}",
         f"runtime version:  {info.runtime_version}",
+        f"crypto backend:   {info.crypto_backend or 'not reported'}",
     ]
     print("\n".join(lines))
     return 0

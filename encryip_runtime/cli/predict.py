@@ -2,13 +2,15 @@
 
 Sends the inputs to the server, checks the key against the server's public key, and
 decrypts the confused labels locally. Prints ``input<TAB>label<TAB>class name`` per row
-(``--json`` for machine-readable output).
+(``--json`` for machine-readable output: the model, its public-key fingerprint and one
+row per input, which ``encryip decrypt --predictions`` reads back).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,7 +88,18 @@ def _load_image(path: Path, info: ModelInfo, problems: list[str]) -> npt.NDArray
     except Image.DecompressionBombError as exc:  # not an OSError: a header claiming 8 Gpx
         problems.append(f"--input: '{path}' is refused: {exc}")
         return None
-    except (OSError, UnidentifiedImageError, ValueError, MemoryError) as exc:
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        MemoryError,
+        EOFError,
+        # PIL's decoders report a corrupt chunk as SyntaxError ("broken PNG file") and a
+        # truncated header field as struct.error / IndexError
+        SyntaxError,
+        struct.error,
+        IndexError,
+    ) as exc:
         problems.append(f"--input: '{path}' is not a readable image ({exc})")
         return None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -196,7 +209,21 @@ def run(args: argparse.Namespace) -> int:
                         "ciphertext": ct.hex(),
                     })  # fmt: skip
     if args.json:
-        json.dump(rows, sys.stdout, indent=2)
+        # What `encryip decrypt --predictions` reads back: the key it is checked against
+        # is named by the public key's fingerprint (the server's, which the key matched).
+        out = {
+            "format": "encryip-predictions/1",
+            "endpoint": client.endpoint,
+            "protocol": client.protocol,
+            "model_name": info.model_name,
+            "profile": info.profile,
+            "num_classes": info.num_classes,
+            "pk_fingerprint": key.pk_fingerprint,
+            "manifest_digest": info.manifest_digest,
+            "ciphertext_size": info.ciphertext_size,
+            "predictions": rows,
+        }
+        json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for r in rows:

@@ -1,4 +1,7 @@
-"""``encryip serve RELEASE_DIR``: run the gRPC runtime (flags or ENCRYIP_* environment)."""
+"""``encryip serve DIR``: run the runtime, gRPC and REST (flags or ENCRYIP_* environment).
+
+DIR is a release or licensee directory (one model) or a model repository
+``DIR/<model>/<version>/`` (every model, latest version)."""
 
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         NAME,
         parents=parents,
-        help="serve a release or licensee directory over gRPC",
-        description="Serve confused labels (encryip.v1 + Open Inference Protocol v2 + "
-        "grpc.health.v1). Every flag can also be set as ENCRYIP_<FLAG_UPPER_SNAKE>; "
-        "flags win. SIGTERM drains, SIGHUP reloads the model.",
+        help="serve a release, licensee directory or model repository over gRPC and REST",
+        description="Serve confused labels (encryip.v1 + Open Inference Protocol v2 over "
+        "gRPC and REST + grpc.health.v1). RELEASE_DIR may also be a model repository "
+        "DIR/<model>/<version>/. Every flag can also be set as ENCRYIP_<FLAG_UPPER_SNAKE>; "
+        "flags win. SIGTERM drains, SIGHUP reloads the models.",
     )
     ServerConfig.add_arguments(p)
     p.set_defaults(run=run)

@@ -1,19 +1,24 @@
 /*
  * _r255.c - ristretto255 (RFC 9496) fixed-base scalar multiplication for the
- * secure profile's SampDist / re-randomisers.
+ * secure profile's SampDist / re-randomisers, and its Dec.
  *
  * Why this exists: a SampDist row is r*g1, r*g2, r*h plus three additions.
  * libsodium has a precomputed table only for its own base point and decodes +
  * encodes on every exported add, so the row costs three variable-base scalar
  * multiplications and six square roots more than needed. Here every public base
  * gets its own table (signed radix 16, 64 windows x 8 multiples, affine Niels
- * form), so r*base is 64 mixed additions and no doublings.
+ * form), so r*base is 64 mixed additions and no doublings. For codebook entries
+ * (the server's case) the entry's halves are stored decoded and the sum is formed
+ * as 2 (c/2 + (r/2) base), whose encoding needs no square root and shares one field
+ * inversion with 63 others (fixed_rows, dbl_encode_batch): no decode and no
+ * square root per row. Any number of bases per call.
  *
- * Constant time in the secret scalar r: the recoding is branch-free, every
- * window's lookup reads all 8 entries and selects with masks, the sign is
- * applied with a conditional swap/negation, and the field code has no
- * data-dependent branches or table indices. Only public data (the encodings of
- * the bases and of the ciphertexts) decides the early returns on invalid input.
+ * Constant time in the secret scalars (r, Fake's r1/r2, Dec's a/b): the halving
+ * and recoding are branch-free, every window's lookup reads all 8 entries and
+ * selects with masks, the sign is applied with a conditional swap/negation, the
+ * batch encoding's choices are masks, and the field code has no data-dependent
+ * branches or table indices. Only public data (the encodings of the bases and of
+ * the ciphertexts, codebook slots) decides the early returns on invalid input.
  *
  * Field GF(2^255-19): 5 limbs of 51 bits, products in unsigned __int128.
  * "Reduced" below means every limb < 2^51 + 2^18; fe_mul/fe_sq accept limbs up
@@ -393,10 +398,18 @@ typedef struct {
     fe X, Y, Z, T;
 } ge_p3;
 
-/* Affine Niels form of (x, y): y+x, y-x, 2d*x*y (all reduced). */
+/* Affine Niels form of (x, y): y+x, y-x, 2d*x*y (all reduced), padded to 16 limbs
+ * (128 bytes) so that the constant-time table scan runs on whole 128-bit vectors:
+ * measured against the unpadded 15 limbs, 3.9 % fewer instructions (callgrind) and
+ * ~5 % less CPU time per row (medians of paired runs) for a 6.7 % larger table. */
+#define EIP_NIELS_LIMBS 16
 typedef struct {
     fe ypx, ymx, xy2d;
+    uint64_t pad;
 } ge_niels;
+typedef char eip_niels_is_16_limbs[(sizeof(ge_niels) == EIP_NIELS_LIMBS * 8) ? 1 : -1];
+
+static const ge_niels NIELS_IDENTITY = {{1, 0, 0, 0, 0}, {1, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, 0};
 
 static inline void ge_identity(ge_p3 *p)
 {
@@ -566,25 +579,28 @@ static inline int ct_eq_small(uint32_t a, uint32_t b)
     return (int)((((a ^ b) - 1U) >> 31) & 1U);
 }
 
-static inline void niels_cmov(ge_niels *t, const ge_niels *u, int flag)
-{
-    fe_cmov(t->ypx, u->ypx, flag);
-    fe_cmov(t->ymx, u->ymx, flag);
-    fe_cmov(t->xy2d, u->xy2d, flag);
-}
+/* Two limbs at a time: SSE2 on x86-64, NEON on arm64 (gcc and clang vector extension). */
+typedef uint64_t eip_v2 __attribute__((vector_size(16)));
 
-/* t = b * (window entry), b in [-8, 8]: reads all 8 entries, selects by mask,
- * then negates by swapping y+x / y-x and negating 2dxy under a mask. */
+/* t = b * (window entry), b in [-8, 8]: reads all 8 entries and selects by mask (one
+ * mask per entry over its 16 limbs, 8 vector operations), then negates by swapping
+ * y+x / y-x and negating 2dxy under a mask. Loads go through memcpy: no alignment is
+ * assumed of the table (the Python side allocates it 8-byte aligned). */
 static inline void table_select(ge_niels *t, const ge_niels row[EIP_MULTS], int8_t b)
 {
     const uint32_t bneg = ((uint32_t)(int32_t)b >> 31) & 1U;
     const uint32_t babs = (uint32_t)((int32_t)b - (((-(int32_t)bneg) & (int32_t)b) * 2));
-    fe_one(t->ypx);
-    fe_one(t->ymx);
-    fe_zero(t->xy2d);
+    eip_v2 acc[EIP_NIELS_LIMBS / 2], e[EIP_NIELS_LIMBS / 2];
+    memcpy(acc, &NIELS_IDENTITY, sizeof acc);
     for (uint32_t j = 0; j < EIP_MULTS; j++) {
-        niels_cmov(t, &row[j], ct_eq_small(babs, j + 1));
+        const uint64_t m = value_barrier((uint64_t)0 - (uint64_t)ct_eq_small(babs, j + 1));
+        const eip_v2 mv = {m, m};
+        memcpy(e, &row[j], sizeof e);
+        for (int w = 0; w < EIP_NIELS_LIMBS / 2; w++) {
+            acc[w] ^= mv & (acc[w] ^ e[w]);
+        }
     }
+    memcpy(t, acc, sizeof *t);
     fe_cswap(t->ypx, t->ymx, (int)bneg);
     fe_cneg(t->xy2d, (int)bneg);
 }
@@ -959,6 +975,7 @@ EIP_EXPORT int eip_table_init(void *table, const uint8_t p[32])
                 fe_copy(zinv, inv);
             }
             ge_niels *n = &tab->e[i][j];
+            n->pad = 0;
             fe_mul(x, m[j].X, zinv);
             fe_mul(y, m[j].Y, zinv);
             fe_add(n->ypx, y, x);

@@ -4,8 +4,9 @@ The C file is our own code (docs/security.md, "Native ristretto255 backend"). It
 built by setuptools as the extension ``encryip_runtime.crypto._r255`` (an empty
 CPython module) and loaded here with ``ctypes.CDLL``, so each call releases the
 GIL like the libsodium calls in ``ristretto.py``. When it is not built (no
-compiler at install time) or ``ENCRYIP_NATIVE=0`` is set, :func:`available` is
-false and ``Ristretto255`` keeps using libsodium; both give the same bytes.
+compiler at install time) :func:`available` is false, and ``make_scheme`` also
+leaves it out when ``ENCRYIP_NATIVE=0`` is set; ``Ristretto255`` then uses
+libsodium. Both give the same bytes.
 
 Everything here takes and returns numpy ``uint8`` arrays of canonical encodings
 and 32-byte little-endian scalars; callers reduce scalars mod L.

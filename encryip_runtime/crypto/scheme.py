@@ -105,8 +105,13 @@ class CSLite:
         t = self._random_unit()
         g1 = g.generator()
         g2 = g.pow(g1, t)
-        a1, b1 = g.random_scalar(), g.random_scalar()
-        h = g.mul(g.pow(g1, a1), g.pow(g2, b1))
+        # h = 1 would make SampDist leave u3 unchanged (outputs linkable), and every
+        # loader refuses it; in the paper profile's small groups it is a likely draw.
+        while True:
+            a1, b1 = g.random_scalar(), g.random_scalar()
+            h = g.mul(g.pow(g1, a1), g.pow(g2, b1))
+            if not g.equal(h, g.identity(1)):
+                break
         family = KeyFamily(PublicKey(g1, g2, h), t, (SecretKey(a1 % n, b1 % n),))
         for _ in range(num_licensees - 1):
             family = self.add_licensee(family)

@@ -73,6 +73,7 @@ _MEMLIMIT = 64 * 1024 * 1024
 _MAX_OPSLIMIT = 10
 _MAX_MEMLIMIT = 1024 * 1024 * 1024
 _MIN_PASSPHRASE = 8
+_KDF_ALG = "argon2id13"  # libsodium's crypto_pwhash_ALG_ARGON2ID13
 
 
 class VaultSecretError(FormatError):
@@ -222,7 +223,7 @@ def seal(data: bytes, role: str, *, _salt: bytes | None = None) -> bytes:
     salt = b""
     if unlock.kind == "passphrase":
         salt = _salt if _salt is not None else _session_salt()
-        header.update(salt=salt.hex(), opslimit=_OPSLIMIT, memlimit=_MEMLIMIT)
+        header.update(alg=_KDF_ALG, salt=salt.hex(), opslimit=_OPSLIMIT, memlimit=_MEMLIMIT)
     header["nonce"] = nonce.hex()
     key = _derive(unlock, salt, _OPSLIMIT, _MEMLIMIT)
     head = MAGIC_LINE + json.dumps(header, sort_keys=True).encode() + b"\n"
@@ -266,6 +267,8 @@ def unseal(blob: bytes, role: str, path: str) -> bytes:
         raise FormatError(f"bad sealed header ({exc})", path=path) from None
     if got_role != role:
         raise FormatError(f"sealed as {got_role!r}, expected {role!r}", path=path)
+    if kdf == "passphrase" and header.get("alg") != _KDF_ALG:
+        raise FormatError(f"unsupported KDF {header.get('alg')!r} (expected {_KDF_ALG})", path=path)
     if kdf == "passphrase" and not (
         0 < opslimit <= _MAX_OPSLIMIT and 0 < memlimit <= _MAX_MEMLIMIT and len(salt) == 16
     ):

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from concurrent import futures
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -42,7 +43,11 @@ from encryip_runtime.server.health import HealthState
 from encryip_runtime.server.inference_servicer import InferenceServicer
 from encryip_runtime.server.licensees import LicenseeGate
 from encryip_runtime.server.metrics import ServerMetrics
-from encryip_runtime.server.model_store import ModelStore, refuse_secret_material
+from encryip_runtime.server.model_store import (
+    ModelRepository,
+    ModelStore,
+    refuse_secret_material,
+)
 from encryip_runtime.server.predictor import Predictor
 from encryip_runtime.server.reflection import enable_reflection
 from encryip_runtime.server.rest import RestFrontend
@@ -88,26 +93,16 @@ class EncryIPServer:
         # One crypto pool for the server's life, shared by every model it loads: a
         # reload never closes it under the old model's queued batches.
         self.crypto_pool = CryptoPool(resolve_crypto_threads(cfg))
-        try:
-            self.store = ModelStore(
-                cfg.release_dir,
-                model_name=cfg.model_name,
-                intra_op_threads=cfg.intra_op_threads,
-                pool_capacity=cfg.reroll_pool,
-                crypto_pool=self.crypto_pool,
-                metrics=self.metrics,
-            )
-        except BaseException:
-            self.crypto_pool.close()  # a failed start leaves no thread behind
-            raise
-        self.batcher = MicroBatcher(
-            max_batch=cfg.max_batch,
-            max_delay_s=cfg.max_queue_delay_s,
-            max_queue=cfg.max_queue,
-            threads=cfg.batch_threads,
+        self.repository = ModelRepository(
+            cfg.release_dir,
+            make_store=self._make_store,
+            make_batcher=self._make_batcher,
+            model_name=cfg.model_name,
+            explicit=cfg.model_control == "explicit",
+            drain_seconds=cfg.drain_seconds,
             metrics=self.metrics,
         )
-        self.predictor = Predictor(self.store, self.batcher)
+        self.predictor = Predictor(self.repository, self.metrics)
         self.port = 0
         self.http_port = 0
         self.health_port = 0
@@ -145,6 +140,44 @@ class EncryIPServer:
         self._stop_lock = threading.Lock()
         self._started = False
 
+    def _make_store(self, path: Path, name: str | None, versioned: bool) -> ModelStore:
+        cfg = self.cfg
+        return ModelStore(
+            path,
+            model_name=name,
+            intra_op_threads=cfg.intra_op_threads,
+            pool_capacity=cfg.reroll_pool,
+            crypto_pool=self.crypto_pool,
+            metrics=self.metrics,
+            versioned=versioned,
+        )
+
+    def _make_batcher(self) -> MicroBatcher:
+        cfg = self.cfg
+        return MicroBatcher(
+            max_batch=cfg.max_batch,
+            max_delay_s=cfg.max_queue_delay_s,
+            max_queue=cfg.max_queue,
+            threads=cfg.batch_threads,
+            metrics=self.metrics,
+        )
+
+    def _default(self) -> tuple[ModelStore, MicroBatcher]:
+        entries = list(self.repository._served.values())
+        if not entries:
+            raise RuntimeError("no model served")
+        return entries[0].store, entries[0].batcher
+
+    @property
+    def store(self) -> ModelStore:
+        """The store of the (first) model served; a single release has only that one."""
+        return self._default()[0]
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        """The batcher of the (first) model served."""
+        return self._default()[1]
+
     def _on_loop(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
         """Run ``coro`` on the server's event loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -152,6 +185,9 @@ class EncryIPServer:
     def _close_loop(self) -> None:
         if self._grpc is not None:
             self._on_loop(self._grpc.stop(None))
+            # Drop it now: grpc.aio's process-wide poller thread ends with its last server,
+            # and this object may live on (a traceback, the repository's back-references).
+            self._grpc = None
         if self._rest is not None:
             self._on_loop(self._rest.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -170,11 +206,11 @@ class EncryIPServer:
                 self._open_health_port()
             if cfg.metrics_port != 0:
                 self.metrics_port = self.metrics.start_http(cfg.host, cfg.metrics_port)
-            self.store.load()
+            self.repository.load_all()
             self._on_loop(self._build_main())
         except BaseException:
             self._close_side_ports()
-            self.store.close()
+            self.repository.close()
             self.crypto_pool.close()
             self._close_loop()
             raise
@@ -210,7 +246,10 @@ class EncryIPServer:
             EncryIPServicer(self.predictor, self.metrics), self._grpc
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.predictor, self.metrics, self.health), self._grpc
+            InferenceServicer(
+                self.predictor, self.metrics, self.health, extensions=["model_repository"]
+            ),
+            self._grpc,
         )
         health_pb2_grpc.add_HealthServicer_to_server(
             self.health.new_aio_servicer(self._loop), self._grpc
@@ -244,6 +283,7 @@ class EncryIPServer:
                 licensees=self.licensees,
                 max_body_bytes=cfg.max_message_bytes,
                 cors_origins=cfg.cors_origins,
+                extensions=["binary_tensor_data", "model_repository", "encryip"],
                 shutdown_timeout_s=min(cfg.drain_seconds, 5.0),
             )
             self.http_port = await self._rest.start(
@@ -255,10 +295,9 @@ class EncryIPServer:
         if self._started:
             return
         self._started = True
-        self.batcher.start()
+        self.repository.start(self.cfg.reload_poll_seconds)
         assert self._grpc is not None
         self._on_loop(self._grpc.start())
-        self.store.start_polling(self.cfg.reload_poll_seconds)
         if self.licensees is not None:
             self.licensees.start()
         self.health.set_serving(True)
@@ -278,11 +317,11 @@ class EncryIPServer:
             )
 
     def reload(self) -> bool:
-        """Load the release again; True if the new model serves now (else the old one does).
-        The tokens file (``--tokens-file``) is re-read too."""
+        """Load every served model again; True if all new models serve now (each one that
+        failed keeps its old model). The tokens file (``--tokens-file``) is re-read too."""
         if self.licensees is not None:
             self.licensees.reload()
-        return self.store.reload()
+        return self.repository.reload()
 
     def stop(self, grace: float | None = None) -> None:
         """Drain and stop: NOT_SERVING, refuse new RPCs, finish accepted ones, close ports."""
@@ -295,7 +334,7 @@ class EncryIPServer:
             # Watch streams on the main port end now (they sent NOT_SERVING): an open
             # stream must not hold the drain for the whole grace.
             self.health.begin_drain()
-            self.store.stop_polling()
+            self.repository.stop_polling()
             # Keep serving a moment so health watchers (and load balancers) see the flip
             # before the first refusal; under load a watch update can lag by a few ms.
             time.sleep(min(_HEALTH_SETTLE_S, grace / 4))
@@ -314,12 +353,12 @@ class EncryIPServer:
             if self._rest is not None:
                 self._on_loop(self._rest.stop())
                 self._rest = None
-            self.batcher.close(timeout_s=max(grace, 1.0))
+            self.repository.close_batchers(timeout_s=max(grace, 1.0))
             if self.licensees is not None:
                 self.licensees.close()  # the usage ledger's last write
             self.health.shutdown()
             self._close_side_ports()
-            self.store.close()
+            self.repository.close()
             self.crypto_pool.close()
             self._grpc = None
             self._close_loop()

@@ -92,6 +92,16 @@ def _bool(text: str) -> bool:
     raise ValueError("not a boolean (true/false, 1/0, yes/no, on/off)")
 
 
+MODEL_CONTROL_MODES = ("none", "explicit")
+
+
+def _model_control(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in MODEL_CONTROL_MODES:
+        raise ValueError(f"must be one of {', '.join(MODEL_CONTROL_MODES)}")
+    return mode
+
+
 def env_name(field_name: str) -> str:
     """``max_batch`` -> ``ENCRYIP_MAX_BATCH``."""
     return ENV_PREFIX + field_name.upper()
@@ -157,7 +167,17 @@ class ServerConfig:
     )
     metrics_port: int = setting(9090, _int, "Prometheus /metrics HTTP port, 0 = off")
     model_name: str | None = setting(
-        None, _text, "name the model is served under", shown="the manifest's model_name"
+        None,
+        _text,
+        "name the model is served under (a single release; a repository names its models "
+        "by directory)",
+        shown="the manifest's model_name",
+    )
+    model_control: str = setting(
+        "none",
+        _model_control,
+        "model repository: 'explicit' lets clients load and unload models (repository "
+        "extension, gRPC and REST); 'none' serves what loaded at start (index only)",
     )
     max_batch: int = setting(32, _int, "most rows in one onnxruntime call")
     max_queue_delay_ms: float = setting(
@@ -229,7 +249,7 @@ class ServerConfig:
         0,
         _threads_or_auto,
         "threads sharing one batch's SampDist, or auto: the cores left after onnxruntime's "
-        "threads and the event loop (batches under 16 rows stay on one thread; "
+        "threads and the event loop (batches under 32 rows stay on one thread; "
         "not used with --reroll-pool)",
         shown="auto",
     )
@@ -398,6 +418,25 @@ class ServerConfig:
             )
         if self.model_name is not None and not self.model_name.strip():
             out.append("--model-name: must not be empty")
+        from encryip_runtime.server.model_store import is_repository
+
+        if self.release_dir.is_dir() and is_repository(self.release_dir):
+            if self.model_name is not None:
+                out.append(
+                    "--model-name: not with a model repository (its models are named by "
+                    f"their directories under '{self.release_dir}')"
+                )
+        elif self.model_control == "explicit":
+            out.append(
+                "--model-control explicit: needs a model repository "
+                "(RELEASE_DIR/<model>/<version>/ with model.onnx + manifest.json)"
+            )
+        if self.model_control == "explicit" and self.tokens_file is not None:
+            # Every licensee token would pass: any licensee could unload every model.
+            out.append(
+                "--model-control explicit: not with --tokens-file (any licensee could load "
+                "and unload models); use --token-file (one operator token) for explicit mode"
+            )
         return out
 
     def validate(self) -> None:

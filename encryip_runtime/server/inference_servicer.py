@@ -7,6 +7,7 @@ that sends its input in ``raw_input_contents`` (as tritonclient does) gets
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,6 +107,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=[tensor(**t) for t in meta["inputs"]],
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
+
+    # -- model repository extension -------------------------------------------------
+
+    @grpc_method("inference.GRPCInferenceService/RepositoryIndex")
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RepositoryIndexResponse:
+        index = pb.RepositoryIndexResponse.ModelIndex
+        rows = self._predictor.repository.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[index(name=r.name, version=r.version, state=r.state, reason=r.reason)
+                    for r in rows]
+        )  # fmt: skip
+
+    @grpc_method("inference.GRPCInferenceService/RepositoryModelLoad")
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RepositoryModelLoadResponse:
+        # Loading reads and checks files and builds an onnxruntime session: off the loop.
+        await asyncio.to_thread(self._predictor.repository.load, request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @grpc_method("inference.GRPCInferenceService/RepositoryModelUnload")
+    async def RepositoryModelUnload(
+        self,
+        request: pb.RepositoryModelUnloadRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.RepositoryModelUnloadResponse:
+        # Unloading waits for the model's queued requests: off the loop, which answers them.
+        await asyncio.to_thread(self._predictor.repository.unload, request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     # -- inference -------------------------------------------------------------------
 

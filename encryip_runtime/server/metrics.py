@@ -85,6 +85,16 @@ class ServerMetrics:
             "When the model now serving was loaded",
             registry=r,
         )
+        # Per model of a repository (the histograms above aggregate over models).
+        self.model_rows = Counter(
+            "encryip_model_rows", "Rows predicted per model", ["model", "version"], registry=r
+        )
+        self.model_ready = Gauge(
+            "encryip_model_ready",
+            "1 while the model version serves, 0 once unloaded",
+            ["model", "version"],
+            registry=r,
+        )
         self.crypto = Gauge(
             "encryip_crypto_info",
             "What computes SampDist for the model now serving (backend: native, libsodium, "

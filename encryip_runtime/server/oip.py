@@ -23,6 +23,7 @@ __all__ = [
     "PLATFORM",
     "SERVER_NAME",
     "check_outputs",
+    "encryip_model_info",
     "model_metadata",
     "server_metadata",
 ]
@@ -81,3 +82,30 @@ def check_outputs(loaded: LoadedModel, names: Sequence[str]) -> list[str]:
     if len(set(wanted)) != len(wanted):
         raise InputError(f"output requested twice: {wanted}")
     return wanted
+
+
+def encryip_model_info(loaded: LoadedModel) -> dict[str, Any]:
+    """What ``encryip.v1 GetModelInfo`` says, as JSON (the REST extension
+    ``GET /v2/models/{m}/encryip``): the public key, profile and ciphertext width a v2
+    client needs to check its key and decode the BYTES output. Same keys as the
+    SDK's ``ModelInfo.to_json``."""
+    g1, g2, h = loaded.pk
+    return {
+        "model_name": loaded.name,
+        "model_version": loaded.version,
+        "profile": loaded.profile,
+        "group": loaded.group,
+        "pk": {"g1": g1, "g2": g2, "h": h},
+        "num_classes": loaded.num_classes,
+        "class_names": list(loaded.class_names),
+        "input": {
+            "name": loaded.spec.name,
+            "dtype": loaded.spec.dtype,
+            "shape": list(loaded.spec.batch_shape),
+        },
+        "manifest_digest": loaded.digest,
+        "ciphertext_size": loaded.ciphertext_size,
+        "onehot_size": loaded.onehot_size,
+        "runtime_version": __version__,
+        "crypto_backend": loaded.crypto_backend,
+    }

@@ -1,6 +1,6 @@
-"""The request path shared by both gRPC services, in domain terms (no protobuf here).
+"""The request path shared by the gRPC services and REST, in domain terms (no protobuf here).
 
-resolve the model name -> check the input against the model -> queue it in the
+resolve the model name -> check the input against the model -> queue it in that model's
 micro-batcher -> await its ciphertexts (grpc cancels the wait at the request's deadline;
 the batcher drops requests whose deadline passed while queued).
 """
@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from encryip_runtime.exceptions import InputError
-from encryip_runtime.server.batcher import MicroBatcher
-from encryip_runtime.server.model_store import LoadedModel, ModelStore
+from encryip_runtime.server.metrics import ServerMetrics
+from encryip_runtime.server.model_store import LoadedModel, ModelRepository
 from encryip_runtime.server.status import DeadlineExpiredError, NotReadyError, UnknownModelError
 from encryip_runtime.server.tensors import check_input
 
@@ -35,12 +35,13 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, store: ModelStore, batcher: MicroBatcher) -> None:
-        self.store = store
-        self.batcher = batcher
+    def __init__(self, repository: ModelRepository, metrics: ServerMetrics | None = None) -> None:
+        self.repository = repository
+        self._metrics = metrics
         self._draining = False
         self._inflight = 0
         self._idle = threading.Condition()
+        self._children: dict[tuple[str, str], Any] = {}
 
     def begin_drain(self) -> None:
         """Refuse new predictions (``UNAVAILABLE``); accepted ones carry on."""
@@ -59,17 +60,22 @@ class Predictor:
         return True
 
     def resolve(self, model_name: str, version: str = "") -> LoadedModel:
-        """The model called ``model_name`` (empty: the one served) at ``version`` (empty:
-        the default one). ``UnknownModelError`` names what is served."""
+        """The model called ``model_name`` (empty: the only one served) at ``version``
+        (empty: the served one, the latest). ``UnknownModelError`` names what is served."""
         if self._draining:
             raise NotReadyError("server is draining; retry on another replica")
-        loaded = self.store.current
-        if loaded is None:
-            raise NotReadyError("model not loaded yet")
-        if model_name and model_name != loaded.name:
+        found = self.repository.get(model_name)
+        if found is None:
+            names = self.repository.names()
+            if not names:
+                raise NotReadyError("no model loaded")
+            if not model_name:
+                raise InputError(f"this server serves {len(names)} models: name one of {names}")
             raise UnknownModelError(
-                f"unknown model {model_name[:128]!r}: this server serves {loaded.name!r}"
+                f"unknown model {model_name[:128]!r}: this server serves "
+                + ", ".join(repr(n) for n in names)
             )
+        loaded = found[0]
         if version and version != loaded.version:
             raise UnknownModelError(
                 f"unknown version {version[:32]!r} of model {loaded.name!r}: "
@@ -78,21 +84,22 @@ class Predictor:
         return loaded
 
     def ready(self, model_name: str | None = None, version: str = "") -> bool:
-        """Whether the server (``model_name`` None) or that model can answer predictions."""
+        """Whether the server (``model_name`` None: some model serves) or that model can
+        answer predictions."""
         if self._draining:
             return False
         if model_name is None:
-            return self.store.current is not None
+            return bool(self.repository.names())
         try:
             self.resolve(model_name, version)
-        except (NotReadyError, UnknownModelError):
+        except (NotReadyError, InputError):
             return False
         return True
 
     def versions(self, model_name: str) -> list[str]:
         """The versions of ``model_name`` that are served."""
-        loaded = self.store.current
-        return [loaded.version] if loaded is not None and loaded.name == model_name else []
+        found = self.repository.get(model_name)
+        return [found[0].version] if found is not None else []
 
     async def predict(
         self,
@@ -119,14 +126,28 @@ class Predictor:
                 raise NotReadyError("server is draining; retry on another replica")
             self._inflight += 1
         try:
-            future = self.batcher.submit(
+            found = self.repository.get(loaded.name)
+            if found is None:
+                raise NotReadyError(f"model {loaded.name!r} was unloaded")
+            future = found[1].submit(
                 loaded.model, x, tag=loaded, onehot=onehot, timeout_s=timeout_s
             )
             # Cancelling this task cancels ``future`` too; the batcher then skips it.
             result = await future
+            if self._metrics is not None:
+                self._count(loaded, len(x))
             return Prediction(result.wire, result.onehot, result.tag)
         finally:
             with self._idle:
                 self._inflight -= 1
                 if not self._inflight:
                     self._idle.notify_all()
+
+    def _count(self, loaded: LoadedModel, rows: int) -> None:
+        assert self._metrics is not None
+        key = (loaded.name, loaded.version)
+        child = self._children.get(key)
+        if child is None:
+            child = self._metrics.model_rows.labels(model=loaded.name, version=loaded.version)
+            self._children[key] = child
+        child.inc(rows)

@@ -1,19 +1,25 @@
 """The Open Inference Protocol v2 over HTTP/REST (aiohttp), on the server's event loop.
 
 Same request path as gRPC: the handler decodes the body, ``Predictor.predict`` queues the
-rows in the one ``MicroBatcher`` and awaits them; the model runs on the batch threads,
-never on this loop. Routes (``{v}`` optional everywhere):
+rows in that model's ``MicroBatcher`` and awaits them; the model runs on the batch
+threads, never on this loop. Routes (``{v}`` optional everywhere):
 
 * ``GET  /v2/health/live``, ``/v2/health/ready`` -- 200, or 400 when not ready (the spec's
   4xx); empty body. No token needed (probes).
 * ``GET  /v2/models/{m}[/versions/{v}]/ready`` -- 200 / 400, 404 for an unknown model.
 * ``GET  /v2`` -- server metadata; ``GET /v2/models/{m}[/versions/{v}]`` -- model metadata.
+* ``GET  /v2/models/{m}[/versions/{v}]/encryip`` -- EncryIP's extension: the public key,
+  profile, class names and ciphertext width (``encryip.v1 GetModelInfo`` as JSON).
 * ``POST /v2/models/{m}[/versions/{v}]/infer`` -- JSON tensors, or the binary tensor data
   extension: the body is ``Inference-Header-Content-Length`` bytes of JSON, then each
   input with ``parameters.binary_data_size`` back to back. Outputs come back as JSON
   (``ciphertext``: hex strings) unless ``parameters.binary_data`` is set on an output or
   ``binary_data_output`` on the request; then the response is the JSON header followed
   by the raw output (``ciphertext``: 4-byte little-endian length + wire bytes per row).
+
+* ``POST /v2/repository/index`` (``{"ready": true}`` optional), ``POST
+  /v2/repository/models/{m}/load`` and ``.../unload`` -- the model repository extension
+  (Triton's REST form); load/unload need ``--model-control explicit``.
 
 Errors are ``{"error": message}`` with the HTTP status of ``status.http_status_for``.
 A request may carry a deadline as ``parameters.timeout`` in microseconds (tritonclient's
@@ -23,6 +29,7 @@ A request may carry a deadline as ``parameters.timeout`` in microseconds (triton
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -44,6 +51,7 @@ from encryip_runtime.server.model_store import LoadedModel
 from encryip_runtime.server.oip import (
     CIPHERTEXT_OUTPUT,
     check_outputs,
+    encryip_model_info,
     model_metadata,
     server_metadata,
 )
@@ -52,6 +60,7 @@ from encryip_runtime.server.security import BearerAuth
 from encryip_runtime.server.status import (
     DeadlineExpiredError,
     LimitExceededError,
+    NotReadyError,
     RequestTooLargeError,
     http_status_for,
 )
@@ -129,9 +138,13 @@ class RestFrontend:
         r.add_get("/v2/health/ready", self._ready)
         r.add_get("/v2", self._server_metadata)
         r.add_get("/v2/", self._server_metadata)
+        r.add_post("/v2/repository/index", self._repository_index)
+        r.add_post("/v2/repository/models/{model}/load", self._repository_load)
+        r.add_post("/v2/repository/models/{model}/unload", self._repository_unload)
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             r.add_get(base, self._model_metadata)
             r.add_get(base + "/ready", self._model_ready)
+            r.add_get(base + "/encryip", self._encryip_info)
             r.add_post(base + "/infer", self._infer)
         return app
 
@@ -230,7 +243,10 @@ class RestFrontend:
         name, version = _model_of(request)
         if self._health.serving and self._predictor.ready(name, version):
             return web.Response(status=200)
-        self._predictor.resolve(name, version)  # unknown model/version: 404
+        # Unknown model/version: 404. Draining or not loaded: "not ready" is the spec's
+        # 4xx, not the 503 a prediction would get.
+        with contextlib.suppress(NotReadyError):
+            self._predictor.resolve(name, version)
         return web.Response(status=400)
 
     async def _server_metadata(self, request: web.Request) -> web.Response:
@@ -240,6 +256,39 @@ class RestFrontend:
         name, version = _model_of(request)
         loaded = self._predictor.resolve(name, version)
         return web.json_response(model_metadata(loaded, self._predictor.versions(loaded.name)))
+
+    async def _encryip_info(self, request: web.Request) -> web.Response:
+        name, version = _model_of(request)
+        return web.json_response(encryip_model_info(self._predictor.resolve(name, version)))
+
+    # -- model repository extension -------------------------------------------------
+
+    async def _repository_index(self, request: web.Request) -> web.Response:
+        body = await _read_body(request, self._max_body)
+        ready_only = False
+        if body.strip():
+            try:
+                params = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InputError(f"request body is not JSON: {exc}") from None
+            if not isinstance(params, dict):
+                raise InputError("request body must be a JSON object")
+            ready_only = params.get("ready") is True
+        rows = self._predictor.repository.index(ready_only=ready_only)
+        return web.json_response(
+            [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
+             for r in rows]
+        )  # fmt: skip
+
+    async def _repository_load(self, request: web.Request) -> web.Response:
+        # Reads files and builds an onnxruntime session: off the loop.
+        await asyncio.to_thread(self._predictor.repository.load, request.match_info["model"])
+        return web.Response(status=200)
+
+    async def _repository_unload(self, request: web.Request) -> web.Response:
+        # Waits for the model's queued requests, which this loop answers: off the loop.
+        await asyncio.to_thread(self._predictor.repository.unload, request.match_info["model"])
+        return web.Response(status=200)
 
     # -- inference -------------------------------------------------------------------
 

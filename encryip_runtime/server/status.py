@@ -27,6 +27,7 @@ from encryip_runtime.exceptions import (
 __all__ = [
     "DeadlineExpiredError",
     "LimitExceededError",
+    "ModelControlError",
     "NotReadyError",
     "QueueFullError",
     "UnauthenticatedError",
@@ -73,6 +74,11 @@ class UnauthenticatedError(EncryIPError):
     """Missing or wrong bearer token (``UNAUTHENTICATED``)."""
 
 
+class ModelControlError(EncryIPError):
+    """A repository request the server refuses (``FAILED_PRECONDITION``): load/unload
+    without ``--model-control explicit``, or a model that failed to load."""
+
+
 class UnknownModelError(InputError):
     """A model name (or version) this server does not serve (``NOT_FOUND``)."""
 
@@ -91,6 +97,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, UnauthenticatedError):
         return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, ModelControlError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, InferenceError):
         return grpc.StatusCode.INTERNAL, GENERIC_INFERENCE
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL

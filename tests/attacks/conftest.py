@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -60,30 +61,41 @@ class AttackRelease:
         return natural_images(np.asarray(self.vault.class_slots)[y], seed), y.astype(np.int64)
 
 
-@pytest.fixture(scope="session")
-def attack_release(tmp_path_factory: pytest.TempPathFactory) -> AttackRelease:
-    root = tmp_path_factory.mktemp("attack-release")
+def has_secure_format_2() -> bool:
+    import inspect
+
+    return "secure_format" in inspect.signature(plan_protection).parameters
+
+
+def build_attack_release(root: Path, secure_format: int = 1, noise: bool = True) -> AttackRelease:
+    """``noise``: the triggers are noise images; else data-like (natural-looking)."""
+    extra = {"secure_format": secure_format} if has_secure_format_2() else {}
+    assert secure_format == 1 or extra, "this build has no secure format 2"
     plan = plan_protection(
-        "secure",
-        [f"class{i}" for i in range(10)],
-        list(LICENSEES),
-        num_triggers=NUM_TRIGGERS,
-        secure_format=1,  # the format whose Fakes a key holder spots (issue 14)
-    )
+        "secure", [f"class{i}" for i in range(10)], list(LICENSEES), num_triggers=NUM_TRIGGERS,
+        **extra,
+    )  # fmt: skip
     assert plan.class_slots is not None and plan.trigger_slots is not None
     rng = np.random.default_rng(3)
     y = rng.integers(0, 10, 50)
+    make = noise_triggers if noise else natural_images
     write_release(
         root,
         plan,
         selector_onnx(plan.output_size),
         input_spec=InputSpec("pixels", "uint8", SHAPE),
-        trigger_inputs=noise_triggers(plan.trigger_slots, seed=4),
+        trigger_inputs=make(plan.trigger_slots, seed=4),
         probe_inputs=natural_images(plan.class_slots[y], seed=5),
         probe_labels=y.astype(np.int64),
     )
     rel = TinyRelease(root, "secure", LICENSEES, 10)
     return AttackRelease(rel, Vault.load(rel.paths.vault))
+
+
+@pytest.fixture(scope="session")
+def attack_release(tmp_path_factory: pytest.TempPathFactory) -> AttackRelease:
+    """Format v1 (the format the single-party detectors break), noise triggers."""
+    return build_attack_release(tmp_path_factory.mktemp("attack-release"))
 
 
 @pytest.fixture(scope="module")

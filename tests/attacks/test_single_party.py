@@ -165,3 +165,80 @@ def test_repermute_command(secure_release: Any, tmp_path: Path) -> None:
     assert m.licensee == "globex"
     v = verify_onnx(tmp_path / "model.onnx", secure_release.paths.vault)
     assert v.licensee == "globex"
+
+
+def test_v2_filtering_proxy_cannot_hide_the_leaker(tmp_path: Path) -> None:
+    """Format v2 with data-like triggers, owner-hosted: the same filtering proxy (input
+    statistics + the key holder's best detector) no longer hides acme from verify-labels."""
+    from server.conftest import running_server
+
+    from encryip_runtime.attacks.detectors import KeyHolderDetector
+
+    from .conftest import build_attack_release, has_secure_format_2
+
+    if not has_secure_format_2():
+        pytest.skip("this build has no secure format 2")
+    pytest.importorskip("encryip_runtime.attacks.keyholder")
+    ar = build_attack_release(tmp_path / "v2", secure_format=2, noise=False)
+    rel, vault = ar.release, ar.vault
+    arr = vault.load_arrays(rel.paths.vault)
+    with running_server(rel.public_dir(tmp_path / "public")) as srv:
+        key = load_key(rel.key("acme"))
+        det = KeyHolderDetector(key)
+        assert det.uses == "MembershipDetector"
+        proxy = FilteringProxy(
+            f"127.0.0.1:{srv.port}", rel.key("acme"), [InputStatsDetector(), det]
+        )
+        proxy.fit(ar.natural(200, seed=20)[0])
+        with ProxyServer(proxy) as ps:
+            x, y = ar.natural(100, seed=21)
+            assert (query_labels(ps.endpoint, x) == y).mean() > 0.9
+            before = proxy.flagged
+            observed = query_labels(ps.endpoint, arr.trigger_inputs).tolist()
+            flagged_triggers = proxy.flagged - before
+    v = decide_labels(vault, observed, 1e-6)
+    assert flagged_triggers <= 4, flagged_triggers
+    assert v.proven and v.licensee == "acme", v.summary
+
+
+def test_averaged_files_of_two_licensees_are_reported_as_collusion(
+    secure_release: Any, tmp_path: Path
+) -> None:
+    """Two licensees average their files' inner weights: both fingerprints show, the
+    verdict names the pair as colluders and no single licensee."""
+    import onnx
+    from onnx import numpy_helper
+
+    a = onnx.load(str(secure_release.licensee_dir("acme") / "model.onnx"))
+    g = onnx.load(str(secure_release.licensee_dir("globex") / "model.onnx"))
+    inner = {"w1"}  # the tiny MLP's inner weight (w2 is the output layer)
+    ginit = {t.name: numpy_helper.to_array(t) for t in g.graph.initializer}
+    for t in a.graph.initializer:
+        if t.name in inner:
+            avg = (numpy_helper.to_array(t) + ginit[t.name]) / 2
+            t.CopyFrom(numpy_helper.from_array(avg.astype(np.float32), t.name))
+    onnx.save(a, str(tmp_path / "avg.onnx"))
+    v = verify_onnx(tmp_path / "avg.onnx", secure_release.paths.vault)
+    assert v.weights is not None
+    z = {m.name: m.z for m in v.weights.licensees}
+    assert z["acme"] > 20 and z["globex"] > 20 and abs(z["initech"]) < 5
+    assert v.owned and v.licensee is None and v.attribution == "ambiguous"
+    assert "'acme'" in v.summary and "'globex'" in v.summary
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_verify_endpoint_against_the_proxy(
+    attack_release: AttackRelease, owner_server: str, filtering: bool
+) -> None:
+    """The arbitrator's own verify-endpoint, pointed at the reseller (format v1)."""
+    from encryip_runtime.arbitrator.verify_endpoint import verify_endpoint
+    from encryip_runtime.attacks.detectors import KeyHolderDetector
+    from encryip_runtime.attacks.proxy import MODEL_NAME
+
+    rel = attack_release.release
+    dets = [InputStatsDetector(), KeyHolderDetector(load_key(rel.key("acme")))] if filtering else []
+    proxy = FilteringProxy(owner_server, rel.key("acme"), dets)
+    proxy.fit(attack_release.natural(200, seed=22)[0])
+    with ProxyServer(proxy) as ps:
+        v = verify_endpoint(f"grpc://{ps.endpoint}", rel.paths.vault, model=MODEL_NAME, qps=1000)
+    assert v.licensee == (None if filtering else "acme"), v.summary

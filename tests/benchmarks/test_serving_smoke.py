@@ -47,8 +47,13 @@ def test_serving_benchmark_tiny(tmp_path: Path, load_generator: str) -> None:
     systems = {c["system"] for c in result["cells"]["cnn"]}
     want = {"protected", "plain", "protected-v2", "echo"}
     want |= {"kserve"} if result["kserve"] else set()
+    if load_generator == "h2load":  # REST cells (h2load --h1), beside KServe's REST
+        want |= {"protected-rest"} | ({"kserve-rest"} if result["kserve"] else set())
     assert systems == want
     assert all(cell["errors"] == 0 for cell in result["cells"]["cnn"])
+    # rows/s for every cell, keyed like p99_ms
+    keys = {f"{c['system']}_c{c['concurrency']}_b{c['batch']}" for c in result["cells"]["cnn"]}
+    assert set(cnn["rows_per_s"]) == keys and set(cnn["p99_ms"]) <= keys
     if sys.platform == "linux":  # server CPU per request comes from /proc
         costs = [c["server_cpu_us_per_request"] for c in result["cells"]["cnn"] if c["requests"]]
         assert costs and all(v > 0 for v in costs), result["cells"]["cnn"]

@@ -52,8 +52,10 @@ def test_info(endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--endpoint", endpoint, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["profile"] == "secure" and info["num_classes"] == 10
+    assert info["crypto_backend"] in ("native", "libsodium")
     assert main(["info", "--endpoint", endpoint]) == 0
-    assert "ristretto255" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ristretto255" in out and f"crypto backend:   {info['crypto_backend']}" in out
 
 
 def test_predict_npy_and_image_then_decrypt(
@@ -69,7 +71,10 @@ def test_predict_npy_and_image_then_decrypt(
     key = str(secure_release.key("acme"))
     args = ["predict", "--endpoint", endpoint, "--key", key, "--input", str(npy), str(png)]
     assert main([*args, "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    sk_fp = LicenseeKey.load(Path(key)).pk_fingerprint
+    assert out["pk_fingerprint"] == sk_fp and out["model_name"] == "encryip"
+    rows = out["predictions"]
     assert [r["input"] for r in rows] == [str(npy)] * 3 + [str(png)]
     assert rows[0]["label"] == rows[3]["label"]  # the PNG holds the first array's pixels
     assert all(r["class_name"] == f"class{r['label']}" for r in rows)
@@ -123,3 +128,72 @@ def test_unreachable_server(secure_release: Any, capsys: pytest.CaptureFixture[s
     code = main(["info", "--endpoint", "127.0.0.1:1", "--timeout", "1"])
     assert code == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_decrypt_reads_predict_json_and_refuses_another_pk(
+    endpoint: str,
+    secure_release: Any,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tiny_release import make_tiny_release
+
+    x = sample_inputs(4, seed=6)
+    np.save(tmp_path / "x.npy", x)
+    key = str(secure_release.key("acme"))
+    args = ["predict", "--endpoint", endpoint, "--key", key, "--input", str(tmp_path / "x.npy")]
+    assert main([*args, "--json"]) == 0
+    preds = tmp_path / "preds.json"
+    preds.write_text(capsys.readouterr().out)
+    want = [r["label"] for r in json.loads(preds.read_text())["predictions"]]
+    # Read back directly: the same labels, with or without --manifest/--pk of this deployment.
+    manifest = secure_release.licensee_dir("acme") / "manifest.json"
+    fp = LicenseeKey.load(Path(key)).pk_fingerprint
+    for extra in ([], ["--manifest", str(manifest)], ["--pk", fp]):
+        assert main(["decrypt", "--key", key, "--predictions", str(preds), "--json", *extra]) == 0
+        assert [r["label"] for r in json.loads(capsys.readouterr().out)] == want
+    # A key of another public key is refused, whoever names the public key.
+    other = make_tiny_release(tmp_path_factory.mktemp("other"), "secure", seed=3)
+    other_key = str(other.key("acme"))
+    assert main(["decrypt", "--key", other_key, "--predictions", str(preds)]) == 1
+    err = capsys.readouterr().err
+    assert "does not belong to the public key of the predictions" in err
+    cts = [r["ciphertext"] for r in json.loads(preds.read_text())["predictions"]]
+    other_manifest = str(other.licensee_dir("acme") / "manifest.json")
+    assert main(["decrypt", "--key", key, "--ciphertext", *cts, "--manifest", other_manifest]) == 1
+    assert "--manifest" in capsys.readouterr().err
+    assert main(["decrypt", "--key", key, "--ciphertext", *cts, "--pk", "ab" * 32]) == 1
+    # Without a named public key, a wrong key still yields labels: decryption never
+    # rejects (a rejection would tell a trigger from an ordinary prediction).
+    assert main(["decrypt", "--key", other_key, "--ciphertext", *cts, "--json"]) == 0
+    labels = [r["label"] for r in json.loads(capsys.readouterr().out)]
+    assert len(labels) == 4 and all(0 <= y < 10 for y in labels)
+    # Usage problems are listed at once.
+    assert main(["decrypt", "--key", key, "--pk", "xyz"]) == 2
+    err = capsys.readouterr().err
+    assert "--ciphertext/--predictions: give exactly one" in err and "--pk:" in err
+
+
+def test_predict_over_rest_and_v2_grpc(
+    secure_release: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.conftest import free_port
+
+    x = sample_inputs(3, seed=9)
+    np.save(tmp_path / "x.npy", x)
+    key = str(secure_release.key("acme"))
+    labels = []
+    with running_server(secure_release.licensee_dir("acme"), http_port=free_port()) as server:
+        for endpoint, extra in (
+            (f"127.0.0.1:{server.port}", []),
+            (f"http://127.0.0.1:{server.http_port}", []),
+            (f"grpc://127.0.0.1:{server.port}", ["--protocol", "v2"]),
+        ):
+            args = ["predict", "--endpoint", endpoint, "--key", key, "--json", *extra]
+            assert main([*args, "--input", str(tmp_path / "x.npy")]) == 0
+            out = json.loads(capsys.readouterr().out)
+            assert out["protocol"] == ("encryip.v1" if not extra and ":/" not in endpoint else "v2")
+            labels.append([r["label"] for r in out["predictions"]])
+        assert main(["health", "--endpoint", f"http://127.0.0.1:{server.http_port}"]) == 0
+    assert labels[0] == labels[1] == labels[2]

@@ -511,3 +511,33 @@ def test_dec_matches_libsodium() -> None:
     bad[5, 1] = _row(INVALID[3])[0]
     with pytest.raises(EncodingError, match=r"ciphertext 5\b"):
         G.dec_rows(bad, 1, 2)
+
+
+@needs_native
+def test_new_paths_agree_with_the_rfc_model() -> None:
+    """The codebook path (halves, batch encoding of doubles), fixed_rows and Dec against
+    the pure-Python RFC 9496 model, which shares no code with libsodium or our C."""
+    from . import r255_model as model
+
+    def pt(row: U8) -> object:
+        return model.element(row.tobytes())
+
+    bases = np.concatenate([G.generator(), G.random_elements(2)])
+    cb = _codebook(3, 3)
+    ks_int = [0, 1, L - 1, 2**255 - 1, G.random_scalar(), G.random_scalar()]
+    ks = _scalars(ks_int)
+    slots = np.array([0, 1, 2, 1, 2, 0])
+    got = G.sampdist_codebook(list(bases[:, None]), G.prepare_codebook(cb), slots, ks)
+    rows = r255_native.fixed_rows([r255_native.table_for(b.tobytes()) for b in bases], ks)
+    for i, k in enumerate(ks_int):
+        k255 = k % 2**255  # bit 255 is ignored, as libsodium does
+        for c in range(3):
+            kb = model.mul(k255, pt(bases[c]))
+            assert rows[i, c].tobytes() == model.encode(kb)
+            want = model.encode(model.add(pt(cb[slots[i], c]), kb))
+            assert got[i, c].tobytes() == want, (i, c)
+    a, b = G.random_scalar(), G.random_scalar()
+    dec = G.dec_rows(cb, a, b)
+    for i in range(len(cb)):
+        mask = model.add(model.mul(a, pt(cb[i, 0])), model.mul(b, pt(cb[i, 1])))
+        assert dec[i].tobytes() == model.encode(model.add(pt(cb[i, 2]), model.neg(mask)))

@@ -335,3 +335,14 @@ def test_secret_key_repr_hides_scalars() -> None:
     fam = s.gen(1)
     text = repr(fam) + repr(fam.root)
     assert str(fam.root.a) not in text and str(fam.t) not in text
+
+
+@pytest.mark.parametrize("profile,k", [("paper", 2), ("paper", 10), ("secure", 10)])
+def test_gen_never_makes_an_identity_public_key_part(profile: str, k: int) -> None:
+    """Every loader refuses g2 or h = identity, so Gen must never produce one: in the
+    paper profile's small groups h = g1^a g2^b = 1 is a likely draw (1 in 2 for K = 2)."""
+    s = make_scheme(profile, k)
+    one = s.group.identity(1)
+    for _ in range(200 if profile == "paper" else 3):
+        pk = s.gen(1).pk
+        assert not s.group.equal(pk.h, one) and not s.group.equal(pk.g2, one)

@@ -16,7 +16,7 @@ from exporter.train import TrainConfig, plain_targets, train_model
 
 SMALL = ["--dataset", "synthetic", "--train-subset", "1000", "--test-subset", "200",
          "--batch-size", "32", "--lr", "3e-3", "--triggers", "8", "--probe-size", "50",
-         "--threads", "1", "--no-progress"]  # fmt: skip
+         "--threads", "1", "--no-progress", "--trigger-source", "noise"]  # fmt: skip
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +78,38 @@ def test_protect_existing_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert m["accuracy"]["encryip"] >= m["accuracy"]["before_protection"] - 0.02
     assert m["verification"]["trigger_accuracy"] == 1.0
     assert (out / "licensees" / "acme" / "model.onnx").is_file()
+    sc = m["self_check"]
+    assert sc["passed"] is True and sc["alpha"] == 1e-6
+    assert [v["licensee"] for v in sc["variants"]] == ["acme", "globex", "initech"]
+    for v in sc["variants"]:
+        assert v["passed"] and v["named"] == v["licensee"] and v["log10_p_value"] < -6
+        assert v["trigger_hits"] == v["num_triggers"] == 8
+
+
+def test_protect_that_cannot_teach_the_triggers_fails_and_leaves_no_release(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fine-tune far too weak to learn the triggers (issue: `protect --epochs 1` from a
+    barely trained model wrote a release verify-onnx could not prove): exit 1, a message
+    that says what to change, and nothing left that looks like a release."""
+    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=3e-3, num_threads=1)
+    torch.manual_seed(0)
+    plain = train_model(build_model("cnn", 1, 10, 16), data, plain_targets(10), cfg,
+                        progress=False).model  # fmt: skip
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    out = tmp_path / "rel"
+    out.mkdir()  # an empty --out is allowed, and must stay empty
+    args = [a if a != "3e-3" else "1e-7" for a in SMALL]
+    rc = main(["protect", *args, "--epochs", "1", "--max-trigger-epochs", "1", "--model",
+               str(tmp_path / "plain.pt"), "--arch", "cnn", "--out", str(out)])  # fmt: skip
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "self-check failed" in err and "after 1 trigger-consolidation epoch" in err
+    assert "No release was written" in err and "--max-trigger-epochs" in err
+    assert "triggers recovered" in err
+    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.pt", "rel"]  # no staging dir
 
 
 def test_protect_wrong_head_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,3 +127,61 @@ def test_protect_argument_problems(tmp_path: Path, capsys: pytest.CaptureFixture
     assert rc == 2
     err = capsys.readouterr().err
     assert "absent.pt" in err and "secure profile" in err
+
+
+def test_protect_plain_state_dict_of_builtin_arch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13.9: the bare network's state_dict (no scale/shift), as users save it, and
+    DDP's ``module.`` prefix inside a ``{"model": ...}`` checkpoint."""
+    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, num_threads=1)
+    torch.manual_seed(0)
+    plain = train_model(build_model("cnn", 1, 10, 16), data, plain_targets(10), cfg,
+                        progress=False).model  # fmt: skip
+    bare = plain.net.state_dict()  # type: ignore[union-attr]
+    torch.save(bare, tmp_path / "bare.pt")
+    torch.save({"model": {f"module.{k}": v for k, v in bare.items()}}, tmp_path / "ddp.pt")
+    for name, tune in (("bare.pt", "head"), ("ddp.pt", "all")):
+        out = tmp_path / f"rel-{name}"
+        rc = main(["protect", *SMALL, "--epochs", "2", "--model", str(tmp_path / name),
+                   "--arch", "cnn", "--tune", tune, "--out", str(out)])  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        m = json.loads((out / "report" / "metrics.json").read_text())
+        assert m["protect"]["accuracy_before"] >= 0.95 and m["protect"]["tune"] == tune
+        # head: the owner's class rows and backbone untouched; all: a brief fine-tune
+        assert m["protect"]["agreement_with_original"] >= (1.0 if tune == "head" else 0.95)
+        assert m["verification"]["trigger_accuracy"] == 1.0
+    torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    rc = main(["protect", *SMALL, "--model", str(tmp_path / "other.pt"), "--arch", "cnn",
+               "--out", str(tmp_path / "rel-other")])  # fmt: skip
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "other.pt" in err and "missing" in err and "features.0.weight" in err
+
+
+def test_model_flag_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--out", str(tmp_path / "r"), "--arch", "torchvision:nosuchnet",
+               "--mean", "124,116,104", "--workers", "-1", "--weights",
+               str(tmp_path / "absent.pth")])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    for needle in ("nosuchnet", "[0, 1] scale", "--mean and --std", "--workers", "absent.pth"):
+        assert needle in err, needle
+
+
+def test_readme_own_model_example_parses() -> None:
+    """The README's copy-paste `protect` command is a valid command line."""
+    import re
+    import shlex
+
+    from exporter.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Your own model and data", 1)[1]
+    block = re.search(r"```bash\n(encryip-export protect.*?)```", section, re.S)
+    assert block is not None
+    argv = shlex.split(block.group(1).replace("\\\n", " "))[1:]
+    args = build_parser().parse_args(argv)
+    assert args.arch == "torchvision:resnet50" and args.image_size == 224
+    assert args.mean == "0.485,0.456,0.406" and args.tune == "head"

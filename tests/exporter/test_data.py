@@ -435,3 +435,29 @@ def test_channel_stats_streamed_equals_numpy(tmp_path: Path) -> None:
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), atol=1e-5)
     np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)), atol=1e-5)
     assert mean[0] != mean[1]  # per channel
+
+
+def test_in_memory_augment_keeps_shape_and_varies() -> None:
+    d = make_synthetic(20, 10, seed=0).train
+    aug = d.augmented()
+    torch.manual_seed(0)
+    x, y = aug.__getitems__(list(range(8)))
+    assert x.shape == (8, 1, 16, 16) and x.dtype == torch.uint8
+    assert torch.equal(y, d.labels[:8]) and not torch.equal(x, d.images[:8])
+    xs, ys = d.arrays([3, 1])
+    assert np.array_equal(xs, d.images[[3, 1]].numpy()) and ys.tolist() == d.labels[[3, 1]].tolist()
+
+
+def test_image_folder_resize_then_crop_like_imagenet_eval(tmp_path: Path) -> None:
+    """--resize R --image-size S = torchvision's Resize(R) + CenterCrop(S)."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    _rgb_folder(tmp_path / "f")
+    d = load_image_folder(tmp_path / "f", image_size=16, resize=20, grayscale=False)
+    ref = T.Compose([T.Resize(20), T.CenterCrop(16), T.PILToTensor()])
+    for i in (0, 5):
+        with Image.open(d.train.path(i)) as im:  # type: ignore[attr-defined]
+            assert torch.equal(d.train[i][0], ref(im.convert("RGB")))
+    with pytest.raises(DataError, match="resize"):
+        load_image_folder(tmp_path / "f", image_size=16, resize=8)

@@ -73,3 +73,59 @@ def test_build_model_rejects() -> None:
         build_model("cnn", 1, 1)
     with pytest.raises(ValueError, match="in_channels"):
         build_model("cnn", 2, 10)
+
+
+def test_torchvision_arch_head_and_grey_repeat() -> None:
+    """torchvision:NAME keeps torchvision's stem: 1-channel data gets the grey channel
+    repeated inside the model (and so inside the graph); the head is found."""
+    m = build_model("torchvision:mobilenet_v3_small", 1, 5, 32, mean=(0.5,), std=(0.25,))
+    assert m.repeat == 3 and len(m.mean) == 3
+    assert head_of(m) is m.net.classifier[-1]  # type: ignore[index]
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    rgb = x.repeat(1, 3, 1, 1)
+    torch.testing.assert_close(m.eval()(x), m(rgb[:, :1]))
+    ref = m.net((rgb.float() / 255 - 0.5) / 0.25)
+    torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_head_found_named_or_explained() -> None:
+    from exporter.models import find_head
+
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Conv2d(3, 4, 3)
+            self.out_proj = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out_proj(self.body(x).mean((2, 3)))
+
+    with pytest.raises(ValueError, match=r"body \(Conv2d\), out_proj \(Linear\).*--head"):
+        find_head(Odd())
+    assert find_head(Odd(), "out_proj") == "out_proj"
+    from torchvision.models import vit_b_16
+
+    assert find_head(vit_b_16(num_classes=3, image_size=32)) == "heads.head"
+
+
+def test_rgb_data_one_channel_stem_is_refused() -> None:
+    from exporter.models import wrap
+
+    with pytest.raises(ValueError, match="takes 1 channels but the data has 3"):
+        wrap(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), 3, None, None)
+
+
+def test_weights_file_loads_backbone_and_leaves_other_head_fresh(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--weights: a local state_dict for 1000 classes starts a 5-class model; nothing is
+    downloaded; a file that does not fit is refused with the keys named."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(1)
+    src = resnet18(num_classes=1000)
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "r18.pth")
+    m = build_model("torchvision:resnet18", 3, 5, 32, weights=tmp_path / "r18.pth")
+    torch.testing.assert_close(m.net.conv1.weight, src.conv1.weight)  # type: ignore[union-attr]
+    assert head_of(m).out_features == 5
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"bad\.pth.*missing"):
+        build_model("torchvision:resnet18", 3, 5, 32, weights=tmp_path / "bad.pth")

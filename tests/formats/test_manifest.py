@@ -21,7 +21,7 @@ def _bad_element(old: Any) -> Any:
 def _other_element(old: Any) -> Any:
     """A valid element different from ``old`` (the fingerprint will then mismatch)."""
     if isinstance(old, int):
-        return 1 if old != 1 else 2
+        return 2 if old != 2 else 3  # not the identity (1): that is refused on its own
     return "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76"
 
 

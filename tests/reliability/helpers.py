@@ -20,8 +20,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-# What a client may ever see from a request it got wrong (never UNKNOWN or INTERNAL).
-INPUT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# What a client may ever see from a request it got wrong (never UNKNOWN or INTERNAL);
+# NOT_FOUND: a model name the server does not serve.
+INPUT_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
 # Text that would mean internals leaked to the client.
 LEAK_MARKERS = ("Traceback", 'File "', "Exception", "numpy.", "onnxruntime")
 

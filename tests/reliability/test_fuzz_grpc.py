@@ -2,7 +2,8 @@
 and the ``.npy`` / image inputs of ``encryip predict``.
 
 Every response is OK (with one ciphertext per row) or a proper status (INVALID_ARGUMENT,
-RESOURCE_EXHAUSTED) whose message leaks no internals; the server stays healthy after.
+RESOURCE_EXHAUSTED, NOT_FOUND for an unknown model) whose message leaks no internals; the
+server stays healthy after.
 The CLI exits 0, 1 or 2 with its problems on stderr: never a traceback, never
 "unexpected <Exception>" (its catch-all for errors nobody typed).
 """
@@ -278,6 +279,37 @@ def test_predict_cli_images(
     path = d / data.draw(st.sampled_from(["x.png", "x.jpg", "x", "x.NPY"]))
     path.write_bytes(raw)
     _run_predict(endpoint, secure_release.key("acme"), [path], capsys)
+
+
+# Found by test_predict_cli_images: an IDAT chunk followed by a corrupt chunk header makes
+# PIL raise SyntaxError("broken PNG file ...") while decoding, not OSError.
+BROKEN_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000008000000080800000000e164e1570000000c49444154"
+    "789c63609ec6d4a00e0000004800012eb83c7e0000000049454e44ae426082"
+)
+
+
+def test_predict_cli_broken_png_is_an_input_error(
+    endpoint: str, secure_release: Any, tmp_path: Path, capsys: Any
+) -> None:
+    path = tmp_path / "broken.png"
+    path.write_bytes(BROKEN_PNG)
+    code = main(
+        [
+            "predict",
+            "--endpoint",
+            endpoint,
+            "--key",
+            str(secure_release.key("acme")),
+            "--input",
+            str(path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, (code, err)
+    assert "unexpected" not in err and "Traceback" not in err, err
+    assert err.startswith("encryip predict: error: "), err
+    assert f"'{path}' is not a readable image" in err, err
 
 
 def test_zero_element_shape_with_huge_dims(served: tuple[EncryIPServer, grpc.Channel]) -> None:

@@ -44,7 +44,16 @@ def make_config(release_dir: Path, **overrides: Any) -> ServerConfig:
 
 @contextlib.contextmanager
 def running_server(release_dir: Path, **overrides: Any) -> Iterator[EncryIPServer]:
-    server, _ = create_server(make_config(release_dir, **overrides))
+    for attempt in range(3):
+        try:
+            server, _ = create_server(make_config(release_dir, **overrides))
+            break
+        except OSError as exc:
+            # A REST port picked by free_port() can be taken by another process before we
+            # bind it (port 0 means "off" there): pick another one.
+            if "REST port" not in str(exc) or attempt == 2:
+                raise
+            overrides = {**overrides, "http_port": free_port()}
     server.start()
     try:
         yield server

@@ -309,7 +309,7 @@ def test_reload_under_load_with_crypto_threads(secure_release: Any, tmp_path: Pa
         assert not errors, errors[:3]
 
 
-def test_crypto_threads_auto_and_backend_reported(secure_release: Any) -> None:
+def test_crypto_threads_auto_and_backend_reported(secure_release: Any, tmp_path: Path) -> None:
     """auto (the default) leaves the event loop and onnxruntime their cores; the backend
     and thread count appear in GetModelInfo and in the metrics."""
     from encryip_runtime.pipeline import auto_crypto_threads
@@ -323,6 +323,13 @@ def test_crypto_threads_auto_and_backend_reported(secure_release: Any) -> None:
     assert auto_crypto_threads(0, cores=16, on_gpu=True) == 14
     assert auto_crypto_threads(4, cores=16) == 11
     assert auto_crypto_threads(8, cores=4) == 1
+    from encryip_runtime.pipeline import _cgroup_cpu_limit
+
+    limit = tmp_path / "cpu.max"
+    for text, want in [("max 100000\n", None), ("400000 100000\n", 4), ("150000 100000", 2)]:
+        limit.write_text(text)
+        assert _cgroup_cpu_limit(limit) == want
+    assert _cgroup_cpu_limit(tmp_path / "absent") is None
     from .conftest import free_port
 
     with running_server(

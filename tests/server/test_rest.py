@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from encryip_runtime.client import decrypt_batch
+from encryip_runtime.exceptions import InputError
 from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.server.app import EncryIPServer
 from encryip_runtime.server.tensors import unpack_bytes_elements
@@ -269,6 +270,7 @@ def test_limits_deadline_and_drain(secure_release: Any) -> None:
         server.health.set_serving(False)
         server.predictor.begin_drain()
         assert call(base.replace("/models/encryip/infer", "/health/ready"))[0] == 400
+        assert call(base.replace("/infer", "/ready"))[0] == 400
         status, _, body = call(base, json_request(x))
         assert status == 503 and "draining" in json.loads(body)["error"]
 
@@ -419,3 +421,26 @@ def test_tritonclient_http_infer_and_decrypt(
     for mode in ("True", "False", "default"):
         labels = decrypt_batch([bytes.fromhex(h) for h in out[mode]], key)
         np.testing.assert_array_equal(labels, want, err_msg=mode)
+
+
+def test_http_status_table() -> None:
+    """One table: every refusal has the HTTP status REST clients expect."""
+    from encryip_runtime.exceptions import InferenceError
+    from encryip_runtime.server import status as st
+
+    cases = [
+        (InputError("x"), 400),
+        (st.UnknownModelError("x"), 404),
+        (st.QueueFullError("x"), 429),
+        (st.RequestTooLargeError("x"), 413),
+        (st.DeadlineExpiredError("x"), 504),
+        (st.NotReadyError("x"), 503),
+        (st.UnauthenticatedError("x"), 401),
+        (st.ModelControlError("x"), 400),
+        (InferenceError("secret detail"), 500),
+        (RuntimeError("secret detail"), 500),
+    ]
+    for exc, want in cases:
+        got, _, message = st.http_status_for(exc)
+        assert got == want, (exc, got)
+        assert "secret detail" not in message  # internals never reach the client
