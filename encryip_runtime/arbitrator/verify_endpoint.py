@@ -49,6 +49,7 @@ from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import check_alpha, load_vault_with_arrays
 from encryip_runtime.arbitrator.verify_labels import decide_labels
 from encryip_runtime.arbitrator.verify_onnx import decide as decide_outputs
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import EncodingError, EncryIPError
 from encryip_runtime.formats.common import pk_to_json
 from encryip_runtime.formats.manifest import Manifest
@@ -380,12 +381,25 @@ def _decide_ciphertexts(
     gens = vault.generations()
     by_gen = []
     for gen in gens:
-        root = gen.family().root
-        got = g.to_bytes(scheme.dec(root, cts))
-        want = g.to_bytes(scheme.dec(root, gen.trigger_ciphertexts[trig]))
+        if gen.scheme.ciphertext_size != scheme.ciphertext_size:
+            by_gen.append((0, gen))  # another secure format: its answers are another width
+            continue
+        if isinstance(gen.scheme, CSLiteV2):
+            # format 2 shifts every answer's message index by K m: compare what the
+            # trapdoor sees instead (the Fake's offsets and its label), shift-invariant
+            fam = gen.family_v2()
+            got_s = gen.scheme.owner_signatures(fam, cts)
+            want_s = gen.scheme.owner_signatures(fam, gen.trigger_ciphertexts[trig])
+            by_gen.append((sum(a == b for a, b in zip(got_s, want_s, strict=True)), gen))
+            continue
+        root_g = gen.family().root
+        got = g.to_bytes(gen.scheme.dec(root_g, cts))
+        want = g.to_bytes(gen.scheme.dec(root_g, gen.trigger_ciphertexts[trig]))
         by_gen.append((int(np.sum(np.all(got == want, axis=1))), gen))
     hits, matched = max(by_gen, key=lambda hg: hg[0])
-    root = matched.family().root
+    root: Any = (
+        matched.licensees[0].sk if isinstance(matched.scheme, CSLiteV2) else matched.family().root
+    )
     t = len(trig)
     q = 1.0 / g.order
     correction = math.log10(len(gens))
@@ -430,7 +444,10 @@ def _decide_ciphertexts(
     named = sorted({known[d] for d in served_digests if d in known})
     served_pk = info.get("pk")
     if served_pk:
-        same = {k: str(v) for k, v in pk_to_json(scheme, matched.pk).items()} == served_pk
+        pk_doc = pk_to_json(matched.scheme, matched.pk)
+        if "g" in pk_doc:  # format 2: the service reports (g1, g2, h)
+            pk_doc = {"g1": pk_doc["g"][0], "g2": pk_doc["g"][1], "h": pk_doc["h"]}
+        same = {k: str(v) for k, v in pk_doc.items()} == served_pk
         notes.append(
             f"the public key the service reports is key generation {matched.generation}'s"
             if same
