@@ -1,6 +1,7 @@
 // The browser demo: key file + image -> the server's REST endpoint -> decrypted label.
 // Query parameters (?server=&model=&key=URL&image=URL&auto=1) drive it without clicks
-// (the headless-Chromium test uses them); the key is fetched by this page only.
+// (the headless-Chromium test uses them, with &report=URL to get the result back); the key
+// is fetched by this page only and never sent anywhere.
 import { RestClient, checkKeyMatches, decrypt, loadKey, ready } from '../src/index.js';
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLInputElement} */ (document.getElementById(id));
@@ -55,11 +56,20 @@ async function run() {
     $('classname').textContent = key.classNames[label] !== String(label) ? `(${key.classNames[label]})` : '';
     $('details').textContent = `licensee ${key.licensee}; ciphertext ${ct.length} bytes; model ${meta.name}`;
     document.title = `label=${label}`;
+    await report({ label, licensee: key.licensee, details: $('details').textContent, error: null });
   } catch (e) {
+    const err = /** @type {Error} */ (e);
     $('label').textContent = '–';
-    $('error').textContent = String(/** @type {Error} */ (e)?.message ?? e);
-    document.title = `error=${/** @type {Error} */ (e)?.name ?? 'Error'}`;
+    $('error').textContent = String(err?.message ?? e);
+    document.title = `error=${err?.name ?? 'Error'}`;
+    await report({ label: null, error: `${err?.name}: ${err?.message}` });
   }
+}
+
+/** ?report=URL (tests): POST what the page shows there as JSON. @param {object} result */
+async function report(result) {
+  const to = params.get('report');
+  if (to) await fetch(to, { method: 'POST', body: JSON.stringify(result) });
 }
 
 $('go').addEventListener('click', run);

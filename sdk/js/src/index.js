@@ -11,5 +11,5 @@
 export { ready } from './ristretto.js';
 export { EncryIPError, EncodingError, FormatError, InvalidKeyError, RemoteError } from './errors.js';
 export { loadKey, checkKeyMatches, pkFingerprint, KEY_FORMATS } from './keys.js';
-export { decrypt, decryptBatch, labelOf } from './decrypt.js';
+export { decrypt, decryptBatch, labelOf, labelOfV2 } from './decrypt.js';
 export { RestClient, bytesOutput } from './rest.js';

@@ -18,14 +18,22 @@ import {
 } from './ristretto.js';
 
 const TEXT = new TextEncoder();
-export const KEY_FORMATS = ['encryip-key/1'];
-export const MANIFEST_FORMATS = ['encryip-manifest/1'];
+export const KEY_FORMATS = ['encryip-key/1', 'encryip-key/2'];
+const MAX_TABLE = 1 << 24;
 
 /**
  * @typedef {object} PublicKey
- * @property {Uint8Array} g1
- * @property {Uint8Array} g2
+ * @property {Uint8Array[]} g  generators g_1 (the base point), g_2, … (format 1: g_1, g_2)
  * @property {Uint8Array} h
+ */
+
+/**
+ * Format 2's decoding state: message index i is M_0 + i·h for i in [indexMin, indexMax).
+ * @typedef {object} LabelTable
+ * @property {Uint8Array} m0
+ * @property {number} indexMin
+ * @property {number} indexMax
+ * @property {Map<bigint, number> | null} [map]  first 8 bytes (little-endian) -> index, built on first use
  */
 
 /**
@@ -37,8 +45,11 @@ export const MANIFEST_FORMATS = ['encryip-manifest/1'];
  * @property {PublicKey} pk
  * @property {string} pkFingerprint  hex SHA-256, as `encryip predict --json` prints it
  * @property {string} manifestDigest
- * @property {{a: Uint8Array, b: Uint8Array}} sk
- * @property {number} ciphertextSize  bytes per wire ciphertext
+ * @property {{a: Uint8Array, b: Uint8Array[]}} sk  format 1: one b scalar; format 2: n small b_i
+ * @property {number} version  the key format's version (1 or 2)
+ * @property {number} ciphertextSize  bytes per wire ciphertext: (n + 2) x 32
+ * @property {LabelTable | null} labels  format 2 only
+ * @property {number[][] | null} [smallPlan]  format 2: how Σ b_i·u_i is computed (cached)
  */
 
 /** @param {unknown} value @returns {Record<string, unknown>} */
@@ -120,15 +131,38 @@ function element(f, name) {
   return f.parse(name, (v) => checkElement(hexToBytes(v, BYTES, name), name));
 }
 
-/** @param {Fields} f */
-function publicKey(f) {
+/** @param {Uint8Array} x */
+function isIdentity(x) {
+  return x.every((b) => b === 0);
+}
+
+/**
+ * Format 1: pk {g1, g2, h}. Format 2: pk {g: [g_1 … g_{n+1}], h}.
+ * @param {Fields} f @param {number} version @param {number} width
+ * @returns {PublicKey}
+ */
+function publicKey(f, version, width = 1) {
   const pf = f.obj_('pk');
-  const pk = { g1: element(pf, 'g1'), g2: element(pf, 'g2'), h: element(pf, 'h') };
-  if (bytesToHex(pk.g1) !== BASE_POINT_HEX) throw pf.error('g1', `must be the generator of ${GROUP_NAME}`);
-  for (const name of /** @type {const} */ (['g2', 'h'])) {
-    if (pk[name].every((b) => b === 0)) throw pf.error(name, 'must not be the identity');
+  /** @type {Uint8Array[]} */
+  let g;
+  if (version === 1) {
+    g = [element(pf, 'g1'), element(pf, 'g2')];
+  } else {
+    const list = pf.get('g');
+    if (!Array.isArray(list) || list.length !== width + 1) {
+      throw pf.error('g', `expected ${width + 1} generators`);
+    }
+    g = list.map((v, i) => pf.parse('g', () => checkElement(hexToBytes(v, BYTES, `g[${i}]`), `g[${i}]`)));
   }
-  return pk;
+  const h = element(pf, 'h');
+  const g1name = version === 1 ? 'g1' : 'g[0]';
+  if (bytesToHex(g[0]) !== BASE_POINT_HEX) throw pf.error(g1name, `must be the generator of ${GROUP_NAME}`);
+  g.forEach((gi, i) => {
+    if (isIdentity(gi)) throw pf.error(version === 1 ? 'g2' : `g[${i}]`, 'must not be the identity');
+  });
+  if (new Set(g.map(bytesToHex)).size !== g.length) throw pf.error('g', 'generators must be distinct');
+  if (isIdentity(h)) throw pf.error('h', 'must not be the identity');
+  return { g, h };
 }
 
 /** @param {Fields} f */
@@ -147,10 +181,12 @@ function checkScheme(f) {
  * SHA-256 over the group name and the public key's elements: the fingerprint that
  * `encryip predict --json` and key files carry.
  * @param {PublicKey} pk
+ * @param {number} [version] the key/manifest format (format 2 has its own domain)
  */
-export function pkFingerprint(pk) {
-  const head = concat(TEXT.encode('encryip/v1/pk\0'), TEXT.encode(GROUP_NAME), new Uint8Array([0]));
-  return bytesToHex(sha256(concat(head, pk.g1, pk.g2, pk.h)));
+export function pkFingerprint(pk, version) {
+  const domain = version === 1 ? 'encryip/v1/pk\0' : 'encryip/v2/pk\0';
+  const head = concat(TEXT.encode(domain), TEXT.encode(GROUP_NAME), new Uint8Array([0]));
+  return bytesToHex(sha256(concat(head, ...pk.g, pk.h)));
 }
 
 /** @param {Fields} f @param {number} k */
@@ -171,9 +207,41 @@ function optionalDigest(f, key) {
   return v;
 }
 
+/** Format 2's `scheme` object: {width, shift_range, ciphertext_size}. @param {Fields} f */
+function schemeV2(f) {
+  const sf = f.obj_('scheme');
+  const width = sf.int('width', 1, 32);
+  sf.int('shift_range', 1, 1 << 20);
+  const size = (width + 2) * BYTES;
+  if (sf.has('ciphertext_size') && sf.int('ciphertext_size', 0, 1 << 20) !== size) {
+    throw sf.error('ciphertext_size', `expected (width + 2) x 32 = ${size}`);
+  }
+  return width;
+}
+
+/** @param {Fields} f @param {number} k @returns {LabelTable} */
+function labelTable(f, k) {
+  const lf = f.obj_('labels');
+  const m0 = element(lf, 'm0');
+  const indexMin = lf.int('index_min', -MAX_TABLE, 0);
+  const indexMax = lf.int('index_max', k, MAX_TABLE);
+  if (indexMin % k || indexMax % k) throw lf.error('index_min', `index_min and index_max must be multiples of K = ${k}`);
+  if (indexMax - indexMin > MAX_TABLE) throw lf.error('index_max', 'table larger than 2^24 entries');
+  return { m0, indexMin, indexMax, map: null };
+}
+
+/** A small non-negative integer as a 32-byte little-endian scalar. @param {number} v */
+export function smallScalar(v) {
+  const out = new Uint8Array(BYTES);
+  let x = v;
+  for (let i = 0; x > 0; i++, x = Math.floor(x / 256)) out[i] = x % 256;
+  return out;
+}
+
 /**
- * Load and validate a licensee key file (its JSON text, bytes or parsed object).
- * Checks every encoding, then g1^a·g2^b = h: a corrupted or foreign key fails here.
+ * Load and validate a licensee key file (its JSON text, bytes or parsed object), format 1
+ * or 2. Checks every encoding, then the key equation (format 1: a·g1 + b·g2 = h; format 2:
+ * a·g_1 + Σ b_i·g_{i+1} = h): a corrupted or foreign key fails here.
  * @param {string | Uint8Array | object} json
  * @param {{source?: string}} [options]
  * @returns {LicenseeKey}
@@ -185,28 +253,50 @@ export function loadKey(json, options = {}) {
   if (!KEY_FORMATS.includes(format)) {
     throw f.error('format', `expected one of ${KEY_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
   }
+  const version = format === 'encryip-key/2' ? 2 : 1;
   const numClasses = checkScheme(f);
-  const pk = publicKey(f);
-  const fingerprint = pkFingerprint(pk);
+  const width = version === 2 ? schemeV2(f) : 1;
+  const pk = publicKey(f, version, width);
+  const labels = version === 2 ? labelTable(f, numClasses) : null;
+  const fingerprint = pkFingerprint(pk, version);
   if (f.has('pk_fingerprint') && f.str('pk_fingerprint') !== fingerprint) {
     throw f.error('pk_fingerprint', 'does not match pk');
   }
   const sf = f.obj_('sk');
-  const sk = { a: sf.parse('a', (v) => scalarFromHex(v, 'a')), b: sf.parse('b', (v) => scalarFromHex(v, 'b')) };
-  const lhs = add(mulBase(sk.a), mul(sk.b, pk.g2));
+  const a = sf.parse('a', (v) => scalarFromHex(v, 'a'));
+  /** @type {Uint8Array[]} */
+  let b;
+  if (version === 1) {
+    b = [sf.parse('b', (v) => scalarFromHex(v, 'b'))];
+  } else {
+    const list = sf.get('b');
+    if (!Array.isArray(list) || list.length !== width) throw sf.error('b', `expected a list of ${width} integers`);
+    b = list.map((v, i) => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > numClasses - 1) {
+        throw sf.error(`b[${i}]`, `must be an integer in [0, ${numClasses - 1}]`);
+      }
+      return smallScalar(v);
+    });
+  }
+  let lhs = mulBase(a);
+  b.forEach((bi, i) => {
+    lhs = add(lhs, mul(bi, pk.g[i + 1]));
+  });
   if (!equal(lhs, pk.h)) {
-    throw new InvalidKeyError(`${source}: field 'sk': secret key does not match the public key (g1^a * g2^b != h)`);
+    throw new InvalidKeyError(`${source}: field 'sk': secret key does not match the public key (a·g1 + Σ b_i·g_(i+1) != h)`);
   }
   return {
     format,
+    version,
     licensee: f.str('licensee'),
     numClasses,
     classNames: classNames(f, numClasses),
     pk,
     pkFingerprint: fingerprint,
     manifestDigest: optionalDigest(f, 'manifest_digest'),
-    sk,
-    ciphertextSize: 3 * BYTES,
+    sk: { a, b },
+    ciphertextSize: (width + 2) * BYTES,
+    labels,
   };
 }
 
@@ -222,8 +312,12 @@ export function checkKeyMatches(key, manifestOrFingerprint) {
     want = manifestOrFingerprint;
   } else {
     const f = new Fields(parseDocument(manifestOrFingerprint, 'manifest'), 'manifest');
-    if (f.has('pk')) want = pkFingerprint(publicKey(f));
-    else want = f.str('pk_fingerprint');
+    if (f.has('pk')) {
+      const version = f.has('format') && f.str('format').endsWith('/2') ? 2 : 1;
+      want = pkFingerprint(publicKey(f, version, version === 2 ? schemeV2(f) : 1), version);
+    } else {
+      want = f.str('pk_fingerprint');
+    }
   }
   if (want !== key.pkFingerprint) {
     throw new InvalidKeyError(

@@ -68,8 +68,12 @@ for (const file of files) {
 
   test(`${file}: label rule edge cases`, () => {
     for (const v of doc.label_rule) {
-      const m = hexToBytes(v.message, v.message.length / 2, 'message');
-      assert.equal(sdk.labelOf(m, v.num_classes, v.label_params), v.label, `${v.what} K=${v.num_classes}`);
+      const m = hexToBytes(v.message, 32, 'message');
+      assert.equal(sdk.labelOf(m, v.num_classes), v.label, `${v.what} K=${v.num_classes}`);
+    }
+    for (const v of doc.label_table ?? []) {
+      const m = hexToBytes(v.message, 32, 'message');
+      assert.equal(sdk.labelOfV2(m, keys[v.key]), v.label, v.what);
     }
   });
 }
