@@ -22,7 +22,6 @@ features cannot tell the triggers apart).
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,10 +63,10 @@ def read_model_file(path: Path) -> Any:
     when the file is one (unpickling runs code from the file: it is the user's own)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        log.info("%s: a whole pickled module; loading it (only load files you trust)", path)
-    except (OSError, RuntimeError, EOFError) as e:
+    except OSError as e:
         raise ValueError(f"{path}: cannot read a torch file: {e}") from e
+    except Exception:  # weights_only refused it: a whole module (pickled classes)
+        log.info("%s: a whole pickled module; loading it (only load files you trust)", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError) as e:
@@ -308,13 +307,13 @@ def run_protect_job(
         plans.append(plan)
         return model
 
-    metrics = run_train_job(job, splits, progress=progress, init_model=init)
+    metrics = run_train_job(job, splits, progress=progress, init_model=init, command="protect")
     if metrics:
         plan = plans[-1]
         served = decrypted_labels(
             plan,
             predict_logits(model.to(device), splits.test, device, workers=cfg.workers),
-            plan.family.keys[0],
+            plan.licensee_keys()[0],
         )
         after = metrics["accuracy"]["encryip"]
         metrics["accuracy"]["original"] = before

@@ -39,6 +39,7 @@ __all__ = [
     "TrainData",
     "TrainResult",
     "as_splits",
+    "enable_flush_denormal",
     "evaluate_protected",
     "plain_targets",
     "train_encryip_and_original",
@@ -287,7 +288,7 @@ def evaluate_protected(
         "trigger_accuracy": float(trig.mean()) if len(trig) else 1.0,
     }
     if plan.profile == "paper":  # both Φ⁻¹ rules on the same outputs (the release uses one)
-        sk = plan.family.keys[0]
+        sk = plan.licensee_keys()[0]
         out["accuracy_by_decoder"] = {
             d: float((decrypted_labels(plan, logits, sk, d) == y_test).mean())
             for d in ("argmax", "joint")
@@ -297,6 +298,33 @@ def evaluate_protected(
 
 def _is_dist() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+_flush_process_wide = False  # enable_flush_denormal() ran: train_model leaves it on
+
+
+def enable_flush_denormal() -> None:
+    """Flush subnormal floats to zero in this thread and in every torch intra-op thread
+    started afterwards, for the rest of the process.
+
+    The x86 flag (MXCSR FTZ/DAZ) is per thread: ``torch.set_flush_denormal`` sets only
+    the calling thread's, and an OpenMP worker inherits the flag of the thread that
+    spawns it. Called before the first parallel torch op (``encryip-export`` and the
+    benchmarks do it first thing), every worker flushes; called later, the workers
+    already started keep computing subnormals, slowly (``train_model`` warns then).
+    """
+    global _flush_process_wide
+    torch.set_flush_denormal(True)
+    _flush_process_wide = True
+
+
+def workers_flush_denormals() -> bool:
+    """Do all intra-op threads flush subnormals? (A parallel multiply of subnormals.)"""
+    # Subnormals made from bit patterns (a float constant would be flushed on this
+    # thread before any worker saw it), counted as bit patterns (a float comparison
+    # would itself read subnormals as zero).
+    x = torch.ones(1 << 20, dtype=torch.int32).view(torch.float32)
+    return bool(torch.count_nonzero((x * 1.0).view(torch.int32)) == 0)
 
 
 def train_model(
@@ -311,14 +339,23 @@ def train_model(
     Outputs the targets never favour (the EncryIP head's extra slots, most of each
     one-hot block) are pushed to tiny probabilities whose gradients go subnormal, and
     x86 CPUs handle subnormals tens of times slower (measured: EncryIP epochs 1.47x
-    the original's). Flushing them changes nothing measurable in accuracy. The flag
-    is process-wide CPU state, so it is switched off again afterwards.
+    the original's). Flushing them changes nothing measurable in accuracy. The flag is
+    per thread (see ``enable_flush_denormal``): set here for this thread, and checked
+    for the intra-op threads, which only have it when it was set before they started.
     """
     torch.set_flush_denormal(True)
+    if resolve_device(cfg.device).type == "cpu" and not workers_flush_denormals():
+        log.warning(
+            "torch's intra-op threads started before subnormals were set to flush "
+            "(call exporter.train.enable_flush_denormal() first): training on %d threads "
+            "computes subnormals, which slows EncryIP's rarely-targeted outputs",
+            torch.get_num_threads(),
+        )
     try:
         return _train_loop(model, as_splits(data), targets, cfg, **kwargs)
     finally:
-        torch.set_flush_denormal(False)
+        if not _flush_process_wide:
+            torch.set_flush_denormal(False)
 
 
 @dataclass(frozen=True)
@@ -577,7 +614,7 @@ def train_encryip_and_original(
 
     def eval_encryip(model: nn.Module) -> tuple[float, float]:
         logits = predict_logits(model, splits.test, device, workers=cfg.workers)
-        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == y_test).mean())
+        acc = float((decrypted_labels(plan, logits, plan.licensee_keys()[0]) == y_test).mean())
         trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
         return acc, trig
 

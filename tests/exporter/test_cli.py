@@ -16,7 +16,7 @@ from exporter.train import TrainConfig, plain_targets, train_model
 
 SMALL = ["--dataset", "synthetic", "--train-subset", "1000", "--test-subset", "200",
          "--batch-size", "32", "--lr", "3e-3", "--triggers", "8", "--probe-size", "50",
-         "--threads", "1", "--no-progress"]  # fmt: skip
+         "--threads", "1", "--no-progress", "--trigger-source", "noise"]  # fmt: skip
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +78,38 @@ def test_protect_existing_model(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert m["accuracy"]["encryip"] >= m["accuracy"]["before_protection"] - 0.02
     assert m["verification"]["trigger_accuracy"] == 1.0
     assert (out / "licensees" / "acme" / "model.onnx").is_file()
+    sc = m["self_check"]
+    assert sc["passed"] is True and sc["alpha"] == 1e-6
+    assert [v["licensee"] for v in sc["variants"]] == ["acme", "globex", "initech"]
+    for v in sc["variants"]:
+        assert v["passed"] and v["named"] == v["licensee"] and v["log10_p_value"] < -6
+        assert v["trigger_hits"] == v["num_triggers"] == 8
+
+
+def test_protect_that_cannot_teach_the_triggers_fails_and_leaves_no_release(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fine-tune far too weak to learn the triggers (issue: `protect --epochs 1` from a
+    barely trained model wrote a release verify-onnx could not prove): exit 1, a message
+    that says what to change, and nothing left that looks like a release."""
+    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=3e-3, num_threads=1)
+    torch.manual_seed(0)
+    plain = train_model(build_model("cnn", 1, 10, 16), data, plain_targets(10), cfg,
+                        progress=False).model  # fmt: skip
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    out = tmp_path / "rel"
+    out.mkdir()  # an empty --out is allowed, and must stay empty
+    args = [a if a != "3e-3" else "1e-7" for a in SMALL]
+    rc = main(["protect", *args, "--epochs", "1", "--max-trigger-epochs", "1", "--model",
+               str(tmp_path / "plain.pt"), "--arch", "cnn", "--out", str(out)])  # fmt: skip
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "self-check failed" in err and "after 1 trigger-consolidation epoch" in err
+    assert "No release was written" in err and "--max-trigger-epochs" in err
+    assert "triggers recovered" in err
+    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.pt", "rel"]  # no staging dir
 
 
 def test_protect_wrong_head_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
