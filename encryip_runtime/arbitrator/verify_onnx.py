@@ -46,6 +46,7 @@ import numpy.typing as npt
 from encryip_runtime.arbitrator import stats
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import SuspectModel, check_alpha, load_vault_with_arrays
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import ModelError
 from encryip_runtime.formats.manifest import Manifest
@@ -451,7 +452,7 @@ def _manifest_order(vault: Vault, manifest_path: Path) -> tuple[npt.NDArray[np.i
         raise ArbitrationInputError(
             f"{manifest_path}: {m.output_size} outputs, the vault's release has {vault.output_size}"
         )
-    if vault.profile == "paper":
+    if not profile_of(vault.scheme).uses_codebook:
         order = np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
         return order, gen.generation
     assert m.codebook is not None and gen.class_slots is not None
@@ -610,7 +611,7 @@ def decide(
 ) -> OnnxVerdict:
     """The decision from the suspect's raw outputs on the triggers (``lt``) and probes
     (``lp``), and the weight test's evidence when it could run (``weight_evidence``)."""
-    prof: _Profile = _Secure(vault) if vault.profile == "secure" else _Paper(vault)
+    prof: _Profile = _Secure(vault) if profile_of(vault.scheme).uses_codebook else _Paper(vault)
     labels = arrays.probe_labels
     cands = _candidates(vault)
     same_as: str | None = None
