@@ -960,9 +960,20 @@ def train_overhead_section(res: dict[str, Any] | None) -> list[str]:
         *(f"| {n} | {best[n]:.2f} | {med[n]:.2f} |" for n in best),
         "",
         f"Ratio of minima: **{res['ratio_min']:.3f}** "
-        f"(without trigger rows {res['ratio_min_no_triggers']:.3f}). Before flushing subnormal "
-        "floats to zero in training, EncryIP's rarely-targeted outputs made its epochs up to "
-        "1.47x slower on this CPU.",
+        f"(without trigger rows {res['ratio_min_no_triggers']:.3f})"
+        + (
+            f"; CPU time {res['cpu_ratio_min']:.3f} ({res['cpu_ratio_min_no_triggers']:.3f})"
+            if "cpu_ratio_min" in res
+            else ""
+        )
+        + ". Before flushing subnormal floats to zero in training, EncryIP's rarely-targeted "
+        "outputs made its epochs up to 1.47x slower on this CPU. The flag is per thread: "
+        "`torch.set_flush_denormal` set it only for the training thread, and torch's other "
+        "intra-op threads (started earlier, e.g. by data loading) kept computing subnormals "
+        "(`tests/exporter/test_train.py::test_flush_denormal_reaches_the_intra_op_threads_only_"
+        "when_set_first`), so with more than one thread part of the slowdown remained; "
+        "`encryip-export` now sets it before any torch work (`--late-flush` reproduces the "
+        "old order).",
         "",
     ]
 

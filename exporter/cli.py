@@ -116,9 +116,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--trigger-source",
         choices=("data", "noise"),
-        default="data",
+        default=None,
         help="trigger images: data (held-out training images, indistinguishable from "
-        "ordinary queries; default) or noise (synthetic patterns, easy to spot)",
+        "ordinary queries; train's default) or noise (synthetic patterns, easy to spot; "
+        "protect's default: with the backbone frozen, a memorised natural trigger would "
+        "also capture a few look-alike inputs, so served labels would not always be your "
+        "model's)",
     )
     r.add_argument(
         "--probe-size", type=int, default=500, help="labelled test images kept in the vault"
@@ -391,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         out=str(args.out),
         max_trigger_epochs=args.max_trigger_epochs,
-        trigger_source=args.trigger_source,
+        trigger_source=args.trigger_source or ("noise" if args.command == "protect" else "data"),
     )
     progress = False if args.no_progress else None
     if args.command == "protect":
