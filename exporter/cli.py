@@ -258,7 +258,9 @@ def _validate(args: argparse.Namespace) -> list[str]:
     if args.out.exists() and any(args.out.iterdir()):
         problems.append(f"--out: '{args.out}' is not empty (a release is never overwritten)")
     if args.command == "protect":
-        if args.profile != "secure":
+        from encryip_runtime.crypto.profiles import profile_of
+
+        if not profile_of(args.profile).uses_codebook:
             problems.append(
                 "--profile: protect needs the secure profile (the paper profile's head is 3p wide)"
             )
