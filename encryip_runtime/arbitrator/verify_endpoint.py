@@ -49,6 +49,7 @@ from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import check_alpha, load_vault_with_arrays
 from encryip_runtime.arbitrator.verify_labels import decide_labels
 from encryip_runtime.arbitrator.verify_onnx import decide as decide_outputs
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import EncodingError, EncryIPError
 from encryip_runtime.formats.common import pk_to_json
@@ -300,7 +301,8 @@ def _decide_raw(
             f"{len(missing)} of {vault.num_triggers} triggers got no usable answer "
             f"(first: trigger {missing[0]}); raw outputs need every trigger's answer"
         )
-    if vault.profile == "paper" and any(r.kind == "slot" for r in readings.values()):
+    slots_describe_outputs = profile_of(vault.scheme).uses_codebook
+    if not slots_describe_outputs and any(r.kind == "slot" for r in readings.values()):
         raise ArbitrationInputError(
             "a single slot index cannot describe the paper profile's three one-hot blocks; "
             "the endpoint must return the raw outputs"
@@ -366,6 +368,21 @@ def _variant_digests(vault: Vault, release: Path) -> dict[str, str]:
     return out
 
 
+def _same_rows(gen: Vault, got: Any, want: Any) -> npt.NDArray[np.bool_]:
+    """Per row: is ``got`` a re-randomisation of ``want``? Format 1: the same message under
+    the root key. Format 2 (the runtime also shifts the message index by K·m): the same
+    trapdoor view (``owner_signatures``: each Fake's offsets and the label)."""
+    if isinstance(gen.scheme, CSLiteV2):
+        family = gen.family_v2()
+        a = gen.scheme.owner_signatures(family, got)
+        b = gen.scheme.owner_signatures(family, want)
+        return np.array([x == y for x, y in zip(a, b, strict=True)], dtype=bool)
+    g, root = gen.scheme.group, gen.family().root
+    return np.all(
+        g.to_bytes(gen.scheme.dec(root, got)) == g.to_bytes(gen.scheme.dec(root, want)), axis=1
+    )
+
+
 def _decide_ciphertexts(
     vault: Vault, arrays: VaultArrays, readings: dict[tuple[str, int], _Reading], alpha: float,
     transport: Transport, release: Path | None, vault_path: Path,
@@ -379,27 +396,10 @@ def _decide_ciphertexts(
     # Every key generation is a candidate (a deployment leaked before a rotation still
     # serves the old codebook): Bonferroni over the generations.
     gens = vault.generations()
-    by_gen = []
-    for gen in gens:
-        if gen.scheme.ciphertext_size != scheme.ciphertext_size:
-            by_gen.append((0, gen))  # another secure format: its answers are another width
-            continue
-        if isinstance(gen.scheme, CSLiteV2):
-            # format 2 shifts every answer's message index by K m: compare what the
-            # trapdoor sees instead (the Fake's offsets and its label), shift-invariant
-            fam = gen.family_v2()
-            got_s = gen.scheme.owner_signatures(fam, cts)
-            want_s = gen.scheme.owner_signatures(fam, gen.trigger_ciphertexts[trig])
-            by_gen.append((sum(a == b for a, b in zip(got_s, want_s, strict=True)), gen))
-            continue
-        root_g = gen.family().root
-        got = g.to_bytes(gen.scheme.dec(root_g, cts))
-        want = g.to_bytes(gen.scheme.dec(root_g, gen.trigger_ciphertexts[trig]))
-        by_gen.append((int(np.sum(np.all(got == want, axis=1))), gen))
+    by_gen = [(int(np.sum(_same_rows(gen, cts, gen.trigger_ciphertexts[trig]))), gen)
+              for gen in gens]  # fmt: skip
     hits, matched = max(by_gen, key=lambda hg: hg[0])
-    root: Any = (
-        matched.licensees[0].sk if isinstance(matched.scheme, CSLiteV2) else matched.family().root
-    )
+    root = matched.family().root
     t = len(trig)
     q = 1.0 / g.order
     correction = math.log10(len(gens))
@@ -444,10 +444,7 @@ def _decide_ciphertexts(
     named = sorted({known[d] for d in served_digests if d in known})
     served_pk = info.get("pk")
     if served_pk:
-        pk_doc = pk_to_json(matched.scheme, matched.pk)
-        if "g" in pk_doc:  # format 2: the service reports (g1, g2, h)
-            pk_doc = {"g1": pk_doc["g"][0], "g2": pk_doc["g"][1], "h": pk_doc["h"]}
-        same = {k: str(v) for k, v in pk_doc.items()} == served_pk
+        same = {k: str(v) for k, v in pk_to_json(scheme, matched.pk).items()} == served_pk
         notes.append(
             f"the public key the service reports is key generation {matched.generation}'s"
             if same

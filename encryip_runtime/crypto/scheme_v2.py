@@ -212,6 +212,17 @@ class LabelTable:
         self._idx: npt.NDArray[np.int64] | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable (the exporter broadcasts its protection plan to every DDP rank): the
+        # lock is per process and the cached table is rebuilt on first use.
+        state = dict(self.__dict__)
+        state.update(_lock=None, _keys=None, _idx=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def size(self) -> int:
         return self.index_max - self.index_min

@@ -177,3 +177,14 @@ def test_label_table_native_and_libsodium_agree() -> None:
     assert np.array_equal(a, b)
     # the table's entries are M_0 + i h
     assert np.array_equal(a[20 + 7], native.mul(m0, native.pow(h, 7))[0])
+
+
+def test_scheme_with_table_pickles(setup: tuple[CSLiteV2, KeyFamilyV2, tuple]) -> None:
+    """The exporter broadcasts its plan (scheme and table included) to every DDP rank."""
+    import pickle
+
+    scheme, family, _ = setup
+    cts = scheme.sampdist(family.pk, scheme.enc(family.pk, scheme.codec.messages(np.arange(K))))
+    scheme.decrypt_labels(family.keys[0], cts)  # the table is built (and locked) here
+    again = pickle.loads(pickle.dumps(scheme))
+    assert again.decrypt_labels(family.keys[0], cts).tolist() == list(range(K))
