@@ -116,9 +116,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--trigger-source",
         choices=("data", "noise"),
-        default="data",
+        default=None,
         help="trigger images: data (held-out training images, indistinguishable from "
-        "ordinary queries; default) or noise (synthetic patterns, easy to spot)",
+        "ordinary queries; the default for train and protect --tune all) or noise "
+        "(synthetic patterns, easy to spot; the default for protect --tune head, whose "
+        "frozen network can only tell apart inputs unlike natural ones)",
     )
     r.add_argument(
         "--probe-size", type=int, default=500, help="labelled test images kept in the vault"
@@ -267,6 +269,14 @@ def _validate(args: argparse.Namespace) -> list[str]:
     return problems
 
 
+def _default_trigger_source(args: argparse.Namespace) -> str:
+    """protect --tune head keeps the owner's network frozen: its features place a held-out
+    natural image among the others of its class, where no trigger row can single it out
+    without stealing natural images (measured: 13/16 and 2/16 data triggers recovered
+    on the tests' RGB models, 16/16 noise triggers)."""
+    return "noise" if getattr(args, "tune", None) == "head" else "data"
+
+
 def _floats(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -391,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         out=str(args.out),
         max_trigger_epochs=args.max_trigger_epochs,
-        trigger_source=args.trigger_source,
+        trigger_source=args.trigger_source or _default_trigger_source(args),
     )
     progress = False if args.no_progress else None
     if args.command == "protect":
