@@ -163,7 +163,7 @@ def fit_trigger_rows(
     *,
     workers: int = 0,
     max_images: int = 10000,
-    steps: int = 500,
+    steps: int = 1000,
 ) -> float:
     """``--tune head``: fit the T trigger rows of the head on the frozen network's features.
 
@@ -213,8 +213,8 @@ def fit_trigger_rows(
                 pred = logits.detach().argmax(1)
                 recovered = float((pred[len(f_nat) :] == target[len(f_nat) :]).float().mean())
                 natural = float((pred[: len(f_nat)] == target[: len(f_nat)]).float().mean())
-                if recovered == 1.0 and step >= 99:
-                    break
+                # No early stop: the cross-entropy keeps widening the triggers' margins,
+                # which must survive the licensee files' weight fingerprint.
     with torch.no_grad():
         head.weight[rows] = wt.detach().to(head.weight)
         head.bias[rows] = bt.detach().to(head.bias)
