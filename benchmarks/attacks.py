@@ -54,6 +54,7 @@ from benchmarks.common import (
     setup_logging,
     train_config,
 )
+from encryip_runtime.crypto.profiles import profile_of
 
 log = logging.getLogger("benchmarks.attacks")
 
@@ -202,21 +203,20 @@ class Arbitrator:
 def raw_outputs(plan: Any, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
     """What a weight holder reads off the network: the slot (secure) or the (u1, u2, u3)
     one-hot positions (paper), as one integer per row."""
-    if plan.profile == "secure":
+    p = profile_of(plan.scheme).block_width(plan.output_size)
+    if p is None:
         return np.argmax(logits, axis=1).astype(np.int64)
-    p = plan.output_size // 3
     b = np.argmax(logits.reshape(len(logits), 3, p), axis=2)
     return (b[:, 0] * p + b[:, 1]) * p + b[:, 2]
 
 
 def served(plan: Any, logits: npt.NDArray[np.float32]) -> Any:
     """Φ⁻¹ then SampDist: the ciphertexts a licensee receives (fresh per row)."""
-    from encryip_runtime.transfer import OneHotTransfer
-
-    if plan.profile == "secure":
+    prof = profile_of(plan.scheme)
+    if prof.uses_codebook:
         cts = plan.codebook()[np.argmax(logits, axis=1)]
     else:
-        cts = OneHotTransfer(plan.output_size // 3).phi_inv(logits)
+        cts = prof.transfer(plan.scheme).phi_inv(logits)
     return plan.scheme.sampdist(plan.family.pk, cts)
 
 

@@ -960,9 +960,20 @@ def train_overhead_section(res: dict[str, Any] | None) -> list[str]:
         *(f"| {n} | {best[n]:.2f} | {med[n]:.2f} |" for n in best),
         "",
         f"Ratio of minima: **{res['ratio_min']:.3f}** "
-        f"(without trigger rows {res['ratio_min_no_triggers']:.3f}). Before flushing subnormal "
-        "floats to zero in training, EncryIP's rarely-targeted outputs made its epochs up to "
-        "1.47x slower on this CPU.",
+        f"(without trigger rows {res['ratio_min_no_triggers']:.3f})"
+        + (
+            f"; CPU time {res['cpu_ratio_min']:.3f} ({res['cpu_ratio_min_no_triggers']:.3f})"
+            if "cpu_ratio_min" in res
+            else ""
+        )
+        + ". Before flushing subnormal floats to zero in training, EncryIP's rarely-targeted "
+        "outputs made its epochs up to 1.47x slower on this CPU. The flag is per thread: "
+        "`torch.set_flush_denormal` set it only for the training thread, and torch's other "
+        "intra-op threads (started earlier, e.g. by data loading) kept computing subnormals "
+        "(`tests/exporter/test_train.py::test_flush_denormal_reaches_the_intra_op_threads_only_"
+        "when_set_first`), so with more than one thread part of the slowdown remained; "
+        "`encryip-export` now sets it before any torch work (`--late-flush` reproduces the "
+        "old order).",
         "",
     ]
 
@@ -1098,6 +1109,33 @@ def table1_real_section(res: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def js_decrypt_section(res: dict[str, Any] | None) -> list[str]:
+    """The JavaScript SDK's decryption per row against the Python SDK's (issue: ≤ 3×)."""
+    command = "python -m benchmarks.js_decrypt"
+    lines = ["## Decryption in JavaScript (sdk/js) against Python", ""]
+    if not res:
+        return [*lines, f"Not run yet: `{command}`.", ""]
+    lines += [
+        f"From `{command}`: the same ciphertexts decrypted by the Python SDK and by the "
+        "JavaScript SDK in Node (libsodium compiled to WebAssembly), side by side in one run, "
+        "best of the repeats, µs per row. *a·u1* is one libsodium scalar multiplication; "
+        "*b terms* is the rest of the mask (format 1: one more multiplication; format 2: "
+        "Straus' double-and-add over the small b_i) and format 2's table lookup.",
+        "",
+        "| format | rows | Python | JavaScript | JS / Python | JS: decode | a·u1 | b terms "
+        "| sub + SHA-256 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fmt, r in sorted(res.items()):
+        p = r.get("js_parts_us", {})
+        lines.append(
+            f"| {fmt} | {r['rows']} | {r['python_us_per_row']:.0f} | {r['js_us_per_row']:.0f} "
+            f"| {r['js_vs_python']:.2f}× | {p.get('decode_us', 0):.0f} | {p.get('a_u1_us', 0):.0f} "
+            f"| {p.get('b_terms_us', 0):.0f} | {p.get('sub_hash_us', 0):.0f} |"
+        )
+    return [*lines, ""]
+
+
 def generic_section(title: str, res: dict[str, Any] | None, command: str) -> list[str]:
     lines = [f"## {title}", ""]
     if not res:
@@ -1190,6 +1228,7 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
         lines += attacks_section(at)
     lines += notes_section()
     lines += train_overhead_section(results.get("train_overhead"))
+    lines += js_decrypt_section(results.get("js_decrypt"))
     lines += trigger_detect_section(results.get("trigger_detect"))
     lines += train_scale_section(results.get("train_scale"))
     lines += table1_real_section(results.get("paper_table1_real"))

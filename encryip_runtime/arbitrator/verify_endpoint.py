@@ -49,6 +49,7 @@ from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import check_alpha, load_vault_with_arrays
 from encryip_runtime.arbitrator.verify_labels import decide_labels
 from encryip_runtime.arbitrator.verify_onnx import decide as decide_outputs
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import EncodingError, EncryIPError
 from encryip_runtime.formats.common import pk_to_json
@@ -300,7 +301,8 @@ def _decide_raw(
             f"{len(missing)} of {vault.num_triggers} triggers got no usable answer "
             f"(first: trigger {missing[0]}); raw outputs need every trigger's answer"
         )
-    if vault.profile == "paper" and any(r.kind == "slot" for r in readings.values()):
+    slots_describe_outputs = profile_of(vault.scheme).uses_codebook
+    if not slots_describe_outputs and any(r.kind == "slot" for r in readings.values()):
         raise ArbitrationInputError(
             "a single slot index cannot describe the paper profile's three one-hot blocks; "
             "the endpoint must return the raw outputs"

@@ -101,6 +101,8 @@ class Profile:
     integer_scalars: ClassVar[bool] = False
     #: 64 hex digits (32 little-endian bytes) is this profile's canonical scalar encoding
     hex_scalars: ClassVar[bool] = False
+    #: SampDist's rerandomizers are worth precomputing in a pool (a large group)
+    pools_rerandomizers: ClassVar[bool] = False
     #: who can compute a licensee's key from the public data (``verify-key``'s wording)
     key_forgers: ClassVar[str]
 
@@ -197,6 +199,7 @@ class SecureProfile(Profile):
     default_format = DEFAULT_SECURE_FORMAT
     uses_codebook = True
     hex_scalars = True
+    pools_rerandomizers = True
     key_forgers = (
         "the owner (t is in the vault) or two colluding licensees (t = (a1 - a2)/(b2 - b1))"
     )

@@ -104,8 +104,11 @@ def test_protect_that_cannot_teach_the_triggers_fails_and_leaves_no_release(
     out = tmp_path / "rel"
     out.mkdir()  # an empty --out is allowed, and must stay empty
     args = [a if a != "3e-3" else "1e-7" for a in SMALL]
-    rc = main(["protect", *args, "--epochs", "1", "--max-trigger-epochs", "1", "--model",
-               str(tmp_path / "plain.pt"), "--arch", "cnn", "--out", str(out)])  # fmt: skip
+    # --tune all: the whole network at a learning rate far too small (--tune head would fit
+    # the trigger rows in closed form on the frozen features and succeed).
+    rc = main(["protect", *args, "--epochs", "1", "--max-trigger-epochs", "1", "--tune",
+               "all", "--model", str(tmp_path / "plain.pt"), "--arch", "cnn", "--out",
+               str(out)])  # fmt: skip
     assert rc == 1
     err = capsys.readouterr().err
     assert "self-check failed" in err and "after 1 trigger-consolidation epoch" in err

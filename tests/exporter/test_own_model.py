@@ -153,7 +153,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 COMMON = ["--image-size", str(SIZE), "--mean", ",".join(map(str, MEAN)),
-          "--std", ",".join(map(str, STD)), "--triggers", "6", "--probe-size", "30",
+          "--std", ",".join(map(str, STD)), "--triggers", "12", "--probe-size", "30",
           "--batch-size", "16", "--threads", "1", "--workers", "1", "--no-progress"]  # fmt: skip
 
 
@@ -217,7 +217,8 @@ def test_train_torchvision_arch_on_image_folder(photos: Path, tmp_path: Path) ->
     """encryip-export train --arch torchvision:NAME on RGB photos; mean/std measured."""
     out = tmp_path / "rel"
     rc = main(["train", "--arch", "torchvision:resnet18", "--dataset", str(photos),
-               "--image-size", str(SIZE), "--epochs", "4", "--lr", "3e-3", "--triggers", "4",
+               "--image-size", str(SIZE), "--epochs", "4", "--lr", "3e-3", "--triggers", "12",
+               "--trigger-source", "noise",
                "--probe-size", "30", "--batch-size", "16", "--threads", "1",
                "--no-progress", "--licensees", "acme", "--out", str(out)])  # fmt: skip
     assert rc == 0
@@ -240,7 +241,8 @@ def test_streaming_loader_under_torchrun(photos: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "exporter.cli", "train", "--dataset", str(photos), "--image-size", str(SIZE),
         "--workers", "1", "--epochs", "2", "--batch-size", "8", "--lr", "3e-3",
-        "--triggers", "4", "--probe-size", "30", "--threads", "1", "--device", "cpu",
+        "--triggers", "12", "--trigger-source", "noise", "--probe-size", "30", "--threads",
+        "1", "--device", "cpu",
         "--no-progress", "--licensees", "acme", "--checkpoint", str(tmp_path / "ck"),
         "--out", str(tmp_path / "release"),
     ]  # fmt: skip

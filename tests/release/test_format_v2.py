@@ -219,3 +219,17 @@ def test_cli_decrypt_reads_v2_ciphertexts(v2_release: Any, capsys: Any) -> None:
     short = hexes[0][:192]  # a format 1 length
     assert main(["decrypt", "--key", str(v2_release.key("acme")), "--ciphertext", short]) == 2
     assert "96 bytes" in capsys.readouterr().err
+
+
+def test_rerandomizer_pool_serves_v2(v2_release: Any) -> None:
+    """The background pool's tuples (n + 2 columns, the shift merged into the last)."""
+    vault = Vault.load(v2_release.paths.vault)
+    pm = ProtectedModel.load(v2_release.licensee_dir("initech"), pool_capacity=64)
+    key = LicenseeKey.load(v2_release.key("initech"))
+    x = images_for_slots(np.asarray(vault.class_slots)[np.arange(40) % 10])
+    wires = [pm.predict(x) for _ in range(3)]  # more than the pool holds: inline refill too
+    pm.close()
+    for w in wires:
+        np.testing.assert_array_equal(decrypt_batch([bytes(r) for r in w], key), np.arange(40) % 10)
+    assert not np.array_equal(wires[0], wires[1])
+    assert vault.format_version == 2
