@@ -5,8 +5,8 @@ Examples::
     encryip-export train --dataset mnist --arch cnn --licensees acme,globex,initech \\
         --epochs 2 --baseline --out release/
     encryip-export protect --model plain.pt --arch cnn --dataset mnist --out release/
-    encryip-export protect --model mine.pt --arch torchvision:resnet18 \
-        --dataset photos/ --image-size 64 --mean 0.485,0.456,0.406 \
+    encryip-export protect --model mine.pt --arch torchvision:resnet18 \\
+        --dataset photos/ --image-size 64 --mean 0.485,0.456,0.406 \\
         --std 0.229,0.224,0.225 --workers 4 --out release/
     torchrun --nproc_per_node 2 -m exporter.cli train --dataset mnist ...   # data-parallel
 """
