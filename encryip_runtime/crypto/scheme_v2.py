@@ -196,6 +196,16 @@ class LabelTable:
         self._idx: npt.NDArray[np.int64] | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable (torchrun ranks receive the protection plan): the lock is per process.
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def size(self) -> int:
         return self.index_max - self.index_min
