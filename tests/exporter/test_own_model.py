@@ -217,8 +217,8 @@ def test_train_torchvision_arch_on_image_folder(photos: Path, tmp_path: Path) ->
     """encryip-export train --arch torchvision:NAME on RGB photos; mean/std measured."""
     out = tmp_path / "rel"
     rc = main(["train", "--arch", "torchvision:resnet18", "--dataset", str(photos),
-               "--image-size", str(SIZE), "--epochs", "4", "--lr", "3e-3", "--triggers", "12",
-               "--trigger-source", "noise", "--max-trigger-epochs", "8",
+               "--image-size", str(SIZE), "--epochs", "4", "--lr", "3e-3", "--triggers", "10",
+               "--trigger-source", "noise", "--max-trigger-epochs", "30",
                "--probe-size", "30", "--batch-size", "16", "--threads", "1",
                "--no-progress", "--licensees", "acme", "--out", str(out)])  # fmt: skip
     assert rc == 0
@@ -241,7 +241,7 @@ def test_streaming_loader_under_torchrun(photos: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "exporter.cli", "train", "--dataset", str(photos), "--image-size", str(SIZE),
         "--workers", "1", "--epochs", "2", "--batch-size", "8", "--lr", "3e-3",
-        "--triggers", "12", "--trigger-source", "noise", "--max-trigger-epochs", "8",
+        "--triggers", "10", "--trigger-source", "noise", "--max-trigger-epochs", "30",
         "--probe-size", "30", "--threads", "1", "--device", "cpu",
         "--no-progress", "--licensees", "acme", "--checkpoint", str(tmp_path / "ck"),
         "--out", str(tmp_path / "release"),
