@@ -54,6 +54,7 @@ from benchmarks.common import (
     setup_logging,
     train_config,
 )
+from encryip_runtime.crypto.profiles import profile_of
 
 log = logging.getLogger("benchmarks.attacks")
 
@@ -202,21 +203,20 @@ class Arbitrator:
 def raw_outputs(plan: Any, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
     """What a weight holder reads off the network: the slot (secure) or the (u1, u2, u3)
     one-hot positions (paper), as one integer per row."""
-    if plan.profile == "secure":
+    p = profile_of(plan.scheme).block_width(plan.output_size)
+    if p is None:
         return np.argmax(logits, axis=1).astype(np.int64)
-    p = plan.output_size // 3
     b = np.argmax(logits.reshape(len(logits), 3, p), axis=2)
     return (b[:, 0] * p + b[:, 1]) * p + b[:, 2]
 
 
 def served(plan: Any, logits: npt.NDArray[np.float32]) -> Any:
     """Φ⁻¹ then SampDist: the ciphertexts a licensee receives (fresh per row)."""
-    from encryip_runtime.transfer import OneHotTransfer
-
-    if plan.profile == "secure":
+    prof = profile_of(plan.scheme)
+    if prof.uses_codebook:
         cts = plan.codebook()[np.argmax(logits, axis=1)]
     else:
-        cts = OneHotTransfer(plan.output_size // 3).phi_inv(logits)
+        cts = prof.transfer(plan.scheme).phi_inv(logits)
     return plan.scheme.sampdist(plan.family.pk, cts)
 
 
@@ -908,6 +908,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--arch", default="cnn")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--secure-format",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="dodge only: secure format of the releases (default: the library's); with 1, "
+        "the results are stored as dodge_v1 / dodge_v1_natural, without the file attacks",
+    )
     args = p.parse_args(argv)
     scale = args.scale or "quick"
     setup_logging(threads=args.threads)
@@ -965,22 +973,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "collusion" in sections:
         result["collusion"] = collusion(cells)
     if "dodge" in sections:
-        with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
-            result["dodge"] = dodge(cells["secure"], held["secure"], budget, tmp, scale)
-        # the same with data-like triggers: held-out training images (never trained on
-        # as their class) whose targets are the Fake slots
-        h = held["secure"]
-        natural_x = h.x_train[: cells["secure"].plan.num_triggers]
-        rest = type(h)(h.x_train[len(natural_x) :], h.y_train[len(natural_x) :], h.x_test,
-                       h.y_test, h.class_names)  # fmt: skip
-        cell = run_cell(main_ds, args.arch, "secure", 0, budget, baseline=False,
-                        data=main_train, trigger_x=natural_x)  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
-            result["dodge_natural"] = dodge(cell, rest, budget, tmp, scale, file_attacks=False)
-            result["dodge_natural"]["trigger_recovery"] = cell.metrics.get("trigger_accuracy")
+        result.update(dodge_cells(args, cells, held, budget, scale, main_ds, main_train))
     result["wall_seconds"] = time.perf_counter() - t_start
     emit(result)
     return 0
+
+
+def dodge_cells(
+    args: Any, cells: dict[str, Cell], held: dict[str, Any], budget: Budget, scale: str,
+    main_ds: str, main_train: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The dodge section on noise triggers and on data-like triggers."""
+    from encryip_runtime.release.plan import plan_protection
+
+    out: dict[str, Any] = {}
+    fmt = args.secure_format
+    key = "dodge" if fmt in (None, 2) else "dodge_v1"
+
+    def plan_for(cell_plan: Any) -> Any:
+        if fmt is None:
+            return None
+        return plan_protection(
+            "secure", list(cell_plan.class_names), list(cell_plan.licensees),
+            cell_plan.num_triggers, secure_format=fmt,
+        )  # fmt: skip
+
+    base = cells["secure"]
+    if fmt is not None:
+        base = run_cell(main_ds, args.arch, "secure", 0, budget, baseline=False,
+                        data=main_train, plan=plan_for(base.plan))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
+        out[key] = dodge(base, held["secure"], budget, tmp, scale, file_attacks=key == "dodge")
+    # the same with data-like triggers: held-out training images (never trained on
+    # as their class) whose targets are the Fake slots
+    h = held["secure"]
+    natural_x = h.x_train[: base.plan.num_triggers]
+    rest = type(h)(h.x_train[len(natural_x) :], h.y_train[len(natural_x) :], h.x_test,
+                   h.y_test, h.class_names)  # fmt: skip
+    cell = run_cell(main_ds, args.arch, "secure", 0, budget, baseline=False,
+                    data=main_train, trigger_x=natural_x, plan=plan_for(base.plan))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="encryip-dodge-") as tmp:
+        nat = dodge(cell, rest, budget, tmp, scale, file_attacks=False)
+        nat["trigger_recovery"] = cell.metrics.get("trigger_accuracy")
+        out[f"{key}_natural"] = nat
+    return out
 
 
 if __name__ == "__main__":

@@ -223,11 +223,13 @@ def run_cell(
     trigger_source: str = "noise",
     max_trigger_epochs: int = 0,
     trigger_x: Any = None,
+    plan: Any = None,
 ) -> Cell:
     """Plan -> EncryIP training -> (original training) -> Table-1 metrics.
 
     ``trigger_x``: the trigger inputs (uint8 [T, C, H, W]); else chosen by
     ``trigger_source`` (default: secret noise images).
+    ``plan``: a protection plan made by the caller (e.g. another secure format).
 
     ``trigger_source``/``max_trigger_epochs``: as ``encryip-export`` (``data`` holds the
     trigger images out of the training split for both models; consolidation epochs run
@@ -248,7 +250,8 @@ def run_cell(
         data = load_arrays(dataset, budget, seed=0)
     cfg = train_config(arch, profile, seed, budget, licensees=licensees, num_triggers=num_triggers)
     device = resolve_device(cfg.device)
-    plan = make_plan(cfg, data.class_names)
+    if plan is None:
+        plan = make_plan(cfg, data.class_names)
     if trigger_x is None:
         splits, trigger_x = select_triggers(
             trigger_source, as_splits(data), plan.num_triggers, 10_000 + seed

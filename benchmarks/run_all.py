@@ -656,10 +656,9 @@ def attacks_section(res: dict[str, Any]) -> list[str]:
                         f"| {prof} | {k.replace('_', ' ')} | {v['triggers_found']:.3f} | {v['false_positives']:.4f} |"
                     )
         lines.append("")
-    if res.get("dodge"):
-        lines += dodge_section(res["dodge"])
-    if res.get("dodge_natural"):
-        lines += dodge_section(res["dodge_natural"], natural=True)
+    for key in ("dodge", "dodge_natural", "dodge_v1", "dodge_v1_natural"):
+        if res.get(key):
+            lines += dodge_section(res[key], natural=key.endswith("natural"))
     return lines
 
 
@@ -677,7 +676,8 @@ def dodge_section(d: dict[str, Any], natural: bool = False) -> list[str]:
     """A licensee who leaks on purpose (issue 14): detectors, proxy, leaked file."""
     ps, fc = d.get("pixel_stats", {}), d.get("fingerprint_cost", {})
     kind = "data-like triggers (held-out training images)" if natural else "noise triggers"
-    head = "### A licensee who leaks on purpose"
+    fmt = "format v2" if d.get("scheme", "").endswith("V2") else "format v1"
+    head = f"### A licensee who leaks on purpose, {fmt}"
     if natural:
         head += ", data-like triggers"
         rec = d.get("trigger_recovery")
@@ -1109,6 +1109,33 @@ def table1_real_section(res: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def js_decrypt_section(res: dict[str, Any] | None) -> list[str]:
+    """The JavaScript SDK's decryption per row against the Python SDK's (issue: ≤ 3×)."""
+    command = "python -m benchmarks.js_decrypt"
+    lines = ["## Decryption in JavaScript (sdk/js) against Python", ""]
+    if not res:
+        return [*lines, f"Not run yet: `{command}`.", ""]
+    lines += [
+        f"From `{command}`: the same ciphertexts decrypted by the Python SDK and by the "
+        "JavaScript SDK in Node (libsodium compiled to WebAssembly), side by side in one run, "
+        "best of the repeats, µs per row. *a·u1* is one libsodium scalar multiplication; "
+        "*b terms* is the rest of the mask (format 1: one more multiplication; format 2: "
+        "Straus' double-and-add over the small b_i) and format 2's table lookup.",
+        "",
+        "| format | rows | Python | JavaScript | JS / Python | JS: decode | a·u1 | b terms "
+        "| sub + SHA-256 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fmt, r in sorted(res.items()):
+        p = r.get("js_parts_us", {})
+        lines.append(
+            f"| {fmt} | {r['rows']} | {r['python_us_per_row']:.0f} | {r['js_us_per_row']:.0f} "
+            f"| {r['js_vs_python']:.2f}× | {p.get('decode_us', 0):.0f} | {p.get('a_u1_us', 0):.0f} "
+            f"| {p.get('b_terms_us', 0):.0f} | {p.get('sub_hash_us', 0):.0f} |"
+        )
+    return [*lines, ""]
+
+
 def generic_section(title: str, res: dict[str, Any] | None, command: str) -> list[str]:
     lines = [f"## {title}", ""]
     if not res:
@@ -1201,6 +1228,7 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
         lines += attacks_section(at)
     lines += notes_section()
     lines += train_overhead_section(results.get("train_overhead"))
+    lines += js_decrypt_section(results.get("js_decrypt"))
     lines += trigger_detect_section(results.get("trigger_detect"))
     lines += train_scale_section(results.get("train_scale"))
     lines += table1_real_section(results.get("paper_table1_real"))

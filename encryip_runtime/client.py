@@ -159,6 +159,7 @@ class ModelInfo:
                 ciphertext_size=int(d["ciphertext_size"]),
                 onehot_size=int(d["onehot_size"]),
                 runtime_version=str(d.get("runtime_version", "")),
+                crypto_backend=str(d.get("crypto_backend", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EncodingError(f"model info: missing or malformed field: {exc}") from None

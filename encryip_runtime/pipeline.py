@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.crypto.scheme import Ciphertexts, Elements
 from encryip_runtime.exceptions import InferenceError, InputError, ModelError
 from encryip_runtime.formats.manifest import Manifest
@@ -297,7 +298,7 @@ class ProtectedModel:
         if isinstance(self.transfer, CodebookTransfer):
             self._codebook = self.scheme.prepare_codebook(self.transfer.codebook)
         self._pool: RerandomizerPool | None = None
-        if pool_capacity > 0 and manifest.profile == "secure":
+        if pool_capacity > 0 and profile_of(manifest.scheme).pools_rerandomizers:
             self._pool = RerandomizerPool(self, pool_capacity)
 
     # -- loading --------------------------------------------------------------

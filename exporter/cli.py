@@ -5,8 +5,8 @@ Examples::
     encryip-export train --dataset mnist --arch cnn --licensees acme,globex,initech \\
         --epochs 2 --baseline --out release/
     encryip-export protect --model plain.pt --arch cnn --dataset mnist --out release/
-    encryip-export protect --model mine.pt --arch torchvision:resnet18 \
-        --dataset photos/ --image-size 64 --mean 0.485,0.456,0.406 \
+    encryip-export protect --model mine.pt --arch torchvision:resnet18 \\
+        --dataset photos/ --image-size 64 --mean 0.485,0.456,0.406 \\
         --std 0.229,0.224,0.225 --workers 4 --out release/
     torchrun --nproc_per_node 2 -m exporter.cli train --dataset mnist ...   # data-parallel
 """
@@ -14,11 +14,15 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from exporter import commands
+from exporter.commands import COMMANDS
 
 __all__ = ["build_parser", "main"]
 
@@ -201,41 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = sub.add_parser(
-        "train",
-        help="train a protected model from scratch (Algorithm 1)",
-        description="Train once; write model.onnx, manifest, keys, per-licensee "
-        "variants, the vault and a report into --out.",
-    )
-    _common(train)
-    train.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also train the original model (same arch, seed, data order, epochs) to compare",
-    )
-    protect = sub.add_parser(
-        "protect",
-        help="protect an already trained plain classifier (brief fine-tune)",
-        description="Turn a trained classifier's head into EncryIP's slot order "
-        "(secure profile) and fine-tune briefly so the triggers are learned.",
-    )
-    _common(protect)
-    protect.add_argument(
-        "--model",
-        type=Path,
-        required=True,
-        help="trained plain model: a torch.save'd nn.Module, or a state_dict for --arch / "
-        "--model-factory",
-    )
-    protect.add_argument(
-        "--tune",
-        choices=("head", "all"),
-        default="head",
-        help="head (default): train the trigger rows of the head only; the backbone and "
-        "the class rows keep your weights, so served labels are your model's predictions. "
-        "all: fine-tune the whole network",
-    )
-    protect.set_defaults(epochs=1, lr=None)
+    for name in COMMANDS:  # one module per command (exporter/commands/)
+        importlib.import_module(f"{commands.__name__}.{name}").register(sub, _common)
     return parser
 
 
@@ -260,13 +231,9 @@ def _validate(args: argparse.Namespace) -> list[str]:
     problems += _validate_model_and_data(args)
     if args.out.exists() and any(args.out.iterdir()):
         problems.append(f"--out: '{args.out}' is not empty (a release is never overwritten)")
-    if args.command == "protect":
-        if args.profile != "secure":
-            problems.append(
-                "--profile: protect needs the secure profile (the paper profile's head is 3p wide)"
-            )
-        if not args.model.is_file():
-            problems.append(f"--model: '{args.model}' does not exist")
+    validate = getattr(args, "validate", None)  # the command's own checks
+    if validate is not None:
+        problems += validate(args)
     return problems
 
 
@@ -340,7 +307,7 @@ def _setup_distributed() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from exporter.data import load_dataset
-    from exporter.job import JobConfig, run_train_job
+    from exporter.job import JobConfig
     from exporter.train import TrainConfig
 
     device = args.device
@@ -397,12 +364,7 @@ def run(args: argparse.Namespace) -> int:
         trigger_source=args.trigger_source or ("noise" if args.command == "protect" else "data"),
     )
     progress = False if args.no_progress else None
-    if args.command == "protect":
-        from exporter.protect import run_protect_job
-
-        metrics = run_protect_job(job, splits, args.model, tune=args.tune, progress=progress)
-    else:
-        metrics = run_train_job(job, splits, progress=progress)
+    metrics = args.execute(args, job, splits, progress)
     if metrics:
         from exporter.report import table1_markdown
 

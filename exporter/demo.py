@@ -91,7 +91,13 @@ def _serve_and_decrypt(
 
 
 def _independent_model(
-    data: Any, output_size: int, arch: str, epochs: int, seed: int, path: Path
+    data: Any,
+    output_size: int,
+    block: int | None,
+    arch: str,
+    epochs: int,
+    seed: int,
+    path: Path,
 ) -> Path:
     """A model trained on the same data with the same architecture and output size,
     without EncryIP (plain labels in the first K outputs): the arbitrator must not claim it."""
@@ -107,7 +113,6 @@ def _independent_model(
     torch.manual_seed(seed + 1000)
     model = build_model(arch, data.input_shape[0], output_size, data.input_shape[1])
     cfg = TrainConfig(arch=arch, epochs=epochs, seed=seed + 1000, device="cpu")
-    block = output_size // 3 if output_size % 3 == 0 and output_size // 3 > k else None
     if block is not None:  # paper profile: plain labels as three identical one-hot blocks
         targets = np.zeros((k, output_size), dtype=np.float32)
         for b in range(3):
@@ -226,9 +231,11 @@ def _leak(args: argparse.Namespace, data: Any) -> bool:
         f"   verify-onnx {leaked}: owned={verdict.owned}, licensee={verdict.licensee}, "
         f"p={verdict.p_value:.3g}"
     )
+    size, block = _output_layout(args.out)
     other = _independent_model(
         data,
-        metrics_output_size(args.out),
+        size,
+        block,
         args.arch,
         1,
         args.seed,
@@ -268,9 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def metrics_output_size(release: Path) -> int:
+    return _output_layout(release)[0]
+
+
+def _output_layout(release: Path) -> tuple[int, int | None]:
+    """The release's output size and one-hot block width (paper: p; secure: None)."""
+    from encryip_runtime.crypto.profiles import profile_of
     from encryip_runtime.formats import Manifest
 
-    return Manifest.load(release / "manifest.json").output_size
+    m = Manifest.load(release / "manifest.json")
+    return m.output_size, profile_of(m.scheme).block_width(m.output_size)
 
 
 if __name__ == "__main__":  # pragma: no cover

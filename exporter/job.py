@@ -19,6 +19,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.formats.manifest import InputSpec
 from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays
 from encryip_runtime.release.plan import ProtectionPlan
@@ -155,7 +156,7 @@ def _load_plan(checkpoint: str, cfg: TrainConfig) -> tuple[ProtectionPlan, np.nd
         output_size=vault.output_size,
         class_slots=slots[0],
         trigger_slots=slots[1],
-        decoder=cfg.decoder if vault.profile == "paper" else None,
+        decoder=None if profile_of(vault.scheme).uses_codebook else cfg.decoder,
         triggers=vault.triggers,
     )
     return plan, arrays.trigger_inputs

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.crypto.scheme import SecretKey
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.formats.common import AnySecretKey
@@ -159,9 +160,9 @@ def plain_targets(num_classes: int) -> npt.NDArray[np.float32]:
 
 def block_width(plan: ProtectionPlan | None) -> int | None:
     """paper profile: the loss is a softmax cross-entropy per one-hot block of width p."""
-    if plan is None or plan.profile != "paper":
+    if plan is None:
         return None
-    return plan.output_size // 3
+    return profile_of(plan.scheme).block_width(plan.output_size)
 
 
 def soft_label_loss(logits: torch.Tensor, targets: torch.Tensor, block: int | None) -> torch.Tensor:
@@ -213,7 +214,7 @@ def decrypted_labels(
 
     paper profile: ``decoder`` overrides the plan's Φ⁻¹ rule (to measure both).
     """
-    if plan.profile == "secure":
+    if profile_of(plan.scheme).uses_codebook:
         # Decrypt each codebook slot once, then index by argmax: same result as
         # decrypting every re-randomised row, far cheaper.
         slot_labels = plan.scheme.decrypt_labels(sk, plan.codebook())
@@ -229,12 +230,11 @@ def trigger_hits(plan: ProtectionPlan, logits: npt.NDArray[np.float32]) -> npt.N
     as the arbitrator's ``verify-onnx`` counts them (its exact bound needs the free
     decoder); the joint decoder recovers every trigger this counts, and possibly more.
     """
-    if plan.profile == "secure":
+    prof = profile_of(plan.scheme)
+    if prof.uses_codebook:
         assert plan.trigger_slots is not None
         return np.argmax(logits, axis=1) == plan.trigger_slots
-    from encryip_runtime.transfer import OneHotTransfer
-
-    cts = OneHotTransfer(plan.output_size // 3).phi_inv(logits)
+    cts = prof.transfer(plan.scheme).phi_inv(logits)  # no codewords: per-block argmax
     return np.all(cts == plan.trigger_ciphertexts, axis=1)
 
 
@@ -287,8 +287,9 @@ def evaluate_protected(
         "accuracy_incorrect_key": wrong,
         "trigger_accuracy": float(trig.mean()) if len(trig) else 1.0,
     }
-    if plan.profile == "paper":  # both Φ⁻¹ rules on the same outputs (the release uses one)
-        sk = plan.family.keys[0]
+    if not profile_of(plan.scheme).uses_codebook:
+        # both Φ⁻¹ rules on the same outputs (the release uses one)
+        sk = plan.licensee_keys()[0]
         out["accuracy_by_decoder"] = {
             d: float((decrypted_labels(plan, logits, sk, d) == y_test).mean())
             for d in ("argmax", "joint")
@@ -614,7 +615,7 @@ def train_encryip_and_original(
 
     def eval_encryip(model: nn.Module) -> tuple[float, float]:
         logits = predict_logits(model, splits.test, device, workers=cfg.workers)
-        acc = float((decrypted_labels(plan, logits, plan.family.keys[0]) == y_test).mean())
+        acc = float((decrypted_labels(plan, logits, plan.licensee_keys()[0]) == y_test).mean())
         trig = float(trigger_hits(plan, predict_logits(model, trigger_x, device)).mean())
         return acc, trig
 

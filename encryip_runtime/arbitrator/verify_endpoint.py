@@ -49,6 +49,8 @@ from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import check_alpha, load_vault_with_arrays
 from encryip_runtime.arbitrator.verify_labels import decide_labels
 from encryip_runtime.arbitrator.verify_onnx import decide as decide_outputs
+from encryip_runtime.crypto.profiles import profile_of
+from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import EncodingError, EncryIPError
 from encryip_runtime.formats.common import pk_to_json
 from encryip_runtime.formats.manifest import Manifest
@@ -299,7 +301,8 @@ def _decide_raw(
             f"{len(missing)} of {vault.num_triggers} triggers got no usable answer "
             f"(first: trigger {missing[0]}); raw outputs need every trigger's answer"
         )
-    if vault.profile == "paper" and any(r.kind == "slot" for r in readings.values()):
+    slots_describe_outputs = profile_of(vault.scheme).uses_codebook
+    if not slots_describe_outputs and any(r.kind == "slot" for r in readings.values()):
         raise ArbitrationInputError(
             "a single slot index cannot describe the paper profile's three one-hot blocks; "
             "the endpoint must return the raw outputs"
@@ -365,6 +368,21 @@ def _variant_digests(vault: Vault, release: Path) -> dict[str, str]:
     return out
 
 
+def _same_rows(gen: Vault, got: Any, want: Any) -> npt.NDArray[np.bool_]:
+    """Per row: is ``got`` a re-randomisation of ``want``? Format 1: the same message under
+    the root key. Format 2 (the runtime also shifts the message index by K·m): the same
+    trapdoor view (``owner_signatures``: each Fake's offsets and the label)."""
+    if isinstance(gen.scheme, CSLiteV2):
+        family = gen.family_v2()
+        a = gen.scheme.owner_signatures(family, got)
+        b = gen.scheme.owner_signatures(family, want)
+        return np.array([x == y for x, y in zip(a, b, strict=True)], dtype=bool)
+    g, root = gen.scheme.group, gen.family().root
+    return np.all(
+        g.to_bytes(gen.scheme.dec(root, got)) == g.to_bytes(gen.scheme.dec(root, want)), axis=1
+    )
+
+
 def _decide_ciphertexts(
     vault: Vault, arrays: VaultArrays, readings: dict[tuple[str, int], _Reading], alpha: float,
     transport: Transport, release: Path | None, vault_path: Path,
@@ -378,12 +396,8 @@ def _decide_ciphertexts(
     # Every key generation is a candidate (a deployment leaked before a rotation still
     # serves the old codebook): Bonferroni over the generations.
     gens = vault.generations()
-    by_gen = []
-    for gen in gens:
-        root = gen.family().root
-        got = g.to_bytes(scheme.dec(root, cts))
-        want = g.to_bytes(scheme.dec(root, gen.trigger_ciphertexts[trig]))
-        by_gen.append((int(np.sum(np.all(got == want, axis=1))), gen))
+    by_gen = [(int(np.sum(_same_rows(gen, cts, gen.trigger_ciphertexts[trig]))), gen)
+              for gen in gens]  # fmt: skip
     hits, matched = max(by_gen, key=lambda hg: hg[0])
     root = matched.family().root
     t = len(trig)

@@ -31,6 +31,7 @@ from typing import Any
 
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import load_vault
+from encryip_runtime.crypto.profiles import PAPER, PROFILES, Profile, profile_of
 from encryip_runtime.crypto.scheme import SecretKey
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2, PublicKeyV2, SecretKeyV2
 from encryip_runtime.exceptions import FormatError
@@ -66,12 +67,12 @@ class KeyVerdict:
         return {"command": "verify-key", **asdict(self)}
 
 
-def parse_scalar(value: Any, profile: str, where: str) -> tuple[int, bool]:
+def parse_scalar(value: Any, profile: str | Profile, where: str) -> tuple[int, bool]:
     """A scalar in any of the forms above -> (integer, was it in canonical form?)."""
     if isinstance(value, bool):
         raise ArbitrationInputError(f"{where}: expected a number, got a boolean")
     if isinstance(value, int):
-        return value, profile == "paper"
+        return value, profile_of(profile).integer_scalars
     if not isinstance(value, str):
         raise ArbitrationInputError(
             f"{where}: expected a number or a string, got {type(value).__name__}"
@@ -85,7 +86,7 @@ def parse_scalar(value: Any, profile: str, where: str) -> tuple[int, bool]:
         if body.lower().startswith("0x"):
             v = int(body[2:], 16)
             canonical = False
-        elif profile == "secure" and len(body) == 64 and _is_hex(body):
+        elif profile_of(profile).hex_scalars and len(body) == 64 and _is_hex(body):
             v = int.from_bytes(bytes.fromhex(body), "little")  # the format's own encoding
             canonical = not neg
         elif body.isdigit():
@@ -127,13 +128,13 @@ def read_leaked_key(
             "no secret key: expected 'sk': {'a': ..., 'b': ...}", path=str(path), field="sk"
         )
     profile = doc.get("profile", vault.profile)
-    if profile not in ("paper", "secure"):
+    if profile not in PROFILES:
         raise FormatError(f"unknown profile {profile!r}", path=str(path), field="profile")
     n = vault.scheme.group.order
     a, ca = parse_scalar(sk_obj["a"], vault.profile, f"{path}: field 'sk.a'")
     if isinstance(sk_obj["b"], list):  # secure format v2: b_1..b_n, small integers
         bs = [
-            parse_scalar(v, "paper", f"{path}: field 'sk.b[{i}]'")[0]
+            parse_scalar(v, PAPER, f"{path}: field 'sk.b[{i}]'")[0]  # plain integers
             for i, v in enumerate(sk_obj["b"][:64])
         ]
         canonical = ca and 0 <= a < n and all(0 <= v < vault.num_classes for v in bs)
@@ -239,11 +240,7 @@ def verify_key(key_path: str | Path, vault_path: str | Path) -> KeyVerdict:
             "foreign: the key does not match this release's public key (g1^a * g2^b != h) "
             f"in any of its {len(vault.generations())} key generation(s)",
         )
-    who = (
-        "anyone (the paper profile's group is tiny: discrete logs are a table look-up)"
-        if vault.profile == "paper"
-        else "the owner (t is in the vault) or two colluding licensees (t = (a1 - a2)/(b2 - b1))"
-    )
+    who = profile_of(vault.scheme).key_forgers
     if isinstance(sk, SecretKeyV2):
         who = (
             "the owner (the trapdoor is in the vault), colluding licensees mixing their own "

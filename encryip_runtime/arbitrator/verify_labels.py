@@ -31,6 +31,7 @@ import numpy as np
 from encryip_runtime.arbitrator import stats
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import check_alpha, load_vault
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.exceptions import FormatError
 from encryip_runtime.formats.vault import Vault
 
@@ -97,11 +98,7 @@ class LabelsVerdict:
 
 def chance_per_trigger(vault: Vault) -> float:
     """Max over labels of P(label(Dec(sk, Fake)) == y): the message is a uniform element."""
-    k = vault.num_classes
-    # paper: label = (e - 1) mod K for e uniform in 1..p-1; secure: label = SHA-256(M) mod K
-    # for M uniform in the group, SHA-256 modelled as a random function of 256 bits.
-    size = vault.scheme.group.order if vault.profile == "paper" else 2**256
-    return -(-size // k) / size
+    return profile_of(vault.scheme).chance_per_trigger(vault.scheme)
 
 
 def read_observed(path: Path, vault: Vault) -> list[int | None]:

@@ -46,6 +46,7 @@ import numpy.typing as npt
 from encryip_runtime.arbitrator import stats
 from encryip_runtime.arbitrator.errors import ArbitrationInputError
 from encryip_runtime.arbitrator.inputs import SuspectModel, check_alpha, load_vault_with_arrays
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.exceptions import ModelError
 from encryip_runtime.formats.manifest import Manifest
@@ -451,7 +452,7 @@ def _manifest_order(vault: Vault, manifest_path: Path) -> tuple[npt.NDArray[np.i
         raise ArbitrationInputError(
             f"{manifest_path}: {m.output_size} outputs, the vault's release has {vault.output_size}"
         )
-    if vault.profile == "paper":
+    if not profile_of(vault.scheme).uses_codebook:
         order = np.asarray(m.output_order or range(vault.output_size), dtype=np.int64)
         return order, gen.generation
     assert m.codebook is not None and gen.class_slots is not None
@@ -596,95 +597,62 @@ def verify_onnx(
     )
 
 
-def decide(
+def _add_manifest(
     vault: Vault,
-    arrays: VaultArrays,
-    lt: npt.NDArray[np.float32],
-    lp: npt.NDArray[np.float32],
-    alpha: float,
-    suspect: str = "<logits>",
-    vault_name: str = "<vault>",
-    manifest_path: Path | None = None,
-    *,
-    weights: WeightEvidence | None = None,
-) -> OnnxVerdict:
-    """The decision from the suspect's raw outputs on the triggers (``lt``) and probes
-    (``lp``), and the weight test's evidence when it could run (``weight_evidence``)."""
-    prof: _Profile = _Secure(vault) if vault.profile == "secure" else _Paper(vault)
-    labels = arrays.probe_labels
-    cands = _candidates(vault)
-    same_as: str | None = None
-    notes: list[str] = []
-    manifest_gen: int | None = None
-    if manifest_path is not None:
-        order, manifest_gen = _manifest_order(vault, manifest_path)
-        same_as = next((n for n, _, p, _g in cands if np.array_equal(p, order)), None)
-        if manifest_gen != vault.generation:
-            notes.append(
-                f"the manifest is of key generation {manifest_gen}, before a rotation "
-                f"(current: {vault.generation})"
-            )
-        if same_as is None:
-            cands.append(("manifest", "manifest", order, (manifest_gen,)))
-            notes.append(
-                "the manifest's output order is none of the issued ones: "
-                "the file was re-permuted consistently with its manifest"
-            )
-        else:
-            notes.append(f"the manifest's output order is {same_as}'s")
+    manifest_path: Path | None,
+    cands: list[tuple[str, str, npt.NDArray[np.int64], tuple[int, ...]]],
+    notes: list[str],
+) -> tuple[str | None, int | None]:
+    """With ``--manifest``: whose issued order it carries (None: none, then it joins the
+    candidates) and its key generation; what it tells goes into ``notes``."""
+    if manifest_path is None:
+        return None, None
+    order, manifest_gen = _manifest_order(vault, manifest_path)
+    same_as = next((n for n, _, p, _g in cands if np.array_equal(p, order)), None)
+    if manifest_gen != vault.generation:
+        notes.append(
+            f"the manifest is of key generation {manifest_gen}, before a rotation "
+            f"(current: {vault.generation})"
+        )
+    if same_as is None:
+        cands.append(("manifest", "manifest", order, (manifest_gen,)))
+        notes.append(
+            "the manifest's output order is none of the issued ones: "
+            "the file was re-permuted consistently with its manifest"
+        )
+    else:
+        notes.append(f"the manifest's output order is {same_as}'s")
+    return same_as, manifest_gen
 
+
+def _min_hits(prof: _Profile, num_triggers: int, correction: float, alpha: float) -> int:
+    """The fewest trigger hits that prove ownership at ``alpha``; refuse a vault whose
+    triggers could never reach it."""
     log10_a = math.log10(alpha)
-    n_cand = len(cands)
-    n_tests = NUM_TESTS + (weights is not None)
-    correction = math.log10(n_tests * n_cand)
     min_hits = stats.min_count_for(
-        lambda h: correction + prof.fingerprint_log10(h), vault.num_triggers, log10_a
+        lambda h: correction + prof.fingerprint_log10(h), num_triggers, log10_a
     )
     if min_hits is None:
-        best_possible = correction + prof.fingerprint_log10(vault.num_triggers)
+        best_possible = correction + prof.fingerprint_log10(num_triggers)
         raise ArbitrationInputError(
-            f"the vault holds {vault.num_triggers} triggers: even if every one hit, p would be "
+            f"the vault holds {num_triggers} triggers: even if every one hit, p would be "
             f"{stats.to_p(best_possible):.3g}, not below alpha = {alpha:g}; no decision can "
             "rest on so few triggers (use a release with more triggers, or a larger --alpha)"
         )
+    return min_hits
 
-    evidence = []
-    for name, kind, perm, gens in cands:
-        hits, acc = prof.evidence(perm, lt, lp, labels)
-        evidence.append(
-            CandidateEvidence(
-                name,
-                kind,
-                hits,
-                vault.num_triggers,
-                acc,
-                prof.fingerprint_log10(hits),
-                manifest_agrees=same_as == name,
-                generations=gens,
-            )
-        )
-    recovery = prof.recover(lt, lp, labels)
 
-    best = min(evidence, key=lambda e: e.log10_p_value)
-    fp_log10 = min(0.0, correction + best.log10_p_value)
-    rec_log10 = min(0.0, math.log10(n_tests) + recovery.log10_p_value)
-    overall = min(fp_log10, rec_log10)
-    w_best = None if weights is None else weights.best()
-    w_named: str | None = None
-    w_sig: list[WeightMatch] = []
-    if weights is not None and w_best is not None:
-        w_log10 = min(0.0, math.log10(n_tests * len(weights.licensees)) + w_best.log10_p_value)
-        overall = min(overall, w_log10)
-        w_sig = [
-            m
-            for m in weights.licensees
-            if math.log10(n_tests * len(weights.licensees)) + m.log10_p_value < log10_a
-        ]
-        w_named = w_sig[0].name if len(w_sig) == 1 else None
-    owned = overall < log10_a
-    significant = [e for e in evidence if correction + e.log10_p_value < log10_a]
-    trig_named = best.name if len(significant) == 1 and best.kind == "licensee" else None
-
+def _attribute(
+    owned: bool,
+    best: CandidateEvidence,
+    significant: list[CandidateEvidence],
+    trig_named: str | None,
+    w_sig: list[WeightMatch],
+    w_named: str | None,
+    w_best: WeightMatch | None,
+) -> tuple[str, str | None, str]:
+    """(attribution, licensee named or None, summary) from the trigger evidence (the
+    significant output orders) and the weight fingerprints, which may disagree."""
     licensee: str | None = None
     if len(w_sig) > 1:
         attribution = "ambiguous"
@@ -739,6 +707,75 @@ def decide(
     else:
         attribution = "none"
         summary = "not proven: the evidence is consistent with an unrelated model"
+    return attribution, licensee, summary
+
+
+def decide(
+    vault: Vault,
+    arrays: VaultArrays,
+    lt: npt.NDArray[np.float32],
+    lp: npt.NDArray[np.float32],
+    alpha: float,
+    suspect: str = "<logits>",
+    vault_name: str = "<vault>",
+    manifest_path: Path | None = None,
+    *,
+    weights: WeightEvidence | None = None,
+) -> OnnxVerdict:
+    """The decision from the suspect's raw outputs on the triggers (``lt``) and probes
+    (``lp``), and the weight test's evidence when it could run (``weight_evidence``)."""
+    prof: _Profile = _Secure(vault) if profile_of(vault.scheme).uses_codebook else _Paper(vault)
+    labels = arrays.probe_labels
+    cands = _candidates(vault)
+    notes: list[str] = []
+    same_as, manifest_gen = _add_manifest(vault, manifest_path, cands, notes)
+
+    log10_a = math.log10(alpha)
+    n_cand = len(cands)
+    n_tests = NUM_TESTS + (weights is not None)
+    correction = math.log10(n_tests * n_cand)
+    min_hits = _min_hits(prof, vault.num_triggers, correction, alpha)
+
+    evidence = []
+    for name, kind, perm, gens in cands:
+        hits, acc = prof.evidence(perm, lt, lp, labels)
+        evidence.append(
+            CandidateEvidence(
+                name,
+                kind,
+                hits,
+                vault.num_triggers,
+                acc,
+                prof.fingerprint_log10(hits),
+                manifest_agrees=same_as == name,
+                generations=gens,
+            )
+        )
+    recovery = prof.recover(lt, lp, labels)
+
+    best = min(evidence, key=lambda e: e.log10_p_value)
+    fp_log10 = min(0.0, correction + best.log10_p_value)
+    rec_log10 = min(0.0, math.log10(n_tests) + recovery.log10_p_value)
+    overall = min(fp_log10, rec_log10)
+    w_best = None if weights is None else weights.best()
+    w_named: str | None = None
+    w_sig: list[WeightMatch] = []
+    if weights is not None and w_best is not None:
+        w_log10 = min(0.0, math.log10(n_tests * len(weights.licensees)) + w_best.log10_p_value)
+        overall = min(overall, w_log10)
+        w_sig = [
+            m
+            for m in weights.licensees
+            if math.log10(n_tests * len(weights.licensees)) + m.log10_p_value < log10_a
+        ]
+        w_named = w_sig[0].name if len(w_sig) == 1 else None
+    owned = overall < log10_a
+    significant = [e for e in evidence if correction + e.log10_p_value < log10_a]
+    trig_named = best.name if len(significant) == 1 and best.kind == "licensee" else None
+
+    attribution, licensee, summary = _attribute(
+        owned, best, significant, trig_named, w_sig, w_named, w_best
+    )
     if owned and recovery.usable is False and not significant:
         notes.append(recovery.detail)
     return OnnxVerdict(

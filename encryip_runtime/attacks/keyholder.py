@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,7 @@ from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.formats.vault import Vault
 
 __all__ = [
+    "KeyHolderDetector",
     "MembershipDetector",
     "RequeryDetector",
     "advantage",
@@ -124,6 +126,32 @@ class RequeryDetector:
             labels = self.membership.observe(group)[0]
             out[i] = bool(self.membership.flags(group).any()) or len(set(labels.tolist())) > 1
         return out
+
+
+@dataclass
+class KeyHolderDetector:
+    """:class:`MembershipDetector` behind ``attacks.proxy.FilteringProxy`` (its
+    ``Detector`` protocol: ``fit`` / ``flags`` on a ``Query`` with the server's answers)."""
+
+    key: LicenseeKey
+    known_windows: bool = False
+    name: str = "key-holder-window"
+
+    def __post_init__(self) -> None:
+        self._det = MembershipDetector(self.key, self.known_windows)
+
+    def _wire(self, q: Any) -> list[bytes]:
+        if q.wire is not None:
+            return list(q.wire)
+        if q.ciphertexts is None:
+            raise ValueError(f"{self.name}: needs the server's ciphertexts for the queries")
+        return [bytes(r) for r in self.key.scheme.to_wire(q.ciphertexts)]
+
+    def fit(self, q: Any) -> None:
+        self._det.fit(self._wire(q))
+
+    def flags(self, q: Any) -> npt.NDArray[np.bool_]:
+        return self._det.flags(self._wire(q))
 
 
 def advantage(flags_on_triggers: npt.ArrayLike, flags_on_classes: npt.ArrayLike) -> float:

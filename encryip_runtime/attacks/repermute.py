@@ -21,7 +21,6 @@ import numpy.typing as npt
 from encryip_runtime.exceptions import ModelError
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.release.onnx_permute import permute_onnx_outputs
-from encryip_runtime.release.plan import random_permutation
 from encryip_runtime.release.writer import licensee_permutation, variant_manifest
 
 __all__ = ["permute_hidden_units", "repermute_variant"]
@@ -31,10 +30,8 @@ def repermute_variant(
     model_bytes: bytes, manifest: Manifest, *, hidden: bool = False
 ) -> tuple[bytes, Manifest, npt.NDArray[np.int64]]:
     """(new model, its manifest, the order used: new output k = old output order[k])."""
-    if manifest.profile == "paper":
-        order = licensee_permutation(manifest.scheme, manifest.output_size)  # within blocks
-    else:
-        order = random_permutation(manifest.output_size)
+    # paper: within the three blocks; secure: any order of the slots
+    order = licensee_permutation(manifest.scheme, manifest.output_size)
     model = permute_onnx_outputs(model_bytes, order)
     if hidden:
         model = permute_hidden_units(model)

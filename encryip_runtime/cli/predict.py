@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,18 @@ def _load_image(path: Path, info: ModelInfo, problems: list[str]) -> npt.NDArray
     except Image.DecompressionBombError as exc:  # not an OSError: a header claiming 8 Gpx
         problems.append(f"--input: '{path}' is refused: {exc}")
         return None
-    except (OSError, UnidentifiedImageError, ValueError, MemoryError) as exc:
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        MemoryError,
+        EOFError,
+        # PIL's decoders report a corrupt chunk as SyntaxError ("broken PNG file") and a
+        # truncated header field as struct.error / IndexError
+        SyntaxError,
+        struct.error,
+        IndexError,
+    ) as exc:
         problems.append(f"--input: '{path}' is not a readable image ({exc})")
         return None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

@@ -72,9 +72,12 @@ _MAX_TABLE = 1 << 24
 
 
 def choose_width(num_classes: int, num_licensees: int) -> int:
-    """n: the smallest width >= 2 with K^n >= 10 * max(licensees, 1000)."""
-    target = 10 * max(num_licensees, 1000)
-    n = 2
+    """n: the smallest width >= 3 with K^n >= 100 * max(licensees, 1000). At least 3: the
+    Fakes' offsets k in {+-1, +-2}^n give only 4^n / 2 distinct label rules b -> b.k, and
+    with n = 2 (8 rules) too many pairs of b vectors share one (K = 100: 98 licensees
+    within the agreement bound, against > 1000 with n = 3)."""
+    target = 100 * max(num_licensees, 1000)
+    n = 3
     while num_classes**n < target:
         n += 1
     if n > _MAX_WIDTH:
@@ -82,12 +85,25 @@ def choose_width(num_classes: int, num_licensees: int) -> int:
     return n
 
 
+#: An innocent licensee's trigger labels may agree with the leaker's on m triggers only
+#: while P(Bin(T, 1/K) >= m) stays above this: verify-labels (chance 1/K per trigger,
+#: alpha 1e-6 after Bonferroni) then never finds it significant beside the leaker.
+_AGREEMENT_TAIL = 1e-5
+
+
 def max_agreement(num_triggers: int, num_classes: int = 10) -> int:
-    """Two licensees' keys may give the same label on at most this many triggers: half
-    of them (so verify-labels never finds an innocent licensee significant where the
-    leaker's labels match all, docs/security.md), more for K < 4 where random labels
-    already agree on T/K."""
-    return max(num_triggers // 2, math.ceil(num_triggers * (1 / num_classes + 0.3)))
+    """Two licensees' keys may give the same label on at most this many triggers: the
+    largest m with P(Bin(T, 1/K) >= m) >= 1e-5 (13 of 32 for K = 10; 28 of 32 for
+    K = 2, where random labels already agree on half)."""
+    t, q = num_triggers, 1.0 / num_classes
+
+    def tail(m: int) -> float:
+        return sum(math.comb(t, i) * q**i * (1 - q) ** (t - i) for i in range(m, t + 1))
+
+    m = 0
+    while m < t and tail(m + 1) >= _AGREEMENT_TAIL:
+        m += 1
+    return m
 
 
 @dataclass(frozen=True)
@@ -197,9 +213,10 @@ class LabelTable:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Picklable (torchrun ranks receive the protection plan): the lock is per process.
-        state = self.__dict__.copy()
-        state["_lock"] = None
+        # Picklable (the exporter broadcasts its protection plan to every DDP rank): the
+        # lock is per process and the cached table is rebuilt on first use.
+        state = dict(self.__dict__)
+        state.update(_lock=None, _keys=None, _idx=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

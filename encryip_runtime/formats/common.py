@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from encryip_runtime.crypto.profiles import PROFILES, AnyScheme, make_scheme
+from encryip_runtime.crypto.profiles import PROFILES, AnyScheme, make_scheme, profile_of
 from encryip_runtime.crypto.scheme import Ciphertexts, PublicKey, SecretKey
 from encryip_runtime.crypto.scheme_v2 import (
     CSLiteV2,
@@ -162,7 +162,7 @@ def scheme_v2_to_json(scheme: CSLiteV2) -> dict[str, Any]:
 def scheme_v2_from_fields(f: Fields) -> CSLiteV2:
     """Format v2: profile "secure", num_classes and the ``scheme`` object."""
     profile = f.str("profile")
-    if profile != "secure":
+    if profile not in PROFILES or 2 not in profile_of(profile).formats:
         raise f.error(
             "format", f"format version 2 exists only for the secure profile, not {profile!r}"
         )

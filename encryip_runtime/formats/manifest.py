@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from encryip_runtime import __version__
-from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.profiles import AnyScheme, profile_of
 from encryip_runtime.crypto.scheme import Ciphertexts
 from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 from encryip_runtime.formats.common import (
@@ -31,7 +31,7 @@ from encryip_runtime.formats.common import (
     scheme_v2_to_json,
 )
 from encryip_runtime.formats.jsonio import Fields, canonical_json, read_json_document, write_json
-from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer, Transfer
+from encryip_runtime.transfer import DECODERS, Transfer
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FORMATS", "MANIFEST_FORMAT_V2", "InputSpec", "Manifest"]
 
@@ -145,12 +145,11 @@ class Manifest(SchemeBound):
         return pk_fingerprint(self.scheme, self.pk)
 
     def transfer(self) -> Transfer:
-        if self.profile == "secure":
-            assert self.codebook is not None
-            return CodebookTransfer(self.codebook)
-        p = self.scheme.group.order + 1
-        return OneHotTransfer(
-            p, self.output_order, self.codewords if self.decoder == "joint" else None
+        return profile_of(self.scheme).transfer(
+            self.scheme,
+            codebook=self.codebook,
+            output_order=self.output_order,
+            codewords=self.codewords if self.decoder == "joint" else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -225,7 +224,8 @@ class Manifest(SchemeBound):
         order: tuple[int, ...] | None = None
         decoder: str | None = None
         codewords: Ciphertexts | None = None
-        if scheme.profile == "secure":
+        prof = profile_of(scheme)
+        if prof.uses_codebook:
             codebook = ciphertexts_from_json(scheme, f, "codebook")
             if len(codebook) != size:
                 raise f.error(
@@ -234,10 +234,11 @@ class Manifest(SchemeBound):
             if size < k:
                 raise f.error("codebook", f"fewer slots ({size}) than classes ({k})")
         else:
-            p = scheme.group.order + 1
-            if size != 3 * p:
+            want = prof.output_size(scheme)
+            if size != want:
+                p = prof.block_width(want)
                 raise out.error(
-                    "size", f"paper profile with p={p} needs 3p = {3 * p} outputs, got {size}"
+                    "size", f"{prof.name} profile with p={p} needs 3p = {want} outputs, got {size}"
                 )
             if f.has("output_order"):
                 order = tuple(f.permutation("output_order", size))

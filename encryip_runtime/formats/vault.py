@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.profiles import AnyScheme, profile_of
 from encryip_runtime.crypto.scheme import Ciphertexts, KeyFamily
 from encryip_runtime.crypto.scheme_v2 import (
     CSLiteV2,
@@ -345,9 +345,7 @@ class Vault(SchemeBound):
             t = f.parse("t", g.scalar_from_json)
         size = f.int("output_size", lo=1)
         trig_cts = ciphertexts_from_json(scheme, f, "trigger_ciphertexts")
-        want_size = (
-            k + len(trig_cts) if scheme.profile == "secure" else 3 * (scheme.group.order + 1)
-        )
+        want_size = profile_of(scheme).output_size(scheme, len(trig_cts))
         if size != want_size:
             raise f.error("output_size", f"expected {want_size} for this profile, got {size}")
         recs = []
@@ -407,7 +405,7 @@ class Vault(SchemeBound):
                     raise ef.error(rec.name, "does not match Dec(sk, trigger_ciphertexts)")
         class_slots: tuple[int, ...] | None = None
         trigger_slots: tuple[int, ...] | None = None
-        if scheme.profile == "secure":
+        if profile_of(scheme).uses_codebook:
             class_slots = tuple(f.int_list("class_slots", length=k, hi=size - 1))
             trigger_slots = tuple(f.int_list("trigger_slots", length=len(trig_cts), hi=size - 1))
             if len(set(class_slots) | set(trigger_slots)) != k + len(trig_cts):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from encryip_runtime.crypto.labels import HashLabelCodec
-from encryip_runtime.crypto.profiles import make_scheme_v2
+from encryip_runtime.crypto.profiles import make_scheme_v2, profile_of
 from encryip_runtime.crypto.scheme import CSLite
 from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2
 from encryip_runtime.exceptions import EncryIPError
@@ -71,7 +71,7 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
     """
     paths, manifest, vault, model = _open(release_dir)
     scheme = vault.scheme
-    if scheme.profile != "secure":
+    if not profile_of(scheme).uses_codebook:
         raise EncryIPError(
             "key rotation needs the secure profile: in the paper profile the network emits "
             "ciphertext elements directly, so new keys mean retraining"

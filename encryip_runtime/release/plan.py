@@ -8,7 +8,6 @@ training and without torch. As in the paper, each label gets ONE fixed ciphertex
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,14 @@ import numpy.typing as npt
 
 from encryip_runtime.crypto import make_scheme
 from encryip_runtime.crypto.labels import HashLabelCodec, OffsetLabelCodec
-from encryip_runtime.crypto.profiles import DEFAULT_SECURE_FORMAT, AnyScheme, make_scheme_v2
+from encryip_runtime.crypto.profiles import (
+    DEFAULT_SECURE_FORMAT,
+    SECURE,
+    AnyScheme,
+    make_scheme_v2,
+    profile_of,
+    random_permutation,
+)
 from encryip_runtime.crypto.scheme import Ciphertexts, KeyFamily
 from encryip_runtime.crypto.scheme_v2 import (
     DEFAULT_SHIFT_RANGE,
@@ -56,13 +62,6 @@ def validate_licensee_names(names: list[str]) -> list[str]:
     if not names:
         raise ValueError("at least one licensee is required")
     return names
-
-
-def random_permutation(size: int) -> npt.NDArray[np.int64]:
-    """A uniformly random permutation from the OS's CSPRNG (never numpy's RNG)."""
-    items = list(range(size))
-    secrets.SystemRandom().shuffle(items)
-    return np.array(items, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -104,18 +103,22 @@ class ProtectionPlan(SchemeBound):
 
     def transfer(self) -> CodebookTransfer | OneHotTransfer:
         """Φ / Φ⁻¹ of the base (unpermuted) model, with this plan's decoder."""
-        if self.profile == "secure":
-            return CodebookTransfer(self.codebook())
+        prof = profile_of(self.scheme)
+        if prof.uses_codebook:
+            return prof.transfer(self.scheme, codebook=self.codebook())
         joint = self.decoder == "joint"
-        return OneHotTransfer(self.output_size // 3, None, self.codewords() if joint else None)
+        return prof.transfer(self.scheme, codewords=self.codewords() if joint else None)
 
     def _targets(
         self, cts: Ciphertexts, slots: npt.NDArray[np.int64] | None
     ) -> npt.NDArray[np.float32]:
-        if self.profile == "secure":
+        prof = profile_of(self.scheme)
+        if prof.uses_codebook:
             assert slots is not None
             return CodebookTransfer(self.codebook()).phi_slots(slots)
-        return OneHotTransfer(self.scheme.group.order + 1).phi(cts)
+        onehot = prof.transfer(self.scheme)
+        assert isinstance(onehot, OneHotTransfer)
+        return onehot.phi(cts)
 
     def class_targets(self) -> npt.NDArray[np.float32]:
         """Φ(Enc(pk, M_y)) for y = 0..K-1: row y is the training target of class y."""
@@ -144,7 +147,7 @@ class ProtectionPlan(SchemeBound):
             model_file=model_file,
             model_sha256=model_sha256,
             model_name=model_name,
-            codebook=self.codebook() if self.profile == "secure" else None,
+            codebook=self.codebook() if profile_of(self.scheme).uses_codebook else None,
             decoder=self.decoder,
             codewords=self.codewords() if self.decoder == "joint" else None,
         )
@@ -214,10 +217,10 @@ def plan_protection(
         raise ValueError("num_triggers must be >= 0")
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
-    if profile == "secure" and secure_format == 2:
+    prof = profile_of(profile)
+    if prof is SECURE and secure_format == 2:
         return _plan_v2(list(class_names), list(licensees), num_triggers, shift_range)
-    if secure_format not in (1, 2):
-        raise ValueError(f"unknown secure format {secure_format} (expected 1 or 2)")
+    SECURE.check_format(secure_format)
     scheme = make_scheme(profile, k)
     family = scheme.gen(len(licensees))
     codec = scheme.codec
@@ -228,8 +231,8 @@ def plan_protection(
         messages = codec.message_of(np.arange(k))
     class_cts = scheme.enc(family.pk, messages)
     trig_cts = scheme.fake(family.pk, num_triggers)
-    if profile == "secure":
-        size = k + num_triggers
+    size = prof.output_size(scheme, num_triggers)
+    if prof.uses_codebook:
         order = random_permutation(size)
         return ProtectionPlan(
             scheme,
@@ -243,7 +246,6 @@ def plan_protection(
             order[:k],
             order[k:],
         )
-    p = scheme.group.order + 1
     return ProtectionPlan(
         scheme,
         family,
@@ -252,6 +254,6 @@ def plan_protection(
         messages,
         class_cts,
         trig_cts,
-        3 * p,
+        size,
         decoder=decoder,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from encryip_runtime.crypto.profiles import AnyScheme
+from encryip_runtime.crypto.profiles import AnyScheme, profile_of
 from encryip_runtime.crypto.scheme import KeyFamily
 from encryip_runtime.crypto.scheme_v2 import KeyFamilyV2
 from encryip_runtime.formats.common import AnySecretKey
@@ -28,7 +28,7 @@ from encryip_runtime.formats.manifest import InputSpec, Manifest
 from encryip_runtime.formats.vault import LicenseeRecord, Vault, VaultArrays, utc_now
 from encryip_runtime.release.fingerprint import Fingerprint, apply_fingerprint
 from encryip_runtime.release.onnx_permute import permute_onnx_outputs
-from encryip_runtime.release.plan import ProtectionPlan, random_permutation
+from encryip_runtime.release.plan import ProtectionPlan
 
 __all__ = [
     "ReleasePaths",
@@ -68,17 +68,14 @@ def licensee_permutation(scheme: AnyScheme, output_size: int) -> npt.NDArray[np.
     paper: positions are shuffled within each of the three blocks, so the file keeps
     the paper's block layout; secure: any order of the S slots.
     """
-    if scheme.profile == "paper":
-        p = output_size // 3
-        return np.concatenate([b * p + random_permutation(p) for b in range(3)])
-    return random_permutation(output_size)
+    return profile_of(scheme).licensee_permutation(output_size)
 
 
 def variant_manifest(
     base: Manifest, name: str, order: npt.NDArray[np.int64], model_sha256: str
 ) -> Manifest:
     """The manifest that matches a model whose output k is base output ``order[k]``."""
-    if base.profile == "secure":
+    if profile_of(base).uses_codebook:
         assert base.codebook is not None
         return replace(
             base, codebook=base.codebook[order], licensee=name, model_sha256=model_sha256

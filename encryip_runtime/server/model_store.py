@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.exceptions import EncryIPError, ModelError
 from encryip_runtime.formats.manifest import InputSpec
 from encryip_runtime.formats.secrets import refuse_secret_material
@@ -113,7 +114,8 @@ def load_model(
     g = scheme.group
     pk = tuple(str(g.to_json(part)[0]) for part in m.pk.parts())
     spec = m.input
-    onehot = 3 * (g.order + 1) if m.profile == "paper" else 0
+    prof = profile_of(scheme)
+    onehot = 0 if prof.uses_codebook else prof.output_size(scheme)
     return LoadedModel(
         model=pm,
         name=model_name or m.model_name,

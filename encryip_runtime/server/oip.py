@@ -107,4 +107,5 @@ def encryip_model_info(loaded: LoadedModel) -> dict[str, Any]:
         "ciphertext_size": loaded.ciphertext_size,
         "onehot_size": loaded.onehot_size,
         "runtime_version": __version__,
+        "crypto_backend": loaded.crypto_backend,
     }

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.exceptions import InputError
 from encryip_runtime.server.metrics import ServerMetrics
 from encryip_runtime.server.model_store import LoadedModel, ModelRepository
@@ -112,7 +113,7 @@ class Predictor:
         """Ciphertexts of ``x``'s rows. Cancelling the awaiting task (grpc does when the
         client goes away or the deadline passes) drops the request from the queue."""
         check_input(x, loaded.spec)
-        if onehot and loaded.profile != "paper":
+        if onehot and profile_of(loaded.profile).uses_codebook:
             raise InputError(
                 "the one-hot form Phi(c) exists only in the paper profile; "
                 f"model {loaded.name!r} uses {loaded.profile!r}"

@@ -102,3 +102,31 @@ def test_exact_advantage_needs_a_v2_vault(tmp_path: Path) -> None:
     rel = make_selector_release(tmp_path / "v1", "secure", secure_format=1)
     with pytest.raises(ValueError, match="format v2"):
         requery_advantage_v2(Vault.load(rel.paths.vault), 16)
+
+
+def test_filtering_proxy_still_names_the_leaker_on_format_2(tmp_path: Path) -> None:
+    """Owner-hosted, format v2, data-like triggers: the reseller's key-holder detector
+    (exact class windows) flags next to nothing, so its answers carry acme's trigger
+    labels and verify-labels names acme."""
+    from encryip_runtime.arbitrator.verify_labels import decide_labels
+    from encryip_runtime.attacks.keyholder import KeyHolderDetector
+    from encryip_runtime.attacks.proxy import FilteringProxy, ProxyServer, query_labels
+    from encryip_runtime.client import load_key
+    from tests.attacks.conftest import build_attack_release
+    from tests.server.conftest import running_server
+
+    ar = build_attack_release(tmp_path / "rel", secure_format=2, noise=False)
+    rel, vault = ar.release, ar.vault
+    arr = vault.load_arrays(rel.paths.vault)
+    with running_server(rel.public_dir(tmp_path / "public")) as srv:
+        upstream = f"127.0.0.1:{srv.port}"
+        det = KeyHolderDetector(load_key(rel.key("acme")), known_windows=True)
+        proxy = FilteringProxy(upstream, rel.key("acme"), [det])
+        proxy.fit(ar.natural(100, seed=16)[0])
+        with ProxyServer(proxy) as px:
+            x, y = ar.natural(60, seed=17)
+            assert (query_labels(px.endpoint, x) == y).mean() > 0.98
+            observed = query_labels(px.endpoint, arr.trigger_inputs).tolist()
+        proxy.close()
+    v = decide_labels(vault, observed, 1e-6)
+    assert v.proven and v.licensee == "acme", v.summary

@@ -30,11 +30,12 @@ def setup() -> tuple[CSLiteV2, KeyFamilyV2, tuple[Trigger, ...]]:
 
 
 def test_width_from_classes_and_licensees() -> None:
-    assert choose_width(10, 3) == 4  # 10^4 >= 10 * 1000
-    assert choose_width(100, 1000) == 2
-    assert choose_width(10, 5000) == 5
-    assert choose_width(2, 1000) == 14
+    assert choose_width(10, 3) == 5  # 10^5 >= 100 * 1000
+    assert choose_width(100, 1000) == 3  # at least 3 (enough distinct label rules)
+    assert choose_width(10, 5000) == 6
+    assert choose_width(2, 1000) == 17
     assert CSLiteV2(10, 4).max_licensees == 10**4 // 8 >= 1000
+    assert max_agreement(32, 10) == 12 and max_agreement(32, 2) == 27
 
 
 def test_classes_decrypt_for_every_key(setup: tuple[CSLiteV2, KeyFamilyV2, tuple]) -> None:
@@ -133,7 +134,7 @@ def test_wire_width_and_validation(setup: tuple[CSLiteV2, KeyFamilyV2, tuple]) -
     assert wire.shape == (3, (scheme.width + 2) * 32)
     assert np.array_equal(scheme.from_wire(wire), cts)
     assert np.array_equal(scheme.from_wire([bytes(r) for r in wire]), cts)
-    with pytest.raises(EncodingError, match="expected 192 bytes, got 96"):
+    with pytest.raises(EncodingError, match=f"expected {scheme.ciphertext_size} bytes, got 96"):
         scheme.from_wire([bytes(wire[0][:96])])  # a format v1 ciphertext
     bad = wire.copy()
     bad[1, 32 * 2 + 31] |= 0x80
@@ -176,3 +177,14 @@ def test_label_table_native_and_libsodium_agree() -> None:
     assert np.array_equal(a, b)
     # the table's entries are M_0 + i h
     assert np.array_equal(a[20 + 7], native.mul(m0, native.pow(h, 7))[0])
+
+
+def test_scheme_with_table_pickles(setup: tuple[CSLiteV2, KeyFamilyV2, tuple]) -> None:
+    """The exporter broadcasts its plan (scheme and table included) to every DDP rank."""
+    import pickle
+
+    scheme, family, _ = setup
+    cts = scheme.sampdist(family.pk, scheme.enc(family.pk, scheme.codec.messages(np.arange(K))))
+    scheme.decrypt_labels(family.keys[0], cts)  # the table is built (and locked) here
+    again = pickle.loads(pickle.dumps(scheme))
+    assert again.decrypt_labels(family.keys[0], cts).tolist() == list(range(K))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "train" in out and "protect" in out and "torchrun" in out
+    # every multi-line example keeps its shell continuations (copy-pasteable)
+    assert re.search(r"torchvision:resnet18 \\\n", out), out
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out

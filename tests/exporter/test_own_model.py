@@ -153,7 +153,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 COMMON = ["--image-size", str(SIZE), "--mean", ",".join(map(str, MEAN)),
-          "--std", ",".join(map(str, STD)), "--triggers", "12", "--probe-size", "30",
+          "--std", ",".join(map(str, STD)), "--triggers", "16", "--probe-size", "30",
           "--batch-size", "16", "--threads", "1", "--workers", "1", "--no-progress"]  # fmt: skip
 
 
@@ -250,7 +250,7 @@ def test_streaming_loader_under_torchrun(photos: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "release" / "report" / "metrics.json").read_text())
     assert m["config"]["train_size"] == 90 and m["config"]["workers"] == 1
-    assert len(m["history"]["EncryIP"]) == 2
+    assert len(m["history"]["EncryIP"]) >= 4
     assert (tmp_path / "ck.encryip").is_file()
 
 

@@ -204,3 +204,32 @@ def test_affine_mix_of_two_keys_is_derived_not_issued(v2_release: Any, tmp_path:
     v = verify_key(path, v2_release.paths.vault)
     assert v.status == "derived" and v.licensee is None, v.summary
     assert verify_key(v2_release.key("globex"), v2_release.paths.vault).licensee == "globex"
+
+
+def test_cli_decrypt_reads_v2_ciphertexts(v2_release: Any, capsys: Any) -> None:
+    from encryip_runtime.cli.main import main
+
+    pm = ProtectedModel.load(v2_release.licensee_dir("acme"))
+    vault = Vault.load(v2_release.paths.vault)
+    x = images_for_slots(list(vault.class_slots or ())[:3])
+    hexes = [bytes(r).hex() for r in pm.predict(x)]
+    rc = main(["decrypt", "--key", str(v2_release.key("acme")), "--ciphertext", *hexes, "--json"])
+    assert rc == 0
+    assert [r["label"] for r in json.loads(capsys.readouterr().out)] == [0, 1, 2]
+    short = hexes[0][:192]  # a format 1 length
+    assert main(["decrypt", "--key", str(v2_release.key("acme")), "--ciphertext", short]) == 2
+    assert "96 bytes" in capsys.readouterr().err
+
+
+def test_rerandomizer_pool_serves_v2(v2_release: Any) -> None:
+    """The background pool's tuples (n + 2 columns, the shift merged into the last)."""
+    vault = Vault.load(v2_release.paths.vault)
+    pm = ProtectedModel.load(v2_release.licensee_dir("initech"), pool_capacity=64)
+    key = LicenseeKey.load(v2_release.key("initech"))
+    x = images_for_slots(np.asarray(vault.class_slots)[np.arange(40) % 10])
+    wires = [pm.predict(x) for _ in range(3)]  # more than the pool holds: inline refill too
+    pm.close()
+    for w in wires:
+        np.testing.assert_array_equal(decrypt_batch([bytes(r) for r in w], key), np.arange(40) % 10)
+    assert not np.array_equal(wires[0], wires[1])
+    assert vault.format_version == 2

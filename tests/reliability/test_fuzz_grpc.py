@@ -281,6 +281,37 @@ def test_predict_cli_images(
     _run_predict(endpoint, secure_release.key("acme"), [path], capsys)
 
 
+# Found by test_predict_cli_images: an IDAT chunk followed by a corrupt chunk header makes
+# PIL raise SyntaxError("broken PNG file ...") while decoding, not OSError.
+BROKEN_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000008000000080800000000e164e1570000000c49444154"
+    "789c63609ec6d4a00e0000004800012eb83c7e0000000049454e44ae426082"
+)
+
+
+def test_predict_cli_broken_png_is_an_input_error(
+    endpoint: str, secure_release: Any, tmp_path: Path, capsys: Any
+) -> None:
+    path = tmp_path / "broken.png"
+    path.write_bytes(BROKEN_PNG)
+    code = main(
+        [
+            "predict",
+            "--endpoint",
+            endpoint,
+            "--key",
+            str(secure_release.key("acme")),
+            "--input",
+            str(path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, (code, err)
+    assert "unexpected" not in err and "Traceback" not in err, err
+    assert err.startswith("encryip predict: error: "), err
+    assert f"'{path}' is not a readable image" in err, err
+
+
 def test_zero_element_shape_with_huge_dims(served: tuple[EncryIPServer, grpc.Channel]) -> None:
     """Found by test_fuzz_parsers::test_request_tensors: [8, 2**60, 0] holds 0 elements (so 0
     bytes match), but numpy cannot make that shape."""

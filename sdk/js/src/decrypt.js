@@ -6,7 +6,20 @@
 // Every element decodes to a label (a wrong key gives wrong labels, never an error), so
 // no decryption reveals whether a ciphertext is a trigger.
 import { EncodingError } from './errors.js';
-import { BYTES, add, bigEndianMod, bytesToHex, checkElement, concat, hexToBytes, mul, sha256, sub } from './ristretto.js';
+import {
+  BYTES,
+  add,
+  bigEndianMod,
+  bytesToHex,
+  checkElement,
+  checkEncoding,
+  concat,
+  hexToBytes,
+  isZero,
+  mul,
+  sha256,
+  sub,
+} from './ristretto.js';
 
 const LABEL_DOMAIN = new TextEncoder().encode('encryip/v1/label');
 const FALLBACK_DOMAIN_V2 = new TextEncoder().encode('encryip/v2/label');
@@ -147,9 +160,20 @@ export function decryptBatch(ciphertexts, key) {
     const c = ciphertextBytes(item, key.ciphertextSize, what);
     const n = key.ciphertextSize / BYTES;
     const u = [];
-    for (let k = 0; k < n; k++) u.push(checkElement(c.subarray(k * BYTES, (k + 1) * BYTES), `${what}: element ${k}`));
-    const mask = add(mul(key.sk.a, u[0]), smallCombination(key, u.slice(1, n - 1)));
-    const m = sub(u[n - 1], mask);
+    for (let k = 0; k < n; k++) u.push(checkEncoding(c.subarray(k * BYTES, (k + 1) * BYTES), `${what}: element ${k}`));
+    // libsodium decodes (and so validates) every element an operation uses; name the bad
+    // one only when it refuses, and check the few no operation touches (zero b_i).
+    let m;
+    try {
+      m = sub(u[n - 1], add(mul(key.sk.a, u[0]), smallCombination(key, u.slice(1, n - 1))));
+    } catch (e) {
+      u.forEach((x, k) => checkElement(x, `${what}: element ${k}`));
+      throw e;
+    }
+    if (isZero(key.sk.a)) checkElement(u[0], `${what}: element 0`);
+    key.sk.b.forEach((b, i) => {
+      if (isZero(b)) checkElement(u[i + 1], `${what}: element ${i + 1}`);
+    });
     out.push(key.version === 1 ? labelOf(m, key.numClasses) : labelOfV2(m, key));
     i++;
   }

@@ -65,10 +65,22 @@ export function bytesToHex(bytes) {
 }
 
 /** @param {Uint8Array} x */
-function isZero(x) {
+export function isZero(x) {
   let acc = 0;
   for (const b of x) acc |= b;
   return acc === 0;
+}
+
+/**
+ * The checks of a ristretto255 encoding that libsodium's operations do not make: the
+ * length, and the top bit (RFC 9496 §4.3.1 wants it clear; some libsodium builds ignore it).
+ * @param {Uint8Array} x
+ * @param {string} what
+ */
+export function checkEncoding(x, what) {
+  if (x.length !== BYTES) throw new EncodingError(`${what}: expected ${BYTES} bytes, got ${x.length}`);
+  if (x[BYTES - 1] & 0x80) throw new EncodingError(`${what}: not a canonical ristretto255 encoding (top bit set)`);
+  return x;
 }
 
 /**
@@ -77,8 +89,7 @@ function isZero(x) {
  * @param {string} what
  */
 export function checkElement(x, what) {
-  if (x.length !== BYTES) throw new EncodingError(`${what}: expected ${BYTES} bytes, got ${x.length}`);
-  if (x[BYTES - 1] & 0x80) throw new EncodingError(`${what}: not a canonical ristretto255 encoding (top bit set)`);
+  checkEncoding(x, what);
   if (!isZero(x) && !lib().crypto_core_ristretto255_is_valid_point(x)) {
     throw new EncodingError(`${what}: not a canonical ristretto255 encoding`);
   }
@@ -109,7 +120,11 @@ export function mul(k, x) {
   try {
     return lib().crypto_scalarmult_ristretto255(k, x);
   } catch {
-    return new Uint8Array(BYTES); // libsodium refuses to return the identity
+    // libsodium refuses an invalid point, and also a product that is the identity
+    if (!lib().crypto_core_ristretto255_is_valid_point(x)) {
+      throw new EncodingError('not a canonical ristretto255 encoding');
+    }
+    return new Uint8Array(BYTES);
   }
 }
 
