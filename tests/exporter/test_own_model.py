@@ -241,7 +241,7 @@ def test_streaming_loader_under_torchrun(photos: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "exporter.cli", "train", "--dataset", str(photos), "--image-size", str(SIZE),
         "--workers", "1", "--epochs", "8", "--batch-size", "16", "--lr", "3e-3",
-        "--max-trigger-epochs", "8",
+        "--max-trigger-epochs", "30",
         "--trigger-source", "noise",
         "--triggers", "12", "--probe-size", "30", "--threads", "1", "--device", "cpu",
         "--no-progress", "--licensees", "acme", "--checkpoint", str(tmp_path / "ck"),
