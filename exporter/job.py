@@ -369,6 +369,8 @@ def run_train_job(
             check.consolidation_seconds += time.perf_counter() - t0
         if action == "fail":
             check.passed = False
+            if not is_main:  # the verdicts live on rank 0, which reports them
+                raise SelfCheckError("self-check failed (see rank 0's message); no release")
             raise SelfCheckError(failure_message(check, command))
         check.passed = True
         if not is_main:

@@ -218,7 +218,7 @@ def test_train_torchvision_arch_on_image_folder(photos: Path, tmp_path: Path) ->
     out = tmp_path / "rel"
     rc = main(["train", "--arch", "torchvision:resnet18", "--dataset", str(photos),
                "--image-size", str(SIZE), "--epochs", "10", "--lr", "3e-3", "--triggers", "12",
-               "--trigger-source", "noise", "--max-trigger-epochs", "8",
+               "--trigger-source", "noise",
                "--probe-size", "30", "--batch-size", "16", "--threads", "1",
                "--no-progress", "--licensees", "acme", "--out", str(out)])  # fmt: skip
     assert rc == 0
@@ -241,8 +241,9 @@ def test_streaming_loader_under_torchrun(photos: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "exporter.cli", "train", "--dataset", str(photos), "--image-size", str(SIZE),
         "--workers", "1", "--epochs", "8", "--batch-size", "16", "--lr", "3e-3",
-        "--triggers", "12", "--trigger-source", "noise", "--max-trigger-epochs", "8",
-        "--probe-size", "30", "--threads", "1", "--device", "cpu",
+        "--max-trigger-epochs", "30",
+        "--trigger-source", "noise",
+        "--triggers", "12", "--probe-size", "30", "--threads", "1", "--device", "cpu",
         "--no-progress", "--licensees", "acme", "--checkpoint", str(tmp_path / "ck"),
         "--out", str(tmp_path / "release"),
     ]  # fmt: skip
