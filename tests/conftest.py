@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,17 @@ def paper_release(tmp_path_factory: pytest.TempPathFactory) -> TinyRelease:
 def fresh_release(tmp_path: Path) -> TinyRelease:
     """A writable secure release for tests that modify it (keys add / rotate)."""
     return make_tiny_release(tmp_path / "release", "secure")
+
+
+@pytest.fixture(autouse=True)
+def _no_flush_to_zero_after_the_test() -> Iterator[None]:
+    """``encryip-export``'s main() flushes subnormal floats to zero for the rest of its
+    process (exporter.train.enable_flush_denormal). Tests call it in-process: turn it off
+    again after each test, or later tests (hypothesis draws subnormal floats) see zeros."""
+    yield
+    train = sys.modules.get("exporter.train")
+    if train is not None and getattr(train, "_flush_process_wide", False):
+        import torch
+
+        torch.set_flush_denormal(False)
+        train._flush_process_wide = False

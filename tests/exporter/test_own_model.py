@@ -206,7 +206,8 @@ def test_protect_torchvision_whole_module(photos: Path, tmp_path: Path) -> None:
     torch.save(user, tmp_path / "whole.pt")
     out = tmp_path / "rel"
     rc = main(["protect", "--model", str(tmp_path / "whole.pt"), "--dataset", str(photos),
-               "--epochs", "2", *COMMON, "--licensees", "acme,globex",
+               "--epochs", "2", "--max-trigger-epochs", "10", *COMMON,
+               "--licensees", "acme,globex",
                "--out", str(out)])  # fmt: skip
     assert rc == 0
     m = _check_served_equals_user(out, user, photos)
