@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from encryip_runtime.crypto.labels import HashLabelCodec
-from encryip_runtime.crypto.profiles import make_scheme_v2, profile_of
+from encryip_runtime.crypto.profiles import AnyScheme, make_scheme_v2, profile_of
 from encryip_runtime.crypto.scheme import CSLite
 from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2
 from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.formats.common import AnySecretKey
 from encryip_runtime.formats.manifest import Manifest
-from encryip_runtime.formats.vault import Vault, utc_now
+from encryip_runtime.formats.vault import LicenseeRecord, Vault, utc_now
 from encryip_runtime.release.plan import new_label_table, validate_licensee_names
 from encryip_runtime.release.writer import ReleasePaths, record_fingerprint, write_licensee
 
@@ -94,20 +95,7 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
     codebook[list(vault.trigger_slots)] = trig_cts
     new_manifest = replace(manifest, pk=family.pk, codebook=codebook)
     new_manifest.save(paths.manifest)
-    records = []
-    for rec, sk in zip(vault.licensees, family.keys, strict=True):
-        written = write_licensee(
-            paths,
-            new_manifest,
-            model,
-            scheme,
-            rec.name,
-            sk,
-            np.asarray(rec.permutation, dtype=np.int64),
-            record_fingerprint(rec),
-            fresh_fingerprint=False,
-        )
-        records.append(replace(written, added=rec.added or written.added))
+    records = _reissue(paths, new_manifest, model, scheme, vault, family.keys)
     new = replace(
         vault,
         pk=family.pk,
@@ -131,6 +119,33 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
     return [paths.key(r.name) for r in records]
 
 
+def _reissue(
+    paths: ReleasePaths,
+    manifest: Manifest,
+    model: bytes,
+    scheme: AnyScheme,
+    vault: Vault,
+    keys: Sequence[AnySecretKey],
+) -> list[LicenseeRecord]:
+    """Every licensee's file and key again under the new manifest: the same output
+    permutation and weight fingerprint, a new key (``keys`` in licensee order)."""
+    records = []
+    for rec, sk in zip(vault.licensees, keys, strict=True):
+        written = write_licensee(
+            paths,
+            manifest,
+            model,
+            scheme,
+            rec.name,
+            sk,
+            np.asarray(rec.permutation, dtype=np.int64),
+            record_fingerprint(rec),
+            fresh_fingerprint=False,
+        )
+        records.append(replace(written, added=rec.added or written.added))
+    return records
+
+
 def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: bytes) -> list[Path]:
     old = vault.scheme
     shift = old.shift_range if isinstance(old, CSLiteV2) else DEFAULT_SHIFT_RANGE
@@ -148,20 +163,7 @@ def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: byt
     codebook[list(vault.trigger_slots)] = trig_cts
     new_manifest = replace(manifest, scheme=scheme, pk=family.pk, codebook=codebook)
     new_manifest.save(paths.manifest)
-    records = []
-    for rec, sk in zip(vault.licensees, family.keys, strict=True):
-        written = write_licensee(
-            paths,
-            new_manifest,
-            model,
-            scheme,
-            rec.name,
-            sk,
-            np.asarray(rec.permutation, dtype=np.int64),
-            record_fingerprint(rec),
-            fresh_fingerprint=False,
-        )
-        records.append(replace(written, added=rec.added or written.added))
+    records = _reissue(paths, new_manifest, model, scheme, vault, family.keys)
     new = replace(
         vault,
         scheme=scheme,
