@@ -18,7 +18,7 @@ from encryip_runtime.crypto.group import Elements, Group, Scalars
 from encryip_runtime.crypto.labels import LabelCodec
 from encryip_runtime.exceptions import EncodingError, InvalidKeyError, LicenseeLimitError
 
-__all__ = ["CSLite", "Ciphertexts", "KeyFamily", "PublicKey", "SecretKey"]
+__all__ = ["CSLite", "Ciphertexts", "KeyFamily", "PublicKey", "SecretKey", "wire_rows"]
 
 Ciphertexts = npt.NDArray[Any]
 
@@ -229,27 +229,7 @@ class CSLite:
 
     def from_wire(self, data: npt.NDArray[np.uint8] | bytes | list[bytes]) -> Ciphertexts:
         """Parse and validate wire ciphertexts; ``EncodingError`` names the row."""
-        w = self.ciphertext_size
-        if isinstance(data, (bytes, bytearray)):
-            if len(data) % w:
-                raise EncodingError(
-                    f"ciphertext bytes: length {len(data)} is not a multiple of {w}"
-                )
-            arr = np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, w)
-        elif isinstance(data, list):
-            for i, item in enumerate(data):
-                if not isinstance(item, (bytes, bytearray)) or len(item) != w:
-                    size = (
-                        len(item) if isinstance(item, (bytes, bytearray)) else type(item).__name__
-                    )
-                    raise EncodingError(f"ciphertext {i}: expected {w} bytes, got {size}")
-            arr = np.frombuffer(b"".join(data), dtype=np.uint8).reshape(-1, w)
-        else:
-            arr = np.asarray(data)
-            if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != w:
-                raise EncodingError(
-                    f"expected uint8 (N, {w}) ciphertexts, got {arr.dtype} {arr.shape}"
-                )
+        arr = wire_rows(data, self.ciphertext_size)
         es = self.group.element_size
         comps = []
         for k in range(3):
@@ -260,3 +240,26 @@ class CSLite:
             except EncodingError as exc:
                 raise EncodingError(f"ciphertext component u{k + 1}: {exc}") from None
         return self._stack(*comps)
+
+
+def wire_rows(
+    data: npt.NDArray[np.uint8] | bytes | list[bytes], width: int
+) -> npt.NDArray[np.uint8]:
+    """Wire ciphertexts (one bytes string, a list of them, or an array) as ``uint8 (N, width)``;
+    ``EncodingError`` names the row of a wrong length. Elements are not checked here."""
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) % width:
+            raise EncodingError(
+                f"ciphertext bytes: length {len(data)} is not a multiple of {width}"
+            )
+        return np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, width)
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            if not isinstance(item, (bytes, bytearray)) or len(item) != width:
+                size = len(item) if isinstance(item, (bytes, bytearray)) else type(item).__name__
+                raise EncodingError(f"ciphertext {i}: expected {width} bytes, got {size}")
+        return np.frombuffer(b"".join(data), dtype=np.uint8).reshape(-1, width)
+    arr = np.asarray(data)
+    if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != width:
+        raise EncodingError(f"expected uint8 (N, {width}) ciphertexts, got {arr.dtype} {arr.shape}")
+    return arr

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from encryip_runtime.crypto.group import Elements
 from encryip_runtime.crypto.ristretto import L, Ristretto255
+from encryip_runtime.crypto.scheme import wire_rows
 from encryip_runtime.exceptions import EncodingError, InvalidKeyError, LicenseeLimitError
 
 __all__ = [
@@ -663,27 +664,7 @@ class CSLiteV2:
 
     def from_wire(self, data: npt.NDArray[np.uint8] | bytes | list[bytes]) -> npt.NDArray[np.uint8]:
         """Parse and validate wire ciphertexts (n + 2 canonical encodings per row)."""
-        w = self.ciphertext_size
-        if isinstance(data, (bytes, bytearray)):
-            if len(data) % w:
-                raise EncodingError(
-                    f"ciphertext bytes: length {len(data)} is not a multiple of {w}"
-                )
-            arr = np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, w)
-        elif isinstance(data, list):
-            for i, item in enumerate(data):
-                if not isinstance(item, (bytes, bytearray)) or len(item) != w:
-                    size = (
-                        len(item) if isinstance(item, (bytes, bytearray)) else type(item).__name__
-                    )
-                    raise EncodingError(f"ciphertext {i}: expected {w} bytes, got {size}")
-            arr = np.frombuffer(b"".join(data), dtype=np.uint8).reshape(-1, w)
-        else:
-            arr = np.asarray(data)
-            if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != w:
-                raise EncodingError(
-                    f"expected uint8 (N, {w}) ciphertexts, got {arr.dtype} {arr.shape}"
-                )
+        arr = wire_rows(data, self.ciphertext_size)
         rows = arr.reshape(len(arr), self.components, _BYTES)
         comps = []
         for k in range(self.components):
