@@ -408,16 +408,7 @@ def _train_loop(
     rank = torch.distributed.get_rank() if _is_dist() else 0
     world = torch.distributed.get_world_size() if _is_dist() else 1
     prec = _Precision.for_device(cfg, device)
-    model = model.to(device)
-    if prec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.compile:
-        net = cast(nn.Module, torch.compile(net))
+    model, net = _place(model, cfg, device, prec, world)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     train_set = data.train.augmented() if cfg.augment else data.train
@@ -440,26 +431,9 @@ def _train_loop(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch)
     )
     t_all = torch.from_numpy(targets)
-    has_trig = trigger_x is not None and trigger_targets is not None and len(trigger_x) > 0
-    per_batch = 0
-    if has_trig:
-        assert trigger_x is not None and trigger_targets is not None
-        tx_all = torch.from_numpy(trigger_x)
-        tt_all = torch.from_numpy(trigger_targets)
-        want = math.ceil(cfg.trigger_exposures * len(trigger_x) / max(steps_per_epoch, 1))
-        per_batch = min(max(2, want), max(2, cfg.batch_size // 4))
+    triggers = _TriggerMix.make(trigger_x, trigger_targets, cfg, steps_per_epoch)
     result = TrainResult(model)
-    start_epoch = 0
-    if cfg.checkpoint and Path(cfg.checkpoint + f".{tag}").exists():
-        ck = torch.load(cfg.checkpoint + f".{tag}", map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        start_epoch = ck["epoch"]
-        result.history = [EpochMetrics(**h) for h in ck["history"]]
-        result.train_seconds = ck["train_seconds"]
-        result.train_cpu_seconds = ck.get("train_cpu_seconds", 0.0)
-        log.info("%s: resumed from %s at epoch %d", tag, cfg.checkpoint, start_epoch)
+    start_epoch = _resume(cfg, tag, device, model, opt, sched, result)
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
 
     def set_mode() -> None:
@@ -468,46 +442,21 @@ def _train_loop(
         net.train(not cfg.freeze_backbone)
 
     if start_epoch < cfg.epochs:
-        # Warm-up: one forward/backward outside the timer and without an optimizer
-        # step, so whichever model trains first in a process does not pay one-time
-        # costs (allocator growth, kernel selection) that the second one skips.
         set_mode()
         n0 = min(cfg.batch_size, len(train_set))
-        wx, wy = collate(
-            data.train.__getitems__(list(range(n0)))
-            if isinstance(data.train, ImageDataset)
-            else [data.train[i] for i in range(n0)]
-        )
-        with prec.context():
-            out = net(prec.inputs(wx, device))
-        soft_label_loss(out.float(), t_all[wy].to(device), block).backward()
-        opt.zero_grad(set_to_none=True)
+        _warm_up(net, opt, data.train, n0, t_all, block, prec, device)
     for epoch in range(start_epoch, cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
         set_mode()
         sampler.set_epoch(epoch)
         tg = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
         total, count = 0.0, 0
-        bar = None
-        if show:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=steps_per_epoch,
-                desc=f"{tag} epoch {epoch + 1}/{cfg.epochs}",
-                file=sys.stderr,
-                leave=False,
-            )
+        bar = _EpochBar(show, steps_per_epoch, f"{tag} epoch {epoch + 1}/{cfg.epochs}")
         for xb, yb in loader:
             tb = t_all[yb]
             nb = len(yb)
-            if has_trig:
-                # Triggers are T images among tens of thousands: appended to every
-                # batch (a few at a time, cycling) they are seen ~(steps x k / T) times
-                # per epoch, enough to be memorised exactly without hurting accuracy.
-                j = torch.randint(0, len(tx_all), (per_batch,), generator=tg)
-                xb = torch.cat([xb, tx_all[j]])
-                tb = torch.cat([tb, tt_all[j]])
+            if triggers is not None:
+                xb, tb = triggers.mix(xb, tb, tg)
             xb, tb = prec.inputs(xb, device), tb.to(device, non_blocking=True)
             with prec.context():
                 logits = net(xb)
@@ -518,35 +467,160 @@ def _train_loop(
             sched.step()
             total += float(loss.detach()) * nb  # .detach() + float: one sync per step
             count += nb
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        if bar is not None:
-            bar.close()
+            bar.step(total / max(count, 1))
+        bar.close()
         seconds = time.perf_counter() - t0
         result.train_seconds += seconds
         result.train_cpu_seconds += time.process_time() - c0
-        acc, trig = (
-            evaluate(model) if evaluate is not None and rank == 0 else (float("nan"), float("nan"))
-        )
-        m = EpochMetrics(epoch + 1, total / max(count, 1), acc, trig, seconds)
-        result.history.append(m)
+        # Only rank 0 evaluates, logs and checkpoints; every rank keeps the history.
+        nan = float("nan")
+        acc, trig = evaluate(model) if evaluate is not None and rank == 0 else (nan, nan)
+        result.history.append(EpochMetrics(epoch + 1, total / max(count, 1), acc, trig, seconds))
         if rank == 0:
-            log.info(
-                "%s epoch %d/%d: loss %.4f, test acc %.4f, trigger acc %.3f, %.1fs",
-                tag,
-                m.epoch,
-                cfg.epochs,
-                m.train_loss,
-                acc,
-                trig,
-                seconds,
-            )
-        if cfg.checkpoint and rank == 0:
-            _save_checkpoint(cfg, tag, model, opt, sched, epoch + 1, result)
+            _log_epoch(tag, cfg.epochs, result.history[-1])
+            if cfg.checkpoint:
+                _save_checkpoint(cfg, tag, model, opt, sched, epoch + 1, result)
     if prec.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return result
+
+
+def _place(
+    model: nn.Module, cfg: TrainConfig, device: torch.device, prec: _Precision, world: int
+) -> tuple[nn.Module, nn.Module]:
+    """``model`` on ``device``, and the module that trains it (DDP and compile wrappers)."""
+    model = model.to(device)
+    if prec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        net = cast(nn.Module, torch.compile(net))
+    return model, net
+
+
+@dataclass(frozen=True)
+class _TriggerMix:
+    """The trigger rows appended to every training batch.
+
+    Triggers are T images among tens of thousands: appended to every batch (a few at a
+    time, cycling) they are seen ~(steps x k / T) times per epoch, enough to be memorised
+    exactly without hurting accuracy.
+    """
+
+    x: torch.Tensor
+    targets: torch.Tensor
+    per_batch: int  # k
+
+    @classmethod
+    def make(
+        cls,
+        x: npt.NDArray[np.uint8] | None,
+        targets: npt.NDArray[np.float32] | None,
+        cfg: TrainConfig,
+        steps_per_epoch: int,
+    ) -> _TriggerMix | None:
+        if x is None or targets is None or len(x) == 0:
+            return None
+        want = math.ceil(cfg.trigger_exposures * len(x) / max(steps_per_epoch, 1))
+        per_batch = min(max(2, want), max(2, cfg.batch_size // 4))
+        return cls(torch.from_numpy(x), torch.from_numpy(targets), per_batch)
+
+    def mix(
+        self, xb: torch.Tensor, tb: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        j = torch.randint(0, len(self.x), (self.per_batch,), generator=gen)
+        return torch.cat([xb, self.x[j]]), torch.cat([tb, self.targets[j]])
+
+
+def _warm_up(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    train: ImageSource,
+    n: int,
+    targets: torch.Tensor,
+    block: int | None,
+    prec: _Precision,
+    device: torch.device,
+) -> None:
+    """One forward/backward on ``n`` training rows, outside the timer and without an
+    optimizer step, so whichever model trains first in a process does not pay one-time
+    costs (allocator growth, kernel selection) that the second one skips."""
+    x, y = collate(
+        train.__getitems__(list(range(n)))
+        if isinstance(train, ImageDataset)
+        else [train[i] for i in range(n)]
+    )
+    with prec.context():
+        out = net(prec.inputs(x, device))
+    soft_label_loss(out.float(), targets[y].to(device), block).backward()
+    opt.zero_grad(set_to_none=True)
+
+
+class _EpochBar:
+    """One epoch's tqdm bar on stderr with the running loss, or nothing (``show`` off:
+    not a terminal, ``--no-progress``, or not rank 0)."""
+
+    def __init__(self, show: bool, steps: int, desc: str) -> None:
+        self._bar: Any = None
+        if show:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=steps, desc=desc, file=sys.stderr, leave=False)
+
+    def step(self, loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _log_epoch(tag: str, epochs: int, m: EpochMetrics) -> None:
+    log.info(
+        "%s epoch %d/%d: loss %.4f, test acc %.4f, trigger acc %.3f, %.1fs",
+        tag,
+        m.epoch,
+        epochs,
+        m.train_loss,
+        m.test_accuracy,
+        m.trigger_accuracy,
+        m.seconds,
+    )
+
+
+def _checkpoint_path(cfg: TrainConfig, tag: str) -> str:
+    assert cfg.checkpoint is not None
+    return cfg.checkpoint + f".{tag}"
+
+
+def _resume(
+    cfg: TrainConfig,
+    tag: str,
+    device: torch.device,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    result: TrainResult,
+) -> int:
+    """Load ``tag``'s checkpoint into model, optimizer, scheduler and ``result`` where
+    there is one; the epoch to start from (0 without one)."""
+    if not cfg.checkpoint or not Path(_checkpoint_path(cfg, tag)).exists():
+        return 0
+    ck = torch.load(_checkpoint_path(cfg, tag), map_location=device, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    result.history = [EpochMetrics(**h) for h in ck["history"]]
+    result.train_seconds = ck["train_seconds"]
+    result.train_cpu_seconds = ck.get("train_cpu_seconds", 0.0)
+    log.info("%s: resumed from %s at epoch %d", tag, cfg.checkpoint, ck["epoch"])
+    return int(ck["epoch"])
 
 
 def _save_checkpoint(
@@ -559,8 +633,7 @@ def _save_checkpoint(
     result: TrainResult,
 ) -> None:
     """Atomic 0600 write at an epoch boundary: a restart resumes from the next epoch."""
-    assert cfg.checkpoint is not None
-    path = cfg.checkpoint + f".{tag}"
+    path = _checkpoint_path(cfg, tag)
     tmp = path + ".tmp"
     torch.save(
         {
