@@ -499,166 +499,193 @@ def removal_section(rows: list[dict[str, Any]]) -> list[str]:
 
 def attacks_section(res: dict[str, Any]) -> list[str]:
     lines = ["## Attacks the paper does not discuss (docs/design.md §7)", ""]
-    b = res.get("budget", {})
-    models = res.get("models", {})
-    if models:
-        lines += [
-            f"Target models: {res['arch']} on MNIST, {b.get('epochs')} epochs, "
-            + ", ".join(
-                f"{p}: accuracy {m['encryip']:.4f}, triggers {m['trigger_accuracy']:.2f}"
-                for p, m in models.items()
-            )
-            + f"; attacker-held pool of {res.get('pool')} disjoint training images.",
-            "",
-        ]
-    fg = res.get("forgery")
-    if fg:
-        lines += [
-            "### Key forgery (`encryip_runtime.attacks.forge`)",
-            "",
-            "Brute force over (a, b) until every observed (confused label, label) pair decrypts "
-            "right; the forged key is then scored on 2000 fresh predictions.",
-            "",
-            "| profile | K (p) | observations n | time (s) | forged key's accuracy on fresh predictions |",
-            "|---|---|---|---|---|",
-        ]
-        for r in fg["paper"]:
-            lines.append(
-                f"| paper | {r['num_classes']} ({r['p']}) | {r['observations']} | {_ms(r['seconds'])} | {_ms(r['forged_key_accuracy'])} |"
-            )
-        for k in (10, 100):
-            x = fg.get(f"paper_from_pk_K{k}")
-            if x:
-                lines.append(
-                    f"| paper | {k} | 0 (public key only, discrete logs) | {_ms(x['seconds'], digits=5)} | success {x['success']:.2f} |"
-                )
-        s = fg["secure"]
-        bf = s["brute_force"] if isinstance(s["brute_force"], list) else [s["brute_force"]]
-        for x in bf:
-            acc = x.get("forged_key_accuracy")
-            res_txt = (
-                "nothing found"
-                if not x["found"]
-                else "a key consistent with the observations"
-                + ("" if acc is None else f"; it reads {acc:.3f} of fresh predictions (chance 0.1)")
-            )
-            lines.append(
-                f"| secure | 10 | {x.get('observations', 3)} (searched {x['pairs_searched']} of 2^{x['key_space_bits']} pairs) | {x['seconds']:.2f} | {res_txt} |"
-            )
-        lines.append(
-            f"| secure | 10 | 0 (dlog bound 2^{s['from_pk']['dlog_bound_bits']}) | {s['from_pk']['seconds']:.2f} | found: {s['from_pk']['found']} |"
-        )
-        lines.append("")
-    wk = res.get("wrongkey")
-    if wk:
-        lines += [
-            "### EncryIP_Incorrect: keys outside the family",
-            "",
-            "Accuracy of a random key that fails `g1^a g2^b = h`, on freshly re-randomised predictions "
-            "(what a holder of a wrong key reads from the service) and on the K fixed class "
-            "ciphertexts (what Table 1's EncryIP_Incorrect column decrypts); mean over random "
-            "keys and key families.",
-            "",
-            "| profile | K | chance 1/K | served predictions | fixed class ciphertexts |",
-            "|---|---|---|---|---|",
-        ]
-        for r in wk:
-            lines.append(
-                f"| {r['profile']} | {r['num_classes']} | {r['chance']:.3f} | {_ms(r['served'])} | {_ms(r['fixed_class_ciphertexts'])} |"
-            )
-        lines += [
-            "",
-            "In `paper`, Z_p^* has composite order p − 1 (10 for MNIST): a wrong key whose offset from "
-            "the key line shares a factor with p − 1 still decrypts every ciphertext whose randomness "
-            "shares that factor, so a wrong key reads well above chance. In `secure` (prime order) a "
-            "wrong key reads chance.",
-            "",
-        ]
-    lg = res.get("legendre")
-    if lg:
-        lines += [
-            "### Fake detection by quadratic characters (`encryip_runtime.attacks.legendre`)",
-            "",
-            "| where | profile | K | advantage Pr[flag|Fake] − Pr[flag|real] |",
-            "|---|---|---|---|",
-        ]
-        for r in lg["crypto"]:
-            lines.append(
-                f"| {r['count']} fresh ciphertexts | {r['profile']} | {r['num_classes']} | {r['advantage']:.3f} |"
-            )
-        for r in lg["served"]:
-            lines.append(
-                f"| served outputs: triggers vs test set (flagged {r['flagged_on_triggers']:.2f} / {r['flagged_on_test']:.3f}) | {r['profile']} | 10 | {r['advantage']:.3f} |"
-            )
-        lines.append("")
-    rl = res.get("relabel")
-    if rl:
-        ns = [x["n"] for x in next(iter(rl.values()))["rows"]]
-        lines += [
-            "### Relabelling the raw outputs with the weights",
-            "",
-            "A thief holding the weights (not a key) maps each raw output — the slot (secure) or the "
-            "(u1, u2, u3) positions (paper) — to the majority label of n labelled examples landing "
-            "there (unseen outputs get the most common label); accuracy on the test set, mean over "
-            "20 draws. The network emits one fixed output per class, so a handful of labels suffice.",
-            "",
-            "| profile | " + " | ".join(f"n={n}" for n in ns) + " | licensee (key) |",
-            "|---|" + "---|" * (len(ns) + 1),
-        ]
-        for prof, r in rl.items():
-            lines.append(
-                f"| {prof} | "
-                + " | ".join(f"{x['accuracy']['mean']:.3f}" for x in r["rows"])
-                + f" | {r['licensee_accuracy']:.3f} |"
-            )
-        lines += ["", "![relabel](img/relabel.png)", ""]
-    ds = res.get("distill")
-    if ds:
-        lines += [
-            "### Distillation by a licensee",
-            "",
-            "The licensee labels its own unlabelled images with its decrypted predictions and trains a "
-            "plain model of the same architecture and budget. Trigger match = fraction of triggers on "
-            "which the student's plain label equals the licensee's expected trigger decryption (what "
-            "`verify-labels` tests); chance is 1/K.",
-            "",
-            "| profile | images | teacher acc. | student acc. | trigger match, leaker | others | teacher's service | leaker named? |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for prof, r in ds.items():
-            lines.append(
-                f"| {prof} | {r['student_train_size']} | {r['teacher_accuracy']:.4f} | {r['student_accuracy']:.4f} | "
-                f"{r['trigger_match_leaker']:.3f} | {', '.join(f'{x:.3f}' for x in r['trigger_match_others'])} | "
-                f"{r['trigger_match_teacher_service']:.3f} | {r['leaker_named']} |"
-            )
-        lines += [
-            "",
-            "The triggers do not survive distillation (the student never saw them), so `verify-labels` "
-            "on a service built from a distilled model cannot name the licensee: EncryIP does not "
-            "protect against a licensee who distils, as docs/design.md §7 says.",
-            "",
-        ]
-    co = res.get("collusion")
-    if co:
-        lines += [
-            "### Colluding licensees spotting triggers",
-            "",
-            "Licensees decrypt the same served outputs with their own keys and flag rows where the "
-            "labels differ: real ciphertexts decrypt alike under every key, Fakes do not.",
-            "",
-            "| profile | keys | triggers found | false positives (test set) |",
-            "|---|---|---|---|",
-        ]
-        for prof, r in co.items():
-            for k, v in r.items():
-                if isinstance(v, dict):
-                    lines.append(
-                        f"| {prof} | {k.replace('_', ' ')} | {v['triggers_found']:.3f} | {v['false_positives']:.4f} |"
-                    )
-        lines.append("")
+    lines += _target_models_lines(res)
+    for key, section in (
+        ("forgery", _forgery_lines),
+        ("wrongkey", _wrongkey_lines),
+        ("legendre", _legendre_lines),
+        ("relabel", _relabel_lines),
+        ("distill", _distill_lines),
+        ("collusion", _collusion_lines),
+    ):
+        if res.get(key):
+            lines += section(res[key])
     for key in ("dodge", "dodge_natural", "dodge_v1", "dodge_v1_natural"):
         if res.get(key):
             lines += dodge_section(res[key], natural=key.endswith("natural"))
+    return lines
+
+
+def _target_models_lines(res: dict[str, Any]) -> list[str]:
+    models = res.get("models", {})
+    if not models:
+        return []
+    epochs = res.get("budget", {}).get("epochs")
+    return [
+        f"Target models: {res['arch']} on MNIST, {epochs} epochs, "
+        + ", ".join(
+            f"{p}: accuracy {m['encryip']:.4f}, triggers {m['trigger_accuracy']:.2f}"
+            for p, m in models.items()
+        )
+        + f"; attacker-held pool of {res.get('pool')} disjoint training images.",
+        "",
+    ]
+
+
+def _forgery_lines(fg: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Key forgery (`encryip_runtime.attacks.forge`)",
+        "",
+        "Brute force over (a, b) until every observed (confused label, label) pair decrypts "
+        "right; the forged key is then scored on 2000 fresh predictions.",
+        "",
+        "| profile | K (p) | observations n | time (s) | forged key's accuracy on fresh predictions |",
+        "|---|---|---|---|---|",
+    ]
+    for r in fg["paper"]:
+        lines.append(
+            f"| paper | {r['num_classes']} ({r['p']}) | {r['observations']} | {_ms(r['seconds'])} | {_ms(r['forged_key_accuracy'])} |"
+        )
+    for k in (10, 100):
+        x = fg.get(f"paper_from_pk_K{k}")
+        if x:
+            lines.append(
+                f"| paper | {k} | 0 (public key only, discrete logs) | {_ms(x['seconds'], digits=5)} | success {x['success']:.2f} |"
+            )
+    s = fg["secure"]
+    bf = s["brute_force"] if isinstance(s["brute_force"], list) else [s["brute_force"]]
+    for x in bf:
+        acc = x.get("forged_key_accuracy")
+        res_txt = (
+            "nothing found"
+            if not x["found"]
+            else "a key consistent with the observations"
+            + ("" if acc is None else f"; it reads {acc:.3f} of fresh predictions (chance 0.1)")
+        )
+        lines.append(
+            f"| secure | 10 | {x.get('observations', 3)} (searched {x['pairs_searched']} of 2^{x['key_space_bits']} pairs) | {x['seconds']:.2f} | {res_txt} |"
+        )
+    lines.append(
+        f"| secure | 10 | 0 (dlog bound 2^{s['from_pk']['dlog_bound_bits']}) | {s['from_pk']['seconds']:.2f} | found: {s['from_pk']['found']} |"
+    )
+    lines.append("")
+    return lines
+
+
+def _wrongkey_lines(wk: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "### EncryIP_Incorrect: keys outside the family",
+        "",
+        "Accuracy of a random key that fails `g1^a g2^b = h`, on freshly re-randomised predictions "
+        "(what a holder of a wrong key reads from the service) and on the K fixed class "
+        "ciphertexts (what Table 1's EncryIP_Incorrect column decrypts); mean over random "
+        "keys and key families.",
+        "",
+        "| profile | K | chance 1/K | served predictions | fixed class ciphertexts |",
+        "|---|---|---|---|---|",
+    ]
+    for r in wk:
+        lines.append(
+            f"| {r['profile']} | {r['num_classes']} | {r['chance']:.3f} | {_ms(r['served'])} | {_ms(r['fixed_class_ciphertexts'])} |"
+        )
+    lines += [
+        "",
+        "In `paper`, Z_p^* has composite order p − 1 (10 for MNIST): a wrong key whose offset from "
+        "the key line shares a factor with p − 1 still decrypts every ciphertext whose randomness "
+        "shares that factor, so a wrong key reads well above chance. In `secure` (prime order) a "
+        "wrong key reads chance.",
+        "",
+    ]
+    return lines
+
+
+def _legendre_lines(lg: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = [
+        "### Fake detection by quadratic characters (`encryip_runtime.attacks.legendre`)",
+        "",
+        "| where | profile | K | advantage Pr[flag|Fake] − Pr[flag|real] |",
+        "|---|---|---|---|",
+    ]
+    for r in lg["crypto"]:
+        lines.append(
+            f"| {r['count']} fresh ciphertexts | {r['profile']} | {r['num_classes']} | {r['advantage']:.3f} |"
+        )
+    for r in lg["served"]:
+        lines.append(
+            f"| served outputs: triggers vs test set (flagged {r['flagged_on_triggers']:.2f} / {r['flagged_on_test']:.3f}) | {r['profile']} | 10 | {r['advantage']:.3f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _relabel_lines(rl: dict[str, Any]) -> list[str]:
+    ns = [x["n"] for x in next(iter(rl.values()))["rows"]]
+    lines = [
+        "### Relabelling the raw outputs with the weights",
+        "",
+        "A thief holding the weights (not a key) maps each raw output — the slot (secure) or the "
+        "(u1, u2, u3) positions (paper) — to the majority label of n labelled examples landing "
+        "there (unseen outputs get the most common label); accuracy on the test set, mean over "
+        "20 draws. The network emits one fixed output per class, so a handful of labels suffice.",
+        "",
+        "| profile | " + " | ".join(f"n={n}" for n in ns) + " | licensee (key) |",
+        "|---|" + "---|" * (len(ns) + 1),
+    ]
+    for prof, r in rl.items():
+        lines.append(
+            f"| {prof} | "
+            + " | ".join(f"{x['accuracy']['mean']:.3f}" for x in r["rows"])
+            + f" | {r['licensee_accuracy']:.3f} |"
+        )
+    lines += ["", "![relabel](img/relabel.png)", ""]
+    return lines
+
+
+def _distill_lines(ds: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Distillation by a licensee",
+        "",
+        "The licensee labels its own unlabelled images with its decrypted predictions and trains a "
+        "plain model of the same architecture and budget. Trigger match = fraction of triggers on "
+        "which the student's plain label equals the licensee's expected trigger decryption (what "
+        "`verify-labels` tests); chance is 1/K.",
+        "",
+        "| profile | images | teacher acc. | student acc. | trigger match, leaker | others | teacher's service | leaker named? |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for prof, r in ds.items():
+        lines.append(
+            f"| {prof} | {r['student_train_size']} | {r['teacher_accuracy']:.4f} | {r['student_accuracy']:.4f} | "
+            f"{r['trigger_match_leaker']:.3f} | {', '.join(f'{x:.3f}' for x in r['trigger_match_others'])} | "
+            f"{r['trigger_match_teacher_service']:.3f} | {r['leaker_named']} |"
+        )
+    lines += [
+        "",
+        "The triggers do not survive distillation (the student never saw them), so `verify-labels` "
+        "on a service built from a distilled model cannot name the licensee: EncryIP does not "
+        "protect against a licensee who distils, as docs/design.md §7 says.",
+        "",
+    ]
+    return lines
+
+
+def _collusion_lines(co: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Colluding licensees spotting triggers",
+        "",
+        "Licensees decrypt the same served outputs with their own keys and flag rows where the "
+        "labels differ: real ciphertexts decrypt alike under every key, Fakes do not.",
+        "",
+        "| profile | keys | triggers found | false positives (test set) |",
+        "|---|---|---|---|",
+    ]
+    for prof, r in co.items():
+        for k, v in r.items():
+            if isinstance(v, dict):
+                lines.append(
+                    f"| {prof} | {k.replace('_', ' ')} | {v['triggers_found']:.3f} | {v['false_positives']:.4f} |"
+                )
+    lines.append("")
     return lines
 
 
