@@ -166,33 +166,37 @@ def new_label_table(scheme: CSLiteV2, h: npt.NDArray[np.uint8], lo: int, hi: int
         return table
 
 
-def _plan_v2(
-    class_names: list[str], licensees: list[str], num_triggers: int, shift_range: int
-) -> ProtectionPlan:
-    k = len(class_names)
-    scheme = make_scheme_v2(k, len(licensees), shift_range)
+_Crypto = tuple[AnyScheme, KeyFamily | KeyFamilyV2, Any, Ciphertexts, Ciphertexts]
+
+
+def _crypto_v2(
+    k: int, num_licensees: int, num_triggers: int, shift_range: int
+) -> tuple[_Crypto, tuple[Trigger, ...]]:
+    """Format 2: Gen with the triggers' base indices, the label table, Enc and Fake."""
+    scheme = make_scheme_v2(k, num_licensees, shift_range)
     triggers = scheme.make_triggers(num_triggers)
-    family = scheme.gen(len(licensees), triggers)
+    family = scheme.gen(num_licensees, triggers)
     lo, hi = scheme.index_range(triggers)
     scheme = scheme.with_table(new_label_table(scheme, family.pk.h, lo, hi))
     messages = scheme.codec.messages(np.arange(k))
     class_cts = scheme.enc(family.pk, messages)
     trig_cts = scheme.fake(family.pk, scheme.codec, triggers)
-    size = k + num_triggers
-    order = random_permutation(size)
-    return ProtectionPlan(
-        scheme,
-        family,
-        tuple(licensees),
-        tuple(class_names),
-        messages,
-        class_cts,
-        trig_cts,
-        size,
-        order[:k],
-        order[k:],
-        triggers=triggers,
-    )
+    return (scheme, family, messages, class_cts, trig_cts), triggers
+
+
+def _crypto_v1(profile: str, k: int, num_licensees: int, num_triggers: int) -> _Crypto:
+    """The paper's CS_lite (Z_p^*, or format 1 over ristretto255): Gen, Enc and Fake."""
+    scheme = make_scheme(profile, k)
+    family = scheme.gen(num_licensees)
+    codec = scheme.codec
+    if isinstance(codec, HashLabelCodec):
+        messages = codec.sample_messages(scheme.group)
+    else:
+        assert isinstance(codec, OffsetLabelCodec)
+        messages = codec.message_of(np.arange(k))
+    class_cts = scheme.enc(family.pk, messages)
+    trig_cts = scheme.fake(family.pk, num_triggers)
+    return scheme, family, messages, class_cts, trig_cts
 
 
 def plan_protection(
@@ -218,34 +222,18 @@ def plan_protection(
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
     prof = profile_of(profile)
+    triggers: tuple[Trigger, ...] = ()
     if prof is SECURE and secure_format == 2:
-        return _plan_v2(list(class_names), list(licensees), num_triggers, shift_range)
-    SECURE.check_format(secure_format)
-    scheme = make_scheme(profile, k)
-    family = scheme.gen(len(licensees))
-    codec = scheme.codec
-    if isinstance(codec, HashLabelCodec):
-        messages = codec.sample_messages(scheme.group)
+        crypto, triggers = _crypto_v2(k, len(licensees), num_triggers, shift_range)
     else:
-        assert isinstance(codec, OffsetLabelCodec)
-        messages = codec.message_of(np.arange(k))
-    class_cts = scheme.enc(family.pk, messages)
-    trig_cts = scheme.fake(family.pk, num_triggers)
+        SECURE.check_format(secure_format)
+        crypto = _crypto_v1(profile, k, len(licensees), num_triggers)
+    scheme, family, messages, class_cts, trig_cts = crypto
     size = prof.output_size(scheme, num_triggers)
-    if prof.uses_codebook:
+    class_slots = trigger_slots = None
+    if prof.uses_codebook:  # classes and triggers in a secret random slot order
         order = random_permutation(size)
-        return ProtectionPlan(
-            scheme,
-            family,
-            tuple(licensees),
-            tuple(class_names),
-            messages,
-            class_cts,
-            trig_cts,
-            size,
-            order[:k],
-            order[k:],
-        )
+        class_slots, trigger_slots = order[:k], order[k:]
     return ProtectionPlan(
         scheme,
         family,
@@ -255,5 +243,8 @@ def plan_protection(
         class_cts,
         trig_cts,
         size,
-        decoder=decoder,
+        class_slots,
+        trigger_slots,
+        decoder=None if prof.uses_codebook else decoder,
+        triggers=triggers,
     )
