@@ -7,18 +7,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from encryip_runtime.crypto.labels import HashLabelCodec
-from encryip_runtime.crypto.profiles import AnyScheme, make_scheme_v2, profile_of
+from encryip_runtime.crypto.profiles import AnyScheme, profile_of
 from encryip_runtime.crypto.scheme import CSLite
-from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2
+from encryip_runtime.crypto.scheme_v2 import DEFAULT_SHIFT_RANGE, CSLiteV2, KeyFamilyV2
 from encryip_runtime.exceptions import EncryIPError
 from encryip_runtime.formats.common import AnySecretKey
 from encryip_runtime.formats.manifest import Manifest
 from encryip_runtime.formats.vault import LicenseeRecord, Vault, utc_now
-from encryip_runtime.release.plan import new_label_table, validate_licensee_names
+from encryip_runtime.release.plan import generate_v1, generate_v2, validate_licensee_names
 from encryip_runtime.release.writer import ReleasePaths, record_fingerprint, write_licensee
 
 __all__ = ["add_licensee", "rotate_keys"]
@@ -78,28 +78,35 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
             "ciphertext elements directly, so new keys mean retraining"
         )
     target = scheme.format_version if secure_format is None else secure_format
+    n = len(vault.licensees)
+    triggers = vault.triggers
     if target == 2:
-        return _rotate_v2(paths, manifest, vault, model)
-    if target != 1:
+        shift = scheme.shift_range if isinstance(scheme, CSLiteV2) else DEFAULT_SHIFT_RANGE
+        crypto, triggers = generate_v2(scheme.num_classes, n, vault.num_triggers, shift)
+    elif target != 1:
         raise EncryIPError(f"unknown secure format {target} (expected 1 or 2)")
-    if not isinstance(scheme, CSLite):
+    elif not isinstance(scheme, CSLite):
         raise EncryIPError("a format v2 release cannot be rotated back to format v1")
-    assert isinstance(scheme.codec, HashLabelCodec)
+    else:
+        crypto = generate_v1(scheme, n, vault.num_triggers)
+    new_scheme, family, messages, class_cts, trig_cts = crypto
     assert vault.class_slots is not None and vault.trigger_slots is not None
-    family = scheme.gen(len(vault.licensees))
-    messages = scheme.codec.sample_messages(scheme.group)
-    class_cts = scheme.enc(family.pk, messages)
-    trig_cts = scheme.fake(family.pk, vault.num_triggers)
-    codebook = np.zeros((vault.output_size, 3, scheme.group.element_size), dtype=np.uint8)
+    codebook = np.zeros((vault.output_size, *class_cts.shape[1:]), dtype=np.uint8)
     codebook[list(vault.class_slots)] = class_cts
     codebook[list(vault.trigger_slots)] = trig_cts
-    new_manifest = replace(manifest, pk=family.pk, codebook=codebook)
+    new_manifest = replace(manifest, scheme=new_scheme, pk=family.pk, codebook=codebook)
     new_manifest.save(paths.manifest)
-    records = _reissue(paths, new_manifest, model, scheme, vault, family.keys)
+    records = _reissue(paths, new_manifest, model, new_scheme, vault, family.keys)
+    owner: dict[str, Any] = (  # the trapdoor: format v1's t, format v2's (s, t_i)
+        {"t": 0, "trapdoor": (family.s, family.t)}
+        if isinstance(family, KeyFamilyV2)
+        else {"t": family.t}
+    )
     new = replace(
         vault,
+        scheme=new_scheme,
         pk=family.pk,
-        t=family.t,
+        triggers=triggers,
         licensees=tuple(records),
         messages=messages,
         class_ciphertexts=class_cts,
@@ -107,12 +114,15 @@ def rotate_keys(release_dir: Path, *, secure_format: int | None = None) -> list[
         manifest_digest=new_manifest.digest,
         root_index=0,
         created=utc_now(),
+        **owner,
     )
     rotated = vault.rotated(new)
     rotated.save(paths.vault)
     log.info(
-        "rotated keys for %d licensees: generation %d (the vault keeps generations 1-%d)",
+        "rotated keys for %d licensees (secure format v%d): generation %d "
+        "(the vault keeps generations 1-%d)",
         len(records),
+        target,
         rotated.generation,
         rotated.generation,
     )
@@ -144,47 +154,3 @@ def _reissue(
         )
         records.append(replace(written, added=rec.added or written.added))
     return records
-
-
-def _rotate_v2(paths: ReleasePaths, manifest: Manifest, vault: Vault, model: bytes) -> list[Path]:
-    old = vault.scheme
-    shift = old.shift_range if isinstance(old, CSLiteV2) else DEFAULT_SHIFT_RANGE
-    assert vault.class_slots is not None and vault.trigger_slots is not None
-    scheme = make_scheme_v2(old.num_classes, len(vault.licensees), shift)
-    triggers = scheme.make_triggers(vault.num_triggers)
-    family = scheme.gen(len(vault.licensees), triggers)
-    lo, hi = scheme.index_range(triggers)
-    scheme = scheme.with_table(new_label_table(scheme, family.pk.h, lo, hi))
-    messages = scheme.codec.messages(np.arange(scheme.num_classes))
-    class_cts = scheme.enc(family.pk, messages)
-    trig_cts = scheme.fake(family.pk, scheme.codec, triggers)
-    codebook = np.zeros((vault.output_size, scheme.components, 32), dtype=np.uint8)
-    codebook[list(vault.class_slots)] = class_cts
-    codebook[list(vault.trigger_slots)] = trig_cts
-    new_manifest = replace(manifest, scheme=scheme, pk=family.pk, codebook=codebook)
-    new_manifest.save(paths.manifest)
-    records = _reissue(paths, new_manifest, model, scheme, vault, family.keys)
-    new = replace(
-        vault,
-        scheme=scheme,
-        pk=family.pk,
-        t=0,
-        trapdoor=(family.s, family.t),
-        triggers=triggers,
-        licensees=tuple(records),
-        messages=messages,
-        class_ciphertexts=class_cts,
-        trigger_ciphertexts=trig_cts,
-        manifest_digest=new_manifest.digest,
-        root_index=0,
-        created=utc_now(),
-    )
-    rotated = vault.rotated(new)
-    rotated.save(paths.vault)
-    log.info(
-        "rotated keys for %d licensees (secure format v2, n = %d): generation %d",
-        len(records),
-        scheme.width,
-        rotated.generation,
-    )
-    return [paths.key(r.name) for r in records]

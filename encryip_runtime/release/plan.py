@@ -24,7 +24,7 @@ from encryip_runtime.crypto.profiles import (
     profile_of,
     random_permutation,
 )
-from encryip_runtime.crypto.scheme import Ciphertexts, KeyFamily
+from encryip_runtime.crypto.scheme import Ciphertexts, CSLite, KeyFamily
 from encryip_runtime.crypto.scheme_v2 import (
     DEFAULT_SHIFT_RANGE,
     CSLiteV2,
@@ -39,7 +39,10 @@ from encryip_runtime.formats.manifest import InputSpec, Manifest
 from encryip_runtime.transfer import DECODERS, CodebookTransfer, OneHotTransfer
 
 __all__ = [
+    "Crypto",
     "ProtectionPlan",
+    "generate_v1",
+    "generate_v2",
     "new_label_table",
     "plan_protection",
     "random_permutation",
@@ -166,13 +169,14 @@ def new_label_table(scheme: CSLiteV2, h: npt.NDArray[np.uint8], lo: int, hi: int
         return table
 
 
-_Crypto = tuple[AnyScheme, KeyFamily | KeyFamilyV2, Any, Ciphertexts, Ciphertexts]
+#: A key family and its ciphertexts: (scheme, family, messages, Enc of each label, Fakes).
+Crypto = tuple[AnyScheme, KeyFamily | KeyFamilyV2, Any, Ciphertexts, Ciphertexts]
 
 
-def _crypto_v2(
+def generate_v2(
     k: int, num_licensees: int, num_triggers: int, shift_range: int
-) -> tuple[_Crypto, tuple[Trigger, ...]]:
-    """Format 2: Gen with the triggers' base indices, the label table, Enc and Fake."""
+) -> tuple[Crypto, tuple[Trigger, ...]]:
+    """Secure format 2: Gen with the triggers' base indices, the label table, Enc, Fake."""
     scheme = make_scheme_v2(k, num_licensees, shift_range)
     triggers = scheme.make_triggers(num_triggers)
     family = scheme.gen(num_licensees, triggers)
@@ -184,16 +188,15 @@ def _crypto_v2(
     return (scheme, family, messages, class_cts, trig_cts), triggers
 
 
-def _crypto_v1(profile: str, k: int, num_licensees: int, num_triggers: int) -> _Crypto:
-    """The paper's CS_lite (Z_p^*, or format 1 over ristretto255): Gen, Enc and Fake."""
-    scheme = make_scheme(profile, k)
+def generate_v1(scheme: CSLite, num_licensees: int, num_triggers: int) -> Crypto:
+    """The paper's CS_lite (Z_p^*, or secure format 1 over ristretto255): Gen, Enc, Fake."""
     family = scheme.gen(num_licensees)
     codec = scheme.codec
     if isinstance(codec, HashLabelCodec):
         messages = codec.sample_messages(scheme.group)
     else:
         assert isinstance(codec, OffsetLabelCodec)
-        messages = codec.message_of(np.arange(k))
+        messages = codec.message_of(np.arange(scheme.num_classes))
     class_cts = scheme.enc(family.pk, messages)
     trig_cts = scheme.fake(family.pk, num_triggers)
     return scheme, family, messages, class_cts, trig_cts
@@ -224,10 +227,10 @@ def plan_protection(
     prof = profile_of(profile)
     triggers: tuple[Trigger, ...] = ()
     if prof is SECURE and secure_format == 2:
-        crypto, triggers = _crypto_v2(k, len(licensees), num_triggers, shift_range)
+        crypto, triggers = generate_v2(k, len(licensees), num_triggers, shift_range)
     else:
         SECURE.check_format(secure_format)
-        crypto = _crypto_v1(profile, k, len(licensees), num_triggers)
+        crypto = generate_v1(make_scheme(profile, k), len(licensees), num_triggers)
     scheme, family, messages, class_cts, trig_cts = crypto
     size = prof.output_size(scheme, num_triggers)
     class_slots = trigger_slots = None
