@@ -75,48 +75,19 @@ class BearerAuth:
             raise UnauthenticatedError(reason)
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Require ``authorization: Bearer <token>`` metadata; compared in constant time."""
+class _AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticate every call but health from its ``authorization`` metadata; a refused
+    call gets a handler that only aborts (UNAUTHENTICATED)."""
 
-    def __init__(self, auth: BearerAuth) -> None:
-        self._auth = auth
+    def _authenticate(self, presented: str | bytes | None) -> str | None:
+        """Who presented it (None where callers are not told apart), or raise
+        ``UnauthenticatedError``."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def _admitted(
+        self, method: str, handler: grpc.RpcMethodHandler | None, who: str | None
     ) -> grpc.RpcMethodHandler | None:
-        method: str = handler_call_details.method
-        if method.startswith(_PUBLIC_PREFIXES):
-            return await continuation(handler_call_details)
-        presented = b""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                presented = value.encode("utf-8", "replace") if isinstance(value, str) else value
-                break
-        try:
-            self._auth.check(presented)
-        except UnauthenticatedError as exc:
-            log.info("refused %s: %s", method, exc)
-            return _deny_handler(await continuation(handler_call_details), exc)
-        return await continuation(handler_call_details)
-
-
-# Prediction methods: the ones limits and usage apply to, and where their rows are.
-_PREDICT_METHODS = {
-    "/encryip.v1.EncryIP/Predict": lambda r: r.input.shape[0] if len(r.input.shape) else 0,
-    "/inference.GRPCInferenceService/ModelInfer": lambda r: (
-        r.inputs[0].shape[0] if len(r.inputs) and len(r.inputs[0].shape) else 0
-    ),
-}
-
-
-class LicenseeAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Per-licensee bearer tokens (``--tokens-file``): authenticate every call but health;
-    for predictions also check the licensee's rate and quota and count requests and rows."""
-
-    def __init__(self, gate: LicenseeGate) -> None:
-        self.gate = gate
+        return handler
 
     async def intercept_service(
         self,
@@ -133,14 +104,52 @@ class LicenseeAuthInterceptor(grpc.aio.ServerInterceptor):
                 break
         handler = await continuation(handler_call_details)
         try:
-            licensee = self.gate.authenticate(presented)
+            who = self._authenticate(presented)
         except UnauthenticatedError as exc:
             log.info("refused %s: %s", method, exc)
             return _deny_handler(handler, exc)
+        return self._admitted(method, handler, who)
+
+
+class TokenAuthInterceptor(_AuthInterceptor):
+    """Require ``authorization: Bearer <token>`` metadata; compared in constant time."""
+
+    def __init__(self, auth: BearerAuth) -> None:
+        self._auth = auth
+
+    def _authenticate(self, presented: str | bytes | None) -> str | None:
+        if isinstance(presented, str):
+            presented = presented.encode("utf-8", "replace")
+        self._auth.check(presented or b"")
+        return None
+
+
+# Prediction methods: the ones limits and usage apply to, and where their rows are.
+_PREDICT_METHODS = {
+    "/encryip.v1.EncryIP/Predict": lambda r: r.input.shape[0] if len(r.input.shape) else 0,
+    "/inference.GRPCInferenceService/ModelInfer": lambda r: (
+        r.inputs[0].shape[0] if len(r.inputs) and len(r.inputs[0].shape) else 0
+    ),
+}
+
+
+class LicenseeAuthInterceptor(_AuthInterceptor):
+    """Per-licensee bearer tokens (``--tokens-file``): authenticate every call but health;
+    for predictions also check the licensee's rate and quota and count requests and rows."""
+
+    def __init__(self, gate: LicenseeGate) -> None:
+        self.gate = gate
+
+    def _authenticate(self, presented: str | bytes | None) -> str | None:
+        return self.gate.authenticate(presented)
+
+    def _admitted(
+        self, method: str, handler: grpc.RpcMethodHandler | None, who: str | None
+    ) -> grpc.RpcMethodHandler | None:
         rows_of = _PREDICT_METHODS.get(method)
-        if handler is None or rows_of is None or handler.unary_unary is None:
+        if handler is None or who is None or rows_of is None or handler.unary_unary is None:
             return handler
-        return _counted_handler(handler, self.gate, licensee, rows_of)
+        return _counted_handler(handler, self.gate, who, rows_of)
 
 
 def _counted_handler(
