@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 
 __all__ = [
+    "PValue",
     "binomial_tail_log10",
     "min_count_for",
     "occupancy_tail_log10",
@@ -37,6 +38,16 @@ def _logsumexp(values: Sequence[float]) -> float:
 def to_p(log10_p: float) -> float:
     """10 ** log10_p as a float (0.0 only below ~1e-308; the log form stays exact)."""
     return 0.0 if log10_p < -320 else min(1.0, 10.0**log10_p)
+
+
+class PValue:
+    """Mixin for evidence and verdicts that carry ``log10_p_value``: its float form."""
+
+    log10_p_value: float
+
+    @property
+    def p_value(self) -> float:
+        return to_p(self.log10_p_value)
 
 
 def binomial_tail_log10(n: int, k: int, q: float) -> float:

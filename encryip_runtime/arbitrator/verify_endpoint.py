@@ -86,7 +86,7 @@ class QueryRecord:
 
 
 @dataclass(frozen=True)
-class EndpointVerdict:
+class EndpointVerdict(stats.PValue):
     url: str
     protocol: str
     model: str
@@ -109,10 +109,6 @@ class EndpointVerdict:
     endpoint: dict[str, Any]
     notes: tuple[str, ...] = ()
     queries: tuple[QueryRecord, ...] = field(default=(), repr=False)
-
-    @property
-    def p_value(self) -> float:
-        return stats.to_p(self.log10_p_value)
 
     @property
     def exit_code(self) -> int:

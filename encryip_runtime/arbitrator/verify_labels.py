@@ -46,19 +46,15 @@ NULL_LABELS = (
 
 
 @dataclass(frozen=True)
-class LicenseeMatch:
+class LicenseeMatch(stats.PValue):
     name: str
     matches: int
     log10_p_value: float  # this licensee alone (before Bonferroni)
     generation: int = 1  # the key generation of this candidate
 
-    @property
-    def p_value(self) -> float:
-        return stats.to_p(self.log10_p_value)
-
 
 @dataclass(frozen=True)
-class LabelsVerdict:
+class LabelsVerdict(stats.PValue):
     observed: str
     vault: str
     profile: str
@@ -76,10 +72,6 @@ class LabelsVerdict:
     #: the key generation whose key explains the labels (None when not proven)
     generation: int | None = None
     current_generation: int = 1
-
-    @property
-    def p_value(self) -> float:
-        return stats.to_p(self.log10_p_value)
 
     @property
     def exit_code(self) -> int:

@@ -94,7 +94,7 @@ NULL_RECOVERY_PAPER = (
 
 
 @dataclass(frozen=True)
-class CandidateEvidence:
+class CandidateEvidence(stats.PValue):
     """One candidate output order, undone before counting."""
 
     name: str  # "base", a licensee name, or "manifest"
@@ -108,13 +108,9 @@ class CandidateEvidence:
     #: across rotations, so usually all of them)
     generations: tuple[int, ...] = ()
 
-    @property
-    def p_value(self) -> float:
-        return stats.to_p(self.log10_p_value)
-
 
 @dataclass(frozen=True)
-class SlotRecovery:
+class SlotRecovery(stats.PValue):
     """Test 2: the suspect's order recovered from the probe set."""
 
     method: str
@@ -125,10 +121,6 @@ class SlotRecovery:
     usable: bool  # False when the probes reveal no consistent class order
     log10_p_value: float
     detail: str = ""
-
-    @property
-    def p_value(self) -> float:
-        return stats.to_p(self.log10_p_value)
 
 
 @dataclass(frozen=True)
@@ -153,7 +145,7 @@ class WeightEvidence:
 
 
 @dataclass(frozen=True)
-class OnnxVerdict:
+class OnnxVerdict(stats.PValue):
     suspect: str
     vault: str
     profile: str
@@ -176,10 +168,6 @@ class OnnxVerdict:
     current_generation: int = 1
     #: test 3 (None when not run: no fingerprints, no base model, other weight shapes)
     weights: WeightEvidence | None = None
-
-    @property
-    def p_value(self) -> float:
-        return stats.to_p(self.log10_p_value)
 
     @property
     def exit_code(self) -> int:
