@@ -38,7 +38,7 @@ from exporter.train import (
     make_plan,
     resolve_device,
     train_encryip_and_original,
-    train_model,
+    train_protected,
 )
 from exporter.triggers import TRIGGER_SOURCES, holdout_indices, make_trigger_inputs
 
@@ -249,16 +249,8 @@ def consolidate_triggers(
         checkpoint=None,
         seed=cfg.seed + 7919 * round_no,  # a fresh data order each round
     )
-    train_model(
-        model,
-        data,
-        plan.class_targets(),
-        ccfg,
-        block=block_width(plan),
-        trigger_x=trigger_x,
-        trigger_targets=plan.trigger_targets(),
-        progress=progress,
-        tag=f"consolidate {round_no}",
+    train_protected(
+        model, data, plan, ccfg, trigger_x, progress=progress, tag=f"consolidate {round_no}"
     )
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "plain_targets",
     "train_encryip_and_original",
     "train_model",
+    "train_protected",
 ]
 
 log = logging.getLogger(__name__)
@@ -357,6 +358,28 @@ def train_model(
     finally:
         if not _flush_process_wide:
             torch.set_flush_denormal(False)
+
+
+def train_protected(
+    model: nn.Module,
+    data: TrainData,
+    plan: ProtectionPlan,
+    cfg: TrainConfig,
+    trigger_x: npt.NDArray[np.uint8],
+    **kwargs: Any,
+) -> TrainResult:
+    """``train_model`` towards ``plan``'s targets: Φ of each class's ciphertext, and the
+    trigger rows (Φ of their Fakes) mixed into every batch."""
+    return train_model(
+        model,
+        data,
+        plan.class_targets(),
+        cfg,
+        block=block_width(plan),
+        trigger_x=trigger_x,
+        trigger_targets=plan.trigger_targets(),
+        **kwargs,
+    )
 
 
 @dataclass(frozen=True)
@@ -701,17 +724,8 @@ def train_encryip_and_original(
         model = init_model(plan, trigger_x)
     else:
         model = build_for(cfg, splits, plan.output_size)
-    enc = train_model(
-        model,
-        splits,
-        plan.class_targets(),
-        cfg,
-        block=block_width(plan),
-        trigger_x=trigger_x,
-        trigger_targets=plan.trigger_targets(),
-        evaluate=eval_encryip,
-        progress=progress,
-        tag="encryip",
+    enc = train_protected(
+        model, splits, plan, cfg, trigger_x, evaluate=eval_encryip, progress=progress
     )
     if not baseline:
         return enc, None
