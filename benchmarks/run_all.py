@@ -968,11 +968,20 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
     return lines
 
 
+def _not_run(title: str, command: str, note: str = "") -> list[str]:
+    return [title, "", f"Not run yet: `{command}`{note}.", ""]
+
+
+def _ran(name: str, cfg: dict[str, Any]) -> str:
+    """The command that made a result, as the page quotes it."""
+    return f"`python -m benchmarks.{name}{' --quick' if cfg.get('quick') else ''}`"
+
+
 def train_overhead_section(res: dict[str, Any] | None) -> list[str]:
     """EncryIP vs original training time, interleaved runs (issue 3: <= 1.05x)."""
     title = "## Training-time overhead (issue 3 target: EncryIP <= 1.05 x original)"
     if not res:
-        return [title, "", "Not run yet: `python -m benchmarks.train_overhead`.", ""]
+        return _not_run(title, "python -m benchmarks.train_overhead")
     cfg = res.get("config", {})
     best, med = res["seconds_min"], res["seconds_median"]
     return [
@@ -1009,12 +1018,12 @@ def trigger_detect_section(res: dict[str, Any] | None) -> list[str]:
     """Input-side trigger detectors, data vs noise triggers (issue 14: AUROC <= 0.6)."""
     title = "## Trigger images an observer cannot single out (input-side detectors)"
     if not res:
-        return [title, "", "Not run yet: `python -m benchmarks.trigger_detect --quick`.", ""]
+        return _not_run(title, "python -m benchmarks.trigger_detect --quick")
     cfg, r = res["config"], res["results"]
     lines = [
         title,
         "",
-        f"`python -m benchmarks.trigger_detect{' --quick' if cfg.get('quick') else ''}`: "
+        f"{_ran('trigger_detect', cfg)}: "
         f"{cfg['arch']} on {cfg['dataset']} ({cfg['budget']}), {cfg['triggers']} triggers, "
         "secure profile. `data` triggers (the default) are held-out training-split images "
         "with Fake targets; `noise` triggers are the old synthetic patterns. The detectors "
@@ -1058,12 +1067,12 @@ def train_scale_section(res: dict[str, Any] | None) -> list[str]:
     """Streaming ImageFolder: peak RSS 40k vs 10k images, throughput vs a plain loop."""
     title = "## Training from an on-disk ImageFolder (issue 15: memory, throughput)"
     if not res:
-        return [title, "", "Not run yet: `python -m benchmarks.train_scale --quick`.", ""]
+        return _not_run(title, "python -m benchmarks.train_scale --quick")
     cfg, runs, tp = res["config"], res["runs"], res["throughput"]
     lines = [
         title,
         "",
-        f"`python -m benchmarks.train_scale{' --quick' if cfg.get('quick') else ''}`: "
+        f"{_ran('train_scale', cfg)}: "
         f"{cfg['image']}, {cfg['arch']}, {cfg['steps']} training steps per measured run, "
         f"{cfg['workers']} loader workers, {cfg['threads']} torch thread(s). Each size runs in "
         "a fresh process (load, first batch, EncryIP steps with trigger rows, predict the "
@@ -1098,8 +1107,7 @@ def table1_real_section(res: dict[str, Any] | None) -> list[str]:
     title = "## Table 1 at a real budget (issue 15)"
     command = "python -m benchmarks.paper_table1 --real"
     if not res:
-        return [title, "", f"Not run yet: `{command}` (~1 h CPU for ResNet18, more for the CNN).",
-                ""]  # fmt: skip
+        return _not_run(title, command, " (~1 h CPU for ResNet18, more for the CNN)")
 
     def ms(d: Any) -> str:
         return "—" if not d or d.get("n", 0) == 0 else f"{d['mean']:.4f}"
