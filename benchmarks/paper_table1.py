@@ -76,6 +76,29 @@ PAPER_MNIST: dict[str, tuple[float, float, float, float, float]] = {
 }
 
 
+_SUMMARISED = (
+    "original",
+    "encryip",
+    "incorrect_key",
+    "delta_pp",
+    "trigger_accuracy",
+    "attribution",
+    "consolidation_epochs",
+)
+_SUMMARISED_PAPER = ("encryip_joint", "encryip_argmax", "delta_pp_joint", "delta_pp_argmax")
+
+
+def _mean_std_of(
+    rs: list[dict[str, Any]], keys: Sequence[str], *, where_present: bool = False
+) -> dict[str, Any]:
+    """``mean_std`` over the rows of each key (``where_present``: the keys every row has)."""
+    return {
+        k: mean_std([r[k] for r in rs])
+        for k in keys
+        if not where_present or all(r.get(k) is not None for r in rs)
+    }
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± std over seeds for every (arch, dataset, profile)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -92,29 +115,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "budget": rs[0]["budget"],
                 "train_size": rs[0]["train_size"],
                 "test_size": rs[0]["test_size"],
-                **{
-                    k: mean_std([r[k] for r in rs])
-                    for k in (
-                        "original",
-                        "encryip",
-                        "incorrect_key",
-                        "delta_pp",
-                        "trigger_accuracy",
-                        "attribution",
-                        "consolidation_epochs",
-                    )
-                },
+                **_mean_std_of(rs, _SUMMARISED),
                 # paper profile: both Φ⁻¹ rules on the same outputs
-                **{
-                    k: mean_std([r[k] for r in rs])
-                    for k in (
-                        "encryip_joint",
-                        "encryip_argmax",
-                        "delta_pp_joint",
-                        "delta_pp_argmax",
-                    )
-                    if all(r.get(k) is not None for r in rs)
-                },
+                **_mean_std_of(rs, _SUMMARISED_PAPER, where_present=True),
                 "train_seconds_encryip": mean_std([r["train_seconds"]["encryip"] for r in rs]),
                 "train_seconds_original": mean_std([r["train_seconds"]["original"] for r in rs]),
             }
