@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import threading
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +72,33 @@ def runtime_copy(release_dir: Path, dest: Path) -> Path:
 
 def sample_inputs(n: int, seed: int = 0) -> npt.NDArray[np.uint8]:
     return np.random.default_rng(seed).integers(0, 256, (n, 1, 8, 8), dtype=np.uint8)
+
+
+class GatedModel:
+    """Wraps a ProtectedModel: ``logits`` waits on ``gate``, so a request (a batch) stays
+    in flight inside the model until the test opens it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def logits(self, x: Any) -> Any:
+        self.entered.set()
+        self.gate.wait(10)
+        return self.inner.logits(x)
+
+
+def gate_current_model(server: EncryIPServer) -> GatedModel:
+    """Put a ``GatedModel`` in front of the model ``server`` serves now."""
+    loaded = server.store.current
+    assert loaded is not None
+    gated = GatedModel(loaded.model)
+    object.__setattr__(loaded, "model", gated)
+    return gated
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,14 @@ from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.server.app import create_server
 from encryip_runtime.server.health import HEALTH_SERVICE_NAMES
 
-from .conftest import free_port, make_config, running_server, runtime_copy, sample_inputs
+from .conftest import (
+    free_port,
+    gate_current_model,
+    make_config,
+    running_server,
+    runtime_copy,
+    sample_inputs,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -33,23 +40,6 @@ def health_status(port: int, service: str = "") -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
-
-
-class SlowModel:
-    """Wraps a ProtectedModel; logits wait on a gate so requests stay in flight."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def logits(self, x: Any) -> Any:
-        self.entered.set()
-        self.gate.wait(10)
-        return self.inner.logits(x)
 
 
 def test_health_transitions_and_drain(secure_release: Any) -> None:
@@ -64,10 +54,7 @@ def test_health_transitions_and_drain(secure_release: Any) -> None:
         assert health_status(hport, name) == SERVING
         assert health_status(port, name) == SERVING  # the main port registers health too
     # Hold one request inside the model, then stop: health flips first, the request finishes.
-    loaded = server.store.current
-    assert loaded is not None
-    slow = SlowModel(loaded.model)
-    object.__setattr__(loaded, "model", slow)
+    slow = gate_current_model(server)
     result: dict[str, Any] = {}
 
     def call() -> None:

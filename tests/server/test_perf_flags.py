@@ -17,7 +17,7 @@ from encryip_runtime.formats.keyfile import LicenseeKey
 from encryip_runtime.pipeline import ProtectedModel
 from encryip_runtime.server.config import ConfigError, ServerConfig
 
-from .conftest import running_server, sample_inputs
+from .conftest import gate_current_model, running_server, sample_inputs
 
 
 def wait_for(cond: Any, timeout: float = 10.0) -> bool:
@@ -238,23 +238,6 @@ def test_crypto_threads_split_a_batch_and_stay_correct(secure_release: Any) -> N
         assert np.array_equal(decrypt_batch(list(wire), key), decrypt_batch(list(w1), key))
 
 
-class _GatedModel:
-    """Wraps a ProtectedModel: ``logits`` waits on a gate, so its batch stays in flight."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def logits(self, x: Any) -> Any:
-        self.entered.set()
-        self.gate.wait(10)
-        return self.inner.logits(x)
-
-
 def test_reload_under_load_with_crypto_threads(secure_release: Any, tmp_path: Path) -> None:
     """--crypto-threads 2: a batch of the old model still in flight when a reload closes it
     is split across the server's crypto pool and answered (it used to get INTERNAL:
@@ -267,10 +250,7 @@ def test_reload_under_load_with_crypto_threads(secure_release: Any, tmp_path: Pa
     want = decrypt_batch(list(ProtectedModel.load(d).predict(x)), key)
     with running_server(d, crypto_threads=2) as server:
         assert server.crypto_pool.threads == 2
-        loaded = server.store.current
-        assert loaded is not None
-        gated = _GatedModel(loaded.model)
-        object.__setattr__(loaded, "model", gated)
+        gated = gate_current_model(server)
         result: dict[str, Any] = {}
 
         def held() -> None:
