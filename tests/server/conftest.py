@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
@@ -190,3 +191,33 @@ def triton_python(request: pytest.FixtureRequest) -> Path:
     if pip.returncode != 0 or subprocess.run(probe, capture_output=True).returncode != 0:
         pytest.skip(f"pip could not install tritonclient[grpc,http]: {pip.stderr[-500:]}")
     return python
+
+
+def run_tritonclient(
+    python: Path, module: str, script: str, url: str, x: npt.NDArray[Any], tmp_path: Path
+) -> Any:
+    """Run ``script`` in the tritonclient venv (``triton_python``) after a common preamble:
+    ``tc`` is ``tritonclient.<module>``, ``client`` a client of ``url`` that has checked
+    the server is live and ready and serves "encryip", ``x`` the inputs. Returns the
+    script's last stdout line, parsed as JSON."""
+    preamble = f"""
+import json, sys
+import numpy as np
+import tritonclient.{module} as tc
+
+url, npy = sys.argv[1], sys.argv[2]
+x = np.load(npy)
+client = tc.InferenceServerClient(url=url)
+assert client.is_server_live() and client.is_server_ready()
+assert client.is_model_ready("encryip")
+"""
+    npy = tmp_path / "x.npy"
+    np.save(npy, x)
+    proc = subprocess.run(
+        [str(python), "-c", preamble + script, url, str(npy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -26,7 +26,7 @@ from encryip_runtime.server.app import EncryIPServer
 from encryip_runtime.server.tensors import unpack_bytes_elements
 
 from . import oip_spec
-from .conftest import Certs, free_port, running_server, sample_inputs
+from .conftest import Certs, free_port, run_tritonclient, running_server, sample_inputs
 from .test_encryip_service import plain_labels
 
 HEADER = "Inference-Header-Content-Length"
@@ -374,15 +374,6 @@ def test_curl_json_and_binary(served: tuple[EncryIPServer, Any, str], tmp_path: 
 
 
 TRITON_HTTP_SCRIPT = r"""
-import json, sys
-import numpy as np
-import tritonclient.http as tc
-
-url, npy = sys.argv[1], sys.argv[2]
-x = np.load(npy)
-client = tc.InferenceServerClient(url=url)
-assert client.is_server_live() and client.is_server_ready()
-assert client.is_model_ready("encryip")
 meta = client.get_model_metadata("encryip")
 out = {"meta": meta}
 for binary in (True, False):
@@ -405,16 +396,8 @@ def test_tritonclient_http_infer_and_decrypt(
 ) -> None:
     server, release, _ = served
     x = sample_inputs(7, seed=11)
-    npy = tmp_path / "x.npy"
-    np.save(npy, x)
-    proc = subprocess.run(
-        [str(triton_python), "-c", TRITON_HTTP_SCRIPT, f"127.0.0.1:{server.http_port}", str(npy)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    url = f"127.0.0.1:{server.http_port}"
+    out = run_tritonclient(triton_python, "http", TRITON_HTTP_SCRIPT, url, x, tmp_path)
     assert out["meta"]["name"] == "encryip"
     key = LicenseeKey.load(release.key("acme"))
     want = plain_labels(release, "acme", x)

@@ -7,8 +7,6 @@ created once and cached under pytest's cache dir (``triton_python`` in conftest.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,19 +16,10 @@ import numpy as np
 from encryip_runtime.client import decrypt_batch
 from encryip_runtime.formats.keyfile import LicenseeKey
 
-from .conftest import running_server, sample_inputs
+from .conftest import run_tritonclient, running_server, sample_inputs
 from .test_encryip_service import plain_labels
 
 TRITON_SCRIPT = r"""
-import json, sys
-import numpy as np
-import tritonclient.grpc as tc
-
-url, npy = sys.argv[1], sys.argv[2]
-x = np.load(npy)
-client = tc.InferenceServerClient(url=url)
-assert client.is_server_live() and client.is_server_ready()
-assert client.is_model_ready("encryip")
 meta = client.get_model_metadata("encryip", as_json=True)
 inp = tc.InferInput("pixels", list(x.shape), "UINT8")
 inp.set_data_from_numpy(x)
@@ -45,17 +34,9 @@ def test_tritonclient_infer_and_decrypt(
     tiny_release: Any, triton_python: Path, tmp_path: Path
 ) -> None:
     x = sample_inputs(5, seed=7)
-    npy = tmp_path / "x.npy"
-    np.save(npy, x)
     with running_server(tiny_release.licensee_dir("acme")) as server:
-        proc = subprocess.run(
-            [str(triton_python), "-c", TRITON_SCRIPT, f"127.0.0.1:{server.port}", str(npy)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+        url = f"127.0.0.1:{server.port}"
+        out = run_tritonclient(triton_python, "grpc", TRITON_SCRIPT, url, x, tmp_path)
     assert out["meta"]["name"] == "encryip"
     assert out["meta"]["outputs"][0]["datatype"] == "BYTES"
     key = LicenseeKey.load(tiny_release.key("acme"))
