@@ -69,29 +69,24 @@ def site_and_server(
         yield server, site
 
 
+def _predict_js(
+    node: str, server: EncryIPServer, key: Path, x: np.ndarray, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """The SDK's ``examples/predict.js`` on ``x`` against ``server``'s REST port."""
+    npy = tmp_path / "digits.npy"
+    np.save(npy, x)
+    url = f"http://127.0.0.1:{server.http_port}"
+    argv = [node, "examples/predict.js", "--server", url, "--key", str(key), "--npy", str(npy)]
+    return subprocess.run(argv, cwd=SDK, capture_output=True, text=True, timeout=120)
+
+
 def test_node_predicts_and_decrypts_like_python(
     node: str, mnist_release: Path, site_and_server: Served, tmp_path: Path
 ) -> None:
     server, _ = site_and_server
     x, y = _mnist_test_images(64)
-    np.save(tmp_path / "digits.npy", x)
     key_file = mnist_release / "keys" / "acme.key"
-    out = subprocess.run(
-        [
-            node,
-            "examples/predict.js",
-            "--server",
-            f"http://127.0.0.1:{server.http_port}",
-            "--key",
-            str(key_file),
-            "--npy",
-            str(tmp_path / "digits.npy"),
-        ],
-        cwd=SDK,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _predict_js(node, server, key_file, x, tmp_path)
     assert out.returncode == 0, out.stderr
     js = json.loads(out.stdout.strip().splitlines()[-1])
     with EncryIPClient(f"127.0.0.1:{server.port}") as client:
@@ -109,23 +104,7 @@ def test_node_refuses_a_key_of_another_public_key(
 
     server, _ = site_and_server
     other = make_tiny_release(tmp_path / "other", "secure", ("mallory",))
-    np.save(tmp_path / "digits.npy", _mnist_test_images(2)[0])
-    out = subprocess.run(
-        [
-            node,
-            "examples/predict.js",
-            "--server",
-            f"http://127.0.0.1:{server.http_port}",
-            "--key",
-            str(other.key("mallory")),
-            "--npy",
-            str(tmp_path / "digits.npy"),
-        ],
-        cwd=SDK,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _predict_js(node, server, other.key("mallory"), _mnist_test_images(2)[0], tmp_path)
     assert out.returncode == 1
     assert "InvalidKeyError" in out.stderr and "does not belong" in out.stderr
 
