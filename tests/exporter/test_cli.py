@@ -20,6 +20,15 @@ SMALL = ["--dataset", "synthetic", "--train-subset", "1000", "--test-subset", "2
          "--threads", "1", "--no-progress", "--trigger-source", "noise"]  # fmt: skip
 
 
+def _plain_cnn(epochs: int) -> torch.nn.Module:
+    """A plain (unprotected) CNN trained on the synthetic set: what `protect` starts from."""
+    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
+    cfg = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, num_threads=1)
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 10, 16)
+    return train_model(model, data, plain_targets(10), cfg, progress=False).model
+
+
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -66,11 +75,7 @@ def test_train_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_protect_existing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, num_threads=1)
-    torch.manual_seed(0)
-    plain = train_model(build_model("cnn", 1, 10, 16), data, plain_targets(10), cfg,
-                        progress=False).model  # fmt: skip
+    plain = _plain_cnn(epochs=2)
     torch.save(plain.state_dict(), tmp_path / "plain.pt")
     out = tmp_path / "rel"
     rc = main(["protect", *SMALL, "--epochs", "2", "--model", str(tmp_path / "plain.pt"),
@@ -95,11 +100,7 @@ def test_protect_that_cannot_teach_the_triggers_fails_and_leaves_no_release(
     """A fine-tune far too weak to learn the triggers (issue: `protect --epochs 1` from a
     barely trained model wrote a release verify-onnx could not prove): exit 1, a message
     that says what to change, and nothing left that looks like a release."""
-    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=3e-3, num_threads=1)
-    torch.manual_seed(0)
-    plain = train_model(build_model("cnn", 1, 10, 16), data, plain_targets(10), cfg,
-                        progress=False).model  # fmt: skip
+    plain = _plain_cnn(epochs=1)
     torch.save(plain.state_dict(), tmp_path / "plain.pt")
     out = tmp_path / "rel"
     out.mkdir()  # an empty --out is allowed, and must stay empty
@@ -140,11 +141,7 @@ def test_protect_plain_state_dict_of_builtin_arch(
 ) -> None:
     """Issue 13.9: the bare network's state_dict (no scale/shift), as users save it, and
     DDP's ``module.`` prefix inside a ``{"model": ...}`` checkpoint."""
-    data = arrays_from_splits(make_synthetic(1000, 200, seed=0))
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, num_threads=1)
-    torch.manual_seed(0)
-    plain = train_model(build_model("cnn", 1, 10, 16), data, plain_targets(10), cfg,
-                        progress=False).model  # fmt: skip
+    plain = _plain_cnn(epochs=2)
     bare = plain.net.state_dict()  # type: ignore[union-attr]
     torch.save(bare, tmp_path / "bare.pt")
     torch.save({"model": {f"module.{k}": v for k, v in bare.items()}}, tmp_path / "ddp.pt")
