@@ -27,7 +27,7 @@ from server.conftest import Certs, certs  # noqa: F401 (fixture)
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2 as pb
 from encryip_runtime._generated.inference import grpc_predict_v2_pb2_grpc as pbg
 from encryip_runtime.arbitrator.cli import main
-from encryip_runtime.arbitrator.verify_endpoint import verify_endpoint
+from encryip_runtime.arbitrator.verify_endpoint import EndpointVerdict, verify_endpoint
 from encryip_runtime.client import decrypt_batch
 from encryip_runtime.formats import LicenseeKey
 from encryip_runtime.formats.vault import Vault
@@ -90,6 +90,27 @@ def _v2_server(answer: Callable[[np.ndarray], pb.ModelInferResponse]) -> Iterato
         server.stop(0)
 
 
+def _response(
+    name: str, datatype: str, shape: list[int], kind: str, values: list[Any]
+) -> pb.ModelInferResponse:
+    """A v2 answer of model "m" with one output tensor, ``values`` in ``<kind>_contents``."""
+    out = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
+    getattr(out.contents, f"{kind}_contents").extend(values)
+    return pb.ModelInferResponse(model_name="m", outputs=[out])
+
+
+def _verify_v2(
+    trained: Trained, answer: Callable[[np.ndarray], pb.ModelInferResponse]
+) -> EndpointVerdict:
+    """verify-endpoint against a hand-written v2 server of model "m" answering ``answer``."""
+    with _v2_server(answer) as port:
+        return verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+
+
+def _assert_names_globex(v: EndpointVerdict) -> None:
+    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+
+
 # ----------------------------------------------------------------------------- our server
 
 
@@ -124,23 +145,18 @@ def test_paper_profile_confused_and_raw(trained: Trained) -> None:
     with _our_server(trained.paths.licensee_dir("globex")) as (port, _):
         v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, **FAST)  # type: ignore[arg-type]
     assert v.answers == "confused-labels" and v.profile == "paper"
-    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+    _assert_names_globex(v)
     from encryip_runtime.arbitrator.inputs import SuspectModel
 
     model = SuspectModel(trained.model("globex"))
 
     def answer(x: np.ndarray) -> pb.ModelInferResponse:
         logits = model.logits(x)[0]
-        out = pb.ModelInferResponse.InferOutputTensor(
-            name="logits", datatype="FP32", shape=[1, len(logits)]
-        )
-        out.contents.fp32_contents.extend(logits.tolist())
-        return pb.ModelInferResponse(model_name="m", outputs=[out])
+        return _response("logits", "FP32", [1, len(logits)], "fp32", logits.tolist())
 
-    with _v2_server(answer) as port:
-        v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+    v = _verify_v2(trained, answer)
     assert v.answers == "raw-outputs"
-    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+    _assert_names_globex(v)
 
 
 @secure_only
@@ -173,7 +189,7 @@ def test_our_rest_server_serving_globex_is_globex(trained: Trained) -> None:
         v = verify_endpoint(f"http://127.0.0.1:{http_port}", trained.vault, model=model, **FAST)  # type: ignore[arg-type]
     print(f"ours REST/globex: p={v.p_value:.3g} queries={v.queries_sent}")
     assert v.protocol == "v2-rest" and v.answers == "confused-labels"
-    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+    _assert_names_globex(v)
 
 
 @secure_only
@@ -253,14 +269,11 @@ def test_served_argmax_slot_indices_name_globex(trained: Trained) -> None:
 
     def answer(x: np.ndarray) -> pb.ModelInferResponse:
         slot = int(np.argmax(model.logits(x)[0]))
-        out = pb.ModelInferResponse.InferOutputTensor(name="class", datatype="INT64", shape=[1])
-        out.contents.int64_contents.append(slot)
-        return pb.ModelInferResponse(model_name="m", outputs=[out])
+        return _response("class", "INT64", [1], "int64", [slot])
 
-    with _v2_server(answer) as port:
-        v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+    v = _verify_v2(trained, answer)
     assert v.answers == "raw-outputs"
-    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+    _assert_names_globex(v)
 
 
 # ----------------------------------------------------------------------------- plain labels
@@ -274,15 +287,12 @@ def test_service_decrypting_with_globex_key_is_globex(trained: Trained) -> None:
 
     def answer(x: np.ndarray) -> pb.ModelInferResponse:
         label = int(decrypt_batch([bytes(r) for r in pm.predict(x)], key)[0])
-        out = pb.ModelInferResponse.InferOutputTensor(name="label", datatype="BYTES", shape=[1])
-        out.contents.bytes_contents.append(names[label].encode())
-        return pb.ModelInferResponse(model_name="m", outputs=[out])
+        return _response("label", "BYTES", [1], "bytes", [names[label].encode()])
 
-    with _v2_server(answer) as port:
-        v = verify_endpoint(f"grpc://127.0.0.1:{port}", trained.vault, model="m", **FAST)  # type: ignore[arg-type]
+    v = _verify_v2(trained, answer)
     print(f"labels/globex: p={v.p_value:.3g} queries={v.queries_sent}")
     assert v.protocol == "v2-grpc" and v.answers == "plain-labels"
-    assert v.owned and v.licensee == "globex" and v.p_value < 1e-6, v.summary
+    _assert_names_globex(v)
 
 
 # ----------------------------------------------------------------------------- garbage
@@ -291,9 +301,7 @@ def test_service_decrypting_with_globex_key_is_globex(trained: Trained) -> None:
 @secure_only
 def test_garbage_answers_exit_2(trained: Trained, capsys: pytest.CaptureFixture[str]) -> None:
     def answer(x: np.ndarray) -> pb.ModelInferResponse:
-        out = pb.ModelInferResponse.InferOutputTensor(name="o", datatype="BYTES", shape=[1])
-        out.contents.bytes_contents.append(b"\x00garbage" * 3)
-        return pb.ModelInferResponse(model_name="m", outputs=[out])
+        return _response("o", "BYTES", [1], "bytes", [b"\x00garbage" * 3])
 
     with _v2_server(answer) as port:
         rc = main(["verify-endpoint", f"grpc://127.0.0.1:{port}", "--vault", str(trained.root),
