@@ -33,20 +33,21 @@ def selector_onnx(num_outputs: int) -> bytes:
     return make(num_outputs)
 
 
-def natural_images(slots: npt.ArrayLike, seed: int) -> npt.NDArray[np.uint8]:
+def _images(slots: npt.ArrayLike, seed: int, high: int) -> npt.NDArray[np.uint8]:
+    """Pixels uniform in [0, high), and 255 at each image's selector slot."""
     s = np.asarray(slots, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 100, (len(s), int(np.prod(SHAPE))), dtype=np.uint8)
+    x = rng.integers(0, high, (len(s), int(np.prod(SHAPE))), dtype=np.uint8)
     x[np.arange(len(s)), s] = 255
     return x.reshape(len(s), *SHAPE)
+
+
+def natural_images(slots: npt.ArrayLike, seed: int) -> npt.NDArray[np.uint8]:
+    return _images(slots, seed, 100)
 
 
 def noise_triggers(slots: npt.ArrayLike, seed: int) -> npt.NDArray[np.uint8]:
-    s = np.asarray(slots, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 251, (len(s), int(np.prod(SHAPE))), dtype=np.uint8)
-    x[np.arange(len(s)), s] = 255
-    return x.reshape(len(s), *SHAPE)
+    return _images(slots, seed, 251)
 
 
 @dataclass(frozen=True)
