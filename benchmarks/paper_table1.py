@@ -76,6 +76,21 @@ PAPER_MNIST: dict[str, tuple[float, float, float, float, float]] = {
 }
 
 
+def share_original(metrics: dict[str, Any], first: dict[str, Any]) -> None:
+    """Fill a cell trained without a baseline with the original model of the same
+    (dataset, arch, seed, budget) trained in an earlier cell: the original does not depend
+    on the profile (same seed, initial weights, data order and split), so it is trained
+    once per seed and shared."""
+    orig = first["original"]
+    metrics["original"] = orig
+    metrics["original_from_profile"] = first["profile"]
+    for key in [k for k in metrics if k.startswith("encryip_")]:
+        metrics["delta_pp" + key.removeprefix("encryip")] = 100 * (metrics[key] - orig)
+    metrics["delta_pp"] = 100 * (metrics["encryip"] - orig)
+    metrics["train_seconds"]["original"] = first["train_seconds"]["original"]
+    metrics["history"]["original"] = first["history"]["original"]
+
+
 _SUMMARISED = (
     "original",
     "encryip",
@@ -136,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--profiles", nargs="+", choices=PROFILES)
     p.add_argument("--seeds", type=int, help="seeds per cell (overrides the plan)")
+    p.add_argument(
+        "--first-seed", type=int, default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (split a plan across processes)",
+    )  # fmt: skip
     p.add_argument("--epochs", type=int, help="epochs (overrides the plan)")
     p.add_argument("--train-subset", type=int, help="training images (overrides the plan)")
     p.add_argument("--test-subset", type=int, help="test images (overrides the plan)")
@@ -173,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             profiles = args.profiles or (QUICK_PROFILES[arch] if scale == "quick" else PROFILES)
             if budget not in data_cache:
                 data_cache[budget] = load_arrays(ds, budget, seed=0)
+            originals: dict[int, dict[str, Any]] = {}  # seed -> the original's metrics
             for prof in profiles:
-                for seed in range(seeds):
+                for seed in range(args.first_seed, args.first_seed + seeds):
                     log.info(
                         "cell %s / %s / %s / seed %d (%s)", ds, arch, prof, seed, budget.describe()
                     )
@@ -182,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ds, arch, prof, seed, budget, data=data_cache[budget],
                         trigger_source=args.trigger_source,
                         max_trigger_epochs=args.max_trigger_epochs,
+                        baseline=seed not in originals,
                     )  # fmt: skip
+                    if seed in originals:
+                        share_original(cell.metrics, originals[seed])
+                    else:
+                        originals[seed] = {**cell.metrics, "profile": prof}
                     rows.append(cell.row())
                     if args.save:
                         partial = result(scale, rows, t_start)

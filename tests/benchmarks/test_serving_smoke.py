@@ -40,12 +40,15 @@ def test_serving_benchmark_tiny(tmp_path: Path, load_generator: str) -> None:
         "protected_vs_plain_throughput",
         "protected_vs_kserve_throughput",
         "echo_vs_kserve_throughput",
+        "protected_f1_vs_plain_throughput_c32_b32",
+        "format1_crypto_us_per_row",
+        "targets_met",
         "p99_ms",
     ):
         assert key in cnn
     assert cnn["crypto_us_per_row"] > 0 and cnn["raw_3_scalarmult_us_per_row"] > 0
     systems = {c["system"] for c in result["cells"]["cnn"]}
-    want = {"protected", "plain", "protected-v2", "echo"}
+    want = {"protected", "protected-f1", "plain", "protected-v2", "echo"}
     want |= {"kserve"} if result["kserve"] else set()
     if load_generator == "h2load":  # REST cells (h2load --h1), beside KServe's REST
         want |= {"protected-rest"} | ({"kserve-rest"} if result["kserve"] else set())
