@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from encryip_runtime.cli.options import add_passphrase_argument
 from exporter import commands
 from exporter.commands import COMMANDS
 
@@ -131,13 +132,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--probe-size", type=int, default=500, help="labelled test images kept in the vault"
     )
     r.add_argument("--model-name", default="encryip", help="name the server serves the model under")
-    r.add_argument(
-        "--passphrase-file",
-        type=Path,
-        default=None,
-        help="file whose first line is the vault passphrase (else ENCRYIP_VAULT_PASSPHRASE, "
-        "ENCRYIP_VAULT_KEY_FILE, or a prompt on a terminal); the vault is encrypted at rest",
-    )
+    add_passphrase_argument(r, note="; the vault is encrypted at rest")
     t = p.add_argument_group("training")
     t.add_argument(
         "--arch",

@@ -14,10 +14,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from encryip_runtime.arbitrator import commands
 from encryip_runtime.arbitrator.commands import COMMANDS
+from encryip_runtime.cli.options import add_passphrase_argument
 
 __all__ = ["build_parser", "main"]
 
@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
-    common.add_argument(
-        "--passphrase-file",
-        type=Path,
-        default=None,
-        help="file whose first line is the vault passphrase (else ENCRYIP_VAULT_PASSPHRASE, "
-        "ENCRYIP_VAULT_KEY_FILE, or a prompt on a terminal)",
-    )
+    add_passphrase_argument(common)
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Prove that a leaked model, key or service is ours and name its licensee. "

@@ -19,23 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.options import add_command, add_key_passphrase_argument
 
 NAME = "decrypt"
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME, parents=parents, help="decrypt confused labels (hex) with a licensee key"
+    p = add_command(
+        subparsers, NAME, parents, run, "decrypt confused labels (hex) with a licensee key"
     )
     p.add_argument("--key", type=Path, required=True, help="licensee key file")
-    p.add_argument(
-        "--key-passphrase-file",
-        type=Path,
-        default=None,
-        help="only for a key sealed with `encryip keys seal`: file whose first line is its "
-        "passphrase (else ENCRYIP_KEY_PASSPHRASE, or a prompt on a terminal)",
-    )
+    add_key_passphrase_argument(p)
     p.add_argument(
         "--ciphertext",
         nargs="+",
@@ -59,7 +54,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "of another public key",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=run)
 
 
 def _read_predictions(source: str, problems: list[str]) -> tuple[list[str], dict[str, Any]]:

@@ -15,18 +15,14 @@ from typing import Any
 
 from encryip_runtime.cli.connection import add_connection_arguments, connect_or_fail
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.options import add_command
 
 NAME = "health"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        parents=parents,
-        help="liveness / readiness of a server (exit 0 = ready, or alive with --live)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "liveness / readiness of a server (exit 0 = ready, or alive with --live)"
+    p = add_command(subparsers, NAME, parents, run, summary, doc=__doc__)
     add_connection_arguments(p)
     p.add_argument(
         "--service",
@@ -36,7 +32,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--live", action="store_true", help="liveness: any answer is a success")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

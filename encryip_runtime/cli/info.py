@@ -9,15 +9,15 @@ from typing import Any
 
 from encryip_runtime.cli.connection import add_connection_arguments, connect_or_fail
 from encryip_runtime.cli.errors import CommandError
+from encryip_runtime.cli.options import add_command
 
 NAME = "info"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(NAME, parents=parents, help="show the served model's public info")
+    p = add_command(subparsers, NAME, parents, run, "show the served model's public info")
     add_connection_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
-from encryip_runtime.cli.vault import add_passphrase_argument
+from encryip_runtime.cli.options import add_command, add_passphrase_argument
 
 NAME = "keys"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME, parents=parents, help="add a licensee or rotate every key of a release (no training)"
-    )
+    summary = "add a licensee or rotate every key of a release (no training)"
+    p = add_command(subparsers, NAME, parents, run, summary)
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     add = sub.add_parser(
         "add", parents=parents, help="issue a key and a permuted model to a new licensee"
@@ -53,7 +52,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     ls.add_argument("release", type=Path, help="release directory (holds vault.json)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     add_passphrase_argument(ls)
-    p.set_defaults(run=run)
 
 
 def _check_release(release: Path) -> None:

@@ -3,8 +3,8 @@
 
 A command module ``encryip_runtime.cli.<name>`` provides::
 
-    def register(subparsers, parents) -> None    # add_parser(name, parents=parents, ...)
-                                                 # and set_defaults(run=run)
+    def register(subparsers, parents) -> None    # p = add_command(subparsers, NAME,
+                                                 #     parents, run, HELP) (cli/options.py)
     def run(args: argparse.Namespace) -> int     # the exit code
 
 Modules keep heavy imports (numpy, grpc, onnxruntime) inside ``run`` so ``--help`` is

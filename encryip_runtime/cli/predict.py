@@ -23,24 +23,19 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from encryip_runtime.client import ModelInfo
+from encryip_runtime.cli.options import add_command, add_key_passphrase_argument
 
 NAME = "predict"
 _NPY = (".npy",)
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME, parents=parents, help="predict on the server, decrypt locally with your key"
+    p = add_command(
+        subparsers, NAME, parents, run, "predict on the server, decrypt locally with your key"
     )
     add_connection_arguments(p)
     p.add_argument("--key", type=Path, required=True, help="licensee key file")
-    p.add_argument(
-        "--key-passphrase-file",
-        type=Path,
-        default=None,
-        help="only for a key sealed with `encryip keys seal`: file whose first line is its "
-        "passphrase (else ENCRYIP_KEY_PASSPHRASE, or a prompt on a terminal)",
-    )
+    add_key_passphrase_argument(p)
     p.add_argument(
         "--input",
         type=Path,
@@ -51,7 +46,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="rows per request (default 64)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=run)
 
 
 def _load_npy(path: Path, problems: list[str]) -> npt.NDArray[Any] | None:

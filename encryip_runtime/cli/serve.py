@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.options import add_command
 
 NAME = "serve"
 
@@ -17,17 +18,18 @@ NAME = "serve"
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     from encryip_runtime.server.config import ServerConfig
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         NAME,
-        parents=parents,
-        help="serve a release, licensee directory or model repository over gRPC and REST",
+        parents,
+        run,
+        "serve a release, licensee directory or model repository over gRPC and REST",
         description="Serve confused labels (encryip.v1 + Open Inference Protocol v2 over "
         "gRPC and REST + grpc.health.v1). RELEASE_DIR may also be a model repository "
         "DIR/<model>/<version>/. Every flag can also be set as ENCRYIP_<FLAG_UPPER_SNAKE>; "
         "flags win. SIGTERM drains, SIGHUP reloads the models.",
     )
     ServerConfig.add_arguments(p)
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

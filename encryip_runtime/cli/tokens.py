@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.options import add_command
 
 NAME = "tokens"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME, parents=parents, help="issue, revoke and list per-licensee bearer tokens"
+    p = add_command(
+        subparsers, NAME, parents, run, "issue, revoke and list per-licensee bearer tokens"
     )
     sub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
     add = sub.add_parser("add", parents=parents, help="issue a token to a licensee (printed once)")
@@ -33,7 +34,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     for q in (add, rev, ls):
         q.add_argument("--tokens-file", type=Path, required=True, help="the server's tokens file")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

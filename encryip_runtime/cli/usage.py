@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.options import add_command
 
 NAME = "usage"
 OUTCOMES = ("ok", "error", "refused")
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME, parents=parents, help="per-licensee requests and rows (billing export)"
+    p = add_command(
+        subparsers, NAME, parents, run, "per-licensee requests and rows (billing export)"
     )
     p.add_argument(
         "usage_file", nargs="?", type=Path, metavar="USAGE_FILE",
@@ -36,7 +37,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--format", choices=("json", "csv"), default="json", help="output format (default json)"
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for --metrics-url")
-    p.set_defaults(run=run)
 
 
 def from_metrics(text: str) -> dict[str, Any]:

@@ -16,28 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.cli.errors import CommandError, UsageError
+from encryip_runtime.cli.options import add_command, add_passphrase_argument
 
 NAME = "vault"
 
 
-def add_passphrase_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--passphrase-file",
-        type=Path,
-        default=None,
-        help="file whose first line is the vault passphrase (else ENCRYIP_VAULT_PASSPHRASE, "
-        "ENCRYIP_VAULT_KEY_FILE, or a prompt on a terminal)",
-    )
-
-
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        parents=parents,
-        help="the vault at rest: encrypt a plaintext vault, show whether it is sealed",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "the vault at rest: encrypt a plaintext vault, show whether it is sealed"
+    p = add_command(subparsers, NAME, parents, run, summary, doc=__doc__)
     sub = p.add_subparsers(dest="vault_command", metavar="ACTION", required=True)
     for action, text in (
         ("encrypt", "seal a plaintext vault.json + vault.npz in place"),
@@ -47,7 +33,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         a.add_argument("release", type=Path, help="release directory, or its vault.json")
         a.add_argument("--json", action="store_true", help="machine-readable output")
         add_passphrase_argument(a)
-    p.set_defaults(run=run)
 
 
 def _vault_files(release: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""What the arbitrator's commands share: --alpha, --vault, and how results are printed."""
+"""What the arbitrator's commands share: their parser with --vault, --alpha, and how results
+are printed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from encryip_runtime.cli.options import add_command
 
 DEFAULT_ALPHA = 1e-6
 
@@ -32,8 +35,17 @@ def add_alpha_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_vault_argument(p: argparse.ArgumentParser) -> None:
+def command_parser(
+    subparsers: Any,
+    name: str,
+    parents: list[argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], int],
+    summary: str,
+) -> argparse.ArgumentParser:
+    """An arbitrator command's parser: every command reads the vault (``--vault``)."""
+    p = add_command(subparsers, name, parents, run, summary)
     p.add_argument("--vault", type=Path, required=True, help="vault.json (or the release dir)")
+    return p
 
 
 def emit(args: argparse.Namespace, doc: dict[str, Any], text: Callable[[], list[str]]) -> None:
@@ -41,6 +53,13 @@ def emit(args: argparse.Namespace, doc: dict[str, Any], text: Callable[[], list[
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write("\n".join(text()) + "\n")
+
+
+def verdict_lines(title: str, verdict: str, licensee: str | None, summary: str) -> list[str]:
+    """A verdict's first lines: what was examined, the verdict (and the licensee it
+    names), and its one-line summary."""
+    named = f", licensee {licensee!r}" if licensee else ""
+    return [title, f"  verdict:   {verdict}{named}", f"  {summary}"]
 
 
 def p_value(log10_p: float) -> str:

@@ -7,30 +7,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from encryip_runtime.arbitrator.commands.common import (
-    add_vault_argument,
-    emit,
-)
+from encryip_runtime.arbitrator.commands import common
 
 NAME = "export-triggers"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        parents=parents,
-        help="write the trigger inputs as PNG + triggers.npy to query a service",
-    )
-    add_vault_argument(p)
+    summary = "write the trigger inputs as PNG + triggers.npy to query a service"
+    p = common.command_parser(subparsers, NAME, parents, run, summary)
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from encryip_runtime.arbitrator.export_triggers import export_triggers
 
     files = export_triggers(args.vault, args.out)
-    emit(
+    common.emit(
         args,
         {"command": "export-triggers", "files": [str(f) for f in files]},
         lambda: [

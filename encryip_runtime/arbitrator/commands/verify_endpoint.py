@@ -9,12 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from encryip_runtime.arbitrator.commands.common import (
-    add_alpha_argument,
-    add_vault_argument,
-    emit,
-    p_value,
-)
+from encryip_runtime.arbitrator.commands import common
+from encryip_runtime.arbitrator.commands.common import p_value
 
 NAME = "verify-endpoint"
 
@@ -36,20 +32,16 @@ def _number(kind: type, *, lo: float, strict: bool) -> Any:
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        parents=parents,
-        help="query a live service (v2 gRPC/REST or encryip.v1): is it ours, whose is it?",
-    )
+    summary = "query a live service (v2 gRPC/REST or encryip.v1): is it ours, whose is it?"
+    p = common.command_parser(subparsers, NAME, parents, run, summary)
     p.add_argument(
         "url",
         metavar="URL",
         help="grpc://HOST:PORT or grpcs:// (v2 gRPC or encryip.v1, detected), "
         "http://HOST:PORT or https:// (v2 REST); bare HOST:PORT is gRPC",
     )
-    add_vault_argument(p)
     p.add_argument("--model", default=None, help="model name on a v2 server")
-    add_alpha_argument(p)
+    common.add_alpha_argument(p)
     p.add_argument(
         "--max-queries", type=_number(int, lo=1, strict=False), default=1000,
         help="most inputs sent, triggers included (default 1000)",
@@ -83,7 +75,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="release dir whose licensees/*/manifest.json name a deployment that reports its "
         "manifest (default: the vault's directory)",
     )  # fmt: skip
-    p.set_defaults(run=run)
 
 
 def _token(args: argparse.Namespace, problems: list[str]) -> str | None:
@@ -129,11 +120,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def text() -> list[str]:
+        title = f"verify-endpoint {v.url} ({v.protocol}, model {v.model!r})"
+        verdict = "OWNED" if v.owned else "NOT PROVEN"
         lines = [
-            f"verify-endpoint {v.url} ({v.protocol}, model {v.model!r})",
-            f"  verdict:   {'OWNED' if v.owned else 'NOT PROVEN'}"
-            + (f", licensee {v.licensee!r}" if v.licensee else ""),
-            f"  {v.summary}",
+            *common.verdict_lines(title, verdict, v.licensee, v.summary),
             f"  answers:   {v.answers}; {v.queries_sent} queries ({v.num_triggers} triggers, "
             f"{v.probes_sent} probes, {v.failed_queries} failed) in {v.seconds:.1f} s",
             f"  p-value:   {p_value(v.log10_p_value)} (threshold {v.alpha:g})",
@@ -141,5 +131,5 @@ def run(args: argparse.Namespace) -> int:
         lines += [f"  note: {n}" for n in v.notes]
         return lines
 
-    emit(args, v.to_json(), text)
+    common.emit(args, v.to_json(), text)
     return v.exit_code

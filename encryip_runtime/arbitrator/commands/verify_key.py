@@ -6,26 +6,21 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from encryip_runtime.arbitrator.commands.common import (
-    add_vault_argument,
-    emit,
-)
+from encryip_runtime.arbitrator.commands import common
 
 NAME = "verify-key"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(NAME, parents=parents, help="whose is this leaked key?")
+    p = common.command_parser(subparsers, NAME, parents, run, "whose is this leaked key?")
     p.add_argument("key", type=Path, metavar="KEYFILE")
-    add_vault_argument(p)
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from encryip_runtime.arbitrator.verify_key import verify_key
 
     v = verify_key(args.key, args.vault)
-    emit(
+    common.emit(
         args,
         v.to_json(),
         lambda: [

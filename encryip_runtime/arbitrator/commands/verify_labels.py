@@ -7,31 +7,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from encryip_runtime.arbitrator.commands.common import (
-    add_alpha_argument,
-    add_vault_argument,
-    emit,
-    p_value,
-)
+from encryip_runtime.arbitrator.commands import common
+from encryip_runtime.arbitrator.commands.common import p_value
 
 NAME = "verify-labels"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        parents=parents,
-        help="which licensee's key explains the labels a service gave for the triggers? (Eqn. 5)",
-    )
+    summary = "which licensee's key explains the labels a service gave for the triggers? (Eqn. 5)"
+    p = common.command_parser(subparsers, NAME, parents, run, summary)
     p.add_argument(
         "observed",
         type=Path,
         metavar="OBSERVED.json",
         help='a JSON list, or {"labels": [...]}, in trigger order (null = no answer)',
     )
-    add_vault_argument(p)
-    add_alpha_argument(p)
-    p.set_defaults(run=run)
+    common.add_alpha_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,11 +31,9 @@ def run(args: argparse.Namespace) -> int:
     v = verify_labels(args.observed, args.vault, args.alpha)
 
     def text() -> list[str]:
+        verdict = "PROVEN" if v.proven else "NOT PROVEN"
         lines = [
-            f"verify-labels {v.observed}",
-            f"  verdict:   {'PROVEN' if v.proven else 'NOT PROVEN'}"
-            + (f", licensee {v.licensee!r}" if v.licensee else ""),
-            f"  {v.summary}",
+            *common.verdict_lines(f"verify-labels {v.observed}", verdict, v.licensee, v.summary),
             f"  p-value:   {p_value(v.log10_p_value)} (binomial tail, "
             f"chance {v.chance_per_trigger:.4g}"
             f" per trigger, Bonferroni over {len(v.licensees)} licensees)",
@@ -60,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
         ]
         return lines
 
-    emit(args, v.to_json(), text)
+    common.emit(args, v.to_json(), text)
     return v.exit_code

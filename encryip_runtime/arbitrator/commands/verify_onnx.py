@@ -7,30 +7,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from encryip_runtime.arbitrator.commands.common import (
-    add_alpha_argument,
-    add_vault_argument,
-    emit,
-    p_value,
-)
+from encryip_runtime.arbitrator.commands import common
+from encryip_runtime.arbitrator.commands.common import p_value
 
 NAME = "verify-onnx"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        NAME, parents=parents, help="is this ONNX file ours, and which licensee's copy is it?"
-    )
+    summary = "is this ONNX file ours, and which licensee's copy is it?"
+    p = common.command_parser(subparsers, NAME, parents, run, summary)
     p.add_argument("suspect", type=Path, metavar="SUSPECT.onnx")
-    add_vault_argument(p)
     p.add_argument(
         "--manifest",
         type=Path,
         default=None,
         help="the suspect's manifest.json, if found beside it (undoes a re-permutation)",
     )
-    add_alpha_argument(p)
-    p.set_defaults(run=run)
+    common.add_alpha_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,11 +32,9 @@ def run(args: argparse.Namespace) -> int:
     v = verify_onnx(args.suspect, args.vault, args.alpha, manifest_path=args.manifest)
 
     def text() -> list[str]:
+        verdict = "OWNED" if v.owned else "NOT PROVEN"
         lines = [
-            f"verify-onnx {v.suspect}",
-            f"  verdict:   {'OWNED' if v.owned else 'NOT PROVEN'}"
-            + (f", licensee {v.licensee!r}" if v.licensee else ""),
-            f"  {v.summary}",
+            *common.verdict_lines(f"verify-onnx {v.suspect}", verdict, v.licensee, v.summary),
             f"  p-value:   {p_value(v.log10_p_value)} (bound; Bonferroni over "
             f"{len(v.candidates)} output orders x 2 tests)",
             f"  threshold: p < {v.alpha:g}; a named file needs >= {v.min_trigger_hits} of "
@@ -76,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
         lines += [f"  note: {n}" for n in v.notes]
         return lines
 
-    emit(args, v.to_json(), text)
+    common.emit(args, v.to_json(), text)
     return v.exit_code
