@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from encryip_runtime.arbitrator import commands
 from encryip_runtime.arbitrator.commands import COMMANDS
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     add_passphrase_argument(common)
+    # every command reads the vault
+    common.add_argument("--vault", type=Path, required=True, help="vault.json (or the release dir)")
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Prove that a leaked model, key or service is ours and name its licensee. "

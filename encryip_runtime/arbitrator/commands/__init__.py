@@ -1,8 +1,8 @@
 """``encryip-arbitrator``'s commands, one module each (``verify-onnx`` is
 ``verify_onnx.py``). A module provides ``NAME``, ``register(subparsers, parents)`` (which
-starts from ``common.command_parser``: ``--vault`` and ``run``) and ``run(args) -> exit
-code``; arbitrator/cli.py builds the parser from them and hands it to the shared runner
-(cli/runner.py)."""
+sets ``run``: ``cli.options.add_command``) and ``run(args) -> exit code``; ``parents``
+carry the options every command takes (``--vault``, ``--json``, ...). arbitrator/cli.py
+builds the parser from them and hands it to the shared runner (cli/runner.py)."""
 
 COMMANDS: tuple[str, ...] = (
     "verify_onnx",

@@ -1,5 +1,5 @@
-"""What the arbitrator's commands share: their parser with --vault, --alpha, and how results
-are printed."""
+"""What the arbitrator's commands share besides the options every one takes (--vault and
+the rest, arbitrator/cli.py): --alpha, and how results are printed."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-from encryip_runtime.cli.options import add_command
 
 DEFAULT_ALPHA = 1e-6
 
@@ -33,19 +30,6 @@ def add_alpha_argument(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_ALPHA,
         help=f"significance level (default {DEFAULT_ALPHA:g})",
     )
-
-
-def command_parser(
-    subparsers: Any,
-    name: str,
-    parents: list[argparse.ArgumentParser],
-    run: Callable[[argparse.Namespace], int],
-    summary: str,
-) -> argparse.ArgumentParser:
-    """An arbitrator command's parser: every command reads the vault (``--vault``)."""
-    p = add_command(subparsers, name, parents, run, summary)
-    p.add_argument("--vault", type=Path, required=True, help="vault.json (or the release dir)")
-    return p
 
 
 def emit(args: argparse.Namespace, doc: dict[str, Any], text: Callable[[], list[str]]) -> None:

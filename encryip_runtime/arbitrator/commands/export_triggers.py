@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.arbitrator.commands import common
+from encryip_runtime.cli.options import add_command
 
 NAME = "export-triggers"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     summary = "write the trigger inputs as PNG + triggers.npy to query a service"
-    p = common.command_parser(subparsers, NAME, parents, run, summary)
+    p = add_command(subparsers, NAME, parents, run, summary)
     p.add_argument("--out", type=Path, required=True, help="output directory")
 
 

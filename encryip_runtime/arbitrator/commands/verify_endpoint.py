@@ -11,6 +11,7 @@ from typing import Any
 
 from encryip_runtime.arbitrator.commands import common
 from encryip_runtime.arbitrator.commands.common import p_value
+from encryip_runtime.cli.options import add_command
 
 NAME = "verify-endpoint"
 
@@ -33,7 +34,7 @@ def _number(kind: type, *, lo: float, strict: bool) -> Any:
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     summary = "query a live service (v2 gRPC/REST or encryip.v1): is it ours, whose is it?"
-    p = common.command_parser(subparsers, NAME, parents, run, summary)
+    p = add_command(subparsers, NAME, parents, run, summary)
     p.add_argument(
         "url",
         metavar="URL",

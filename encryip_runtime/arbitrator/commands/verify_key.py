@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from encryip_runtime.arbitrator.commands import common
+from encryip_runtime.cli.options import add_command
 
 NAME = "verify-key"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = common.command_parser(subparsers, NAME, parents, run, "whose is this leaked key?")
+    p = add_command(subparsers, NAME, parents, run, "whose is this leaked key?")
     p.add_argument("key", type=Path, metavar="KEYFILE")
 
 

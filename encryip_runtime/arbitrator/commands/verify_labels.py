@@ -9,13 +9,14 @@ from typing import Any
 
 from encryip_runtime.arbitrator.commands import common
 from encryip_runtime.arbitrator.commands.common import p_value
+from encryip_runtime.cli.options import add_command
 
 NAME = "verify-labels"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     summary = "which licensee's key explains the labels a service gave for the triggers? (Eqn. 5)"
-    p = common.command_parser(subparsers, NAME, parents, run, summary)
+    p = add_command(subparsers, NAME, parents, run, summary)
     p.add_argument(
         "observed",
         type=Path,

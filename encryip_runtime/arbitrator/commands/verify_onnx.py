@@ -9,13 +9,14 @@ from typing import Any
 
 from encryip_runtime.arbitrator.commands import common
 from encryip_runtime.arbitrator.commands.common import p_value
+from encryip_runtime.cli.options import add_command
 
 NAME = "verify-onnx"
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     summary = "is this ONNX file ours, and which licensee's copy is it?"
-    p = common.command_parser(subparsers, NAME, parents, run, summary)
+    p = add_command(subparsers, NAME, parents, run, summary)
     p.add_argument("suspect", type=Path, metavar="SUSPECT.onnx")
     p.add_argument(
         "--manifest",
