@@ -267,13 +267,7 @@ class RestFrontend:
         body = await _read_body(request, self._max_body)
         ready_only = False
         if body.strip():
-            try:
-                params = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(f"request body is not JSON: {exc}") from None
-            if not isinstance(params, dict):
-                raise InputError("request body must be a JSON object")
-            ready_only = params.get("ready") is True
+            ready_only = _json_object(body).get("ready") is True
         rows = self._predictor.repository.index(ready_only=ready_only)
         return web.json_response(
             [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason}
@@ -391,6 +385,17 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return await request.read()  # aiohttp enforces client_max_size (413) while reading
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A request body's JSON object (InputError for anything else)."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"request body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InputError("request body must be a JSON object")
+    return doc
+
+
 def _parse_infer(body: bytes, header_length: str | None, loaded: LoadedModel) -> _InferRequest:
     """The body of an infer request -> the input array and what to return (InputError)."""
     if header_length is not None:
@@ -403,12 +408,7 @@ def _parse_infer(body: bytes, header_length: str | None, loaded: LoadedModel) ->
         head_bytes, binary = body[:n], memoryview(body)[n:]
     else:
         head_bytes, binary = body, memoryview(b"")
-    try:
-        head = json.loads(head_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"request body is not JSON: {exc}") from None
-    if not isinstance(head, dict):
-        raise InputError("request body must be a JSON object")
+    head = _json_object(head_bytes)
     req_id = head.get("id")
     if req_id is not None and not isinstance(req_id, str):
         raise InputError("'id' must be a string")
