@@ -52,25 +52,31 @@ from encryip_runtime.crypto import make_scheme, r255_native
 __all__ = ["main"]
 
 
-def per_second(fn: Callable[[], Any], items: int, *, min_time: float = 0.3) -> float:
-    """Items per second: the median over repeats of a loop lasting at least ``min_time``."""
-    fn()  # warm up (tables, caches, lazy imports)
+def _seconds_per_call(fn: Callable[[], Any], clock: Callable[[], float], min_time: float) -> float:
+    """``clock`` seconds per call of ``fn``: the median of 5 loops, each lasting at least
+    ``min_time / 5`` (after one warm-up call: tables, caches, lazy imports)."""
+    fn()
     loops = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(loops):
             fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         if dt >= min_time / 5 or loops >= 1 << 20:
             break
         loops *= 2
-    rates = []
+    times = []
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(loops):
             fn()
-        rates.append(items * loops / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        times.append((clock() - t0) / loops)
+    return statistics.median(times)
+
+
+def per_second(fn: Callable[[], Any], items: int, *, min_time: float = 0.3) -> float:
+    """Items per second (wall clock): the median over repeats of a timed loop."""
+    return items / _seconds_per_call(fn, time.perf_counter, min_time)
 
 
 def bench_paper(batches: list[int]) -> dict[str, Any]:
@@ -132,23 +138,7 @@ def _raw_scalarmult_loop(n: int) -> Callable[[], None]:
 
 def cpu_us_per_item(fn: Callable[[], Any], items: int, *, min_time: float = 0.2) -> float:
     """µs of the calling thread's CPU time per item: the median over 5 repeats."""
-    fn()
-    loops = 1
-    while True:
-        t0 = time.thread_time()
-        for _ in range(loops):
-            fn()
-        dt = time.thread_time() - t0
-        if dt >= min_time / 5 or loops >= 1 << 20:
-            break
-        loops *= 2
-    costs = []
-    for _ in range(5):
-        t0 = time.thread_time()
-        for _ in range(loops):
-            fn()
-        costs.append((time.thread_time() - t0) / (items * loops) * 1e6)
-    return statistics.median(costs)
+    return _seconds_per_call(fn, time.thread_time, min_time) / items * 1e6
 
 
 def best_per_second(fn: Callable[[], Any], items: int, *, repeats: int = 7) -> float:
