@@ -76,11 +76,19 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-def _log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-    return level
+def _one_of(choices: tuple[str, ...], case: Callable[[str], str]) -> Callable[[str], str]:
+    """A parser of one of ``choices``, in any case (``case``: str.upper or str.lower)."""
+
+    def parse(text: str) -> str:
+        value = case(text.strip())
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+_log_level = _one_of(LOG_LEVELS, str.upper)
 
 
 def _bool(text: str) -> bool:
@@ -95,11 +103,7 @@ def _bool(text: str) -> bool:
 MODEL_CONTROL_MODES = ("none", "explicit")
 
 
-def _model_control(text: str) -> str:
-    mode = text.strip().lower()
-    if mode not in MODEL_CONTROL_MODES:
-        raise ValueError(f"must be one of {', '.join(MODEL_CONTROL_MODES)}")
-    return mode
+_model_control = _one_of(MODEL_CONTROL_MODES, str.lower)
 
 
 def env_name(field_name: str) -> str:
