@@ -430,33 +430,51 @@ def h2load_rest(
 
     path = workdir / "h2load-rest.bin"
     path.write_bytes(body)
-    logfile = workdir / "h2load-rest.tsv"
-    argv = [
-        "h2load", "--h1", "-t", "1", "-c", str(conns), "-m", "1",
-        "--warm-up-time", f"{round(warmup * 1000)}ms", "-D", f"{round(dur * 1000)}ms",
+    args = [
+        "--h1", "-t", "1", "-c", str(conns), "-m", "1",
         "-d", str(path), *[a for k, v in headers.items() for a in ("-H", f"{k}: {v}")],
-        "--log-file", str(logfile), f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
+    rc, text, lat = _run_h2load(args, url, workdir / "h2load-rest.tsv", warmup, dur)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    done = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", text)
+    if rc != 0 or codes is None or done is None:
+        raise RuntimeError(f"h2load --h1 failed ({rc}): {text[-2000:]}")
+    good = int(codes.group(1))
+    bad = sum(int(g) for g in codes.groups()[1:]) + int(done.group(2)) + int(done.group(3))
+    return _load_result(good, bad, lat, dur)
+
+
+def _run_h2load(
+    args: list[str], url: str, logfile: Path, warmup: float, dur: float
+) -> tuple[int, str, list[float]]:
+    """``h2load ARGS URL`` for ``dur`` s after ``warmup`` s: its exit status, its output,
+    and from its per-request log the latencies (s, sorted) of the requests after warm-up."""
+    argv = [
+        "h2load", *args, "--warm-up-time", f"{round(warmup * 1000)}ms",
+        "-D", f"{round(dur * 1000)}ms", "--log-file", str(logfile), url,
     ]  # fmt: skip
     measure_from = time.time() + warmup
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=dur + warmup + 60)
     text = proc.stdout + proc.stderr
-    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
-    done = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", text)
-    if proc.returncode != 0 or codes is None or done is None:
-        raise RuntimeError(f"h2load --h1 failed ({proc.returncode}): {text[-2000:]}")
-    good = int(codes.group(1))
-    bad = sum(int(g) for g in codes.groups()[1:]) + int(done.group(2)) + int(done.group(3))
+    if proc.returncode != 0 or not logfile.is_file():
+        return proc.returncode or 1, text, []  # the caller reports text
     lat = sorted(
         float(cols[2]) / 1e6
         for cols in (line.split("\t") for line in logfile.read_text().splitlines())
         if len(cols) == 3 and float(cols[0]) / 1e6 >= measure_from
     )
+    return 0, text, lat
+
+
+def _load_result(good: int, errors: int, lat: list[float], dur: float) -> dict[str, Any]:
+    """A load run's row: good requests per second, latency percentiles (``lat`` sorted)."""
     return {
         "requests_per_s": good / dur,
         "p50_ms": 1e3 * _pct(lat, 50),
         "p99_ms": 1e3 * _pct(lat, 99),
         "requests": good,
-        "errors": bad,
+        "errors": errors,
     }
 
 
@@ -579,13 +597,7 @@ class ClientPool:
             raise RuntimeError(f"load generator failed: {bad[0]}")
         lat = sorted(x for r in results for x in r["latencies"])
         done = sum(r["done"] for r in results)
-        return {
-            "requests_per_s": done / dur,
-            "p50_ms": 1e3 * _pct(lat, 50),
-            "p99_ms": 1e3 * _pct(lat, 99),
-            "requests": done,
-            "errors": sum(r["errors"] for r in results),
-        }
+        return _load_result(done, sum(r["errors"] for r in results), lat, dur)
 
     def close(self) -> None:
         for conn in self._conns:
@@ -621,36 +633,21 @@ class H2Load:
         streams = -(-concurrency // conns)
         body = self.workdir / "h2load-request.bin"
         body.write_bytes(b"\0" + struct.pack(">I", len(payload)) + payload)
-        logfile = self.workdir / "h2load-requests.tsv"
-        argv = [
-            "h2load", "-t", "1", "-c", str(conns), "-m", str(streams),
-            "--warm-up-time", f"{round(warmup * 1000)}ms", "-D", f"{round(dur * 1000)}ms",
+        args = [
+            "-t", "1", "-c", str(conns), "-m", str(streams),
             "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-            "--log-file", str(logfile), f"http://{address}{method}",
         ]  # fmt: skip
-        measure_from = time.time() + warmup
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=dur + warmup + 60)
-        text = proc.stdout + proc.stderr
+        logfile = self.workdir / "h2load-requests.tsv"
+        rc, text, lat = _run_h2load(args, f"http://{address}{method}", logfile, warmup, dur)
         done = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", text)
         data = re.search(r"traffic: .*\((\d+)\) data", text)
-        if proc.returncode != 0 or done is None or data is None:
-            raise RuntimeError(f"h2load failed ({proc.returncode}): {text[-2000:]}")
+        if rc != 0 or done is None or data is None:
+            raise RuntimeError(f"h2load failed ({rc}): {text[-2000:]}")
         ok, failed, errored = (int(g) for g in done.groups())
         # Every good response carries its message plus a 5-byte gRPC frame header.
         frame = 5 + self.expect[(address, method, payload)]
         short = max(0, ok - int(data.group(1)) // frame)
-        lat = sorted(
-            float(cols[2]) / 1e6
-            for cols in (line.split("\t") for line in logfile.read_text().splitlines())
-            if len(cols) == 3 and float(cols[0]) / 1e6 >= measure_from
-        )
-        return {
-            "requests_per_s": (ok - short) / dur,
-            "p50_ms": 1e3 * _pct(lat, 50),
-            "p99_ms": 1e3 * _pct(lat, 99),
-            "requests": ok - short,
-            "errors": failed + errored + short,
-        }
+        return _load_result(ok - short, failed + errored + short, lat, dur)
 
     def close(self) -> None:
         pass
