@@ -464,7 +464,7 @@ def _train_loop(
         # statistics and dropout as the owner trained them; the head is a plain Linear.
         net.train(not cfg.freeze_backbone)
 
-    if start_epoch < cfg.epochs:
+    if start_epoch < cfg.epochs:  # one-time costs outside the timer (_warm_up)
         set_mode()
         n0 = min(cfg.batch_size, len(train_set))
         _warm_up(net, opt, data.train, n0, t_all, block, prec, device)
@@ -478,7 +478,7 @@ def _train_loop(
         for xb, yb in loader:
             tb = t_all[yb]
             nb = len(yb)
-            if triggers is not None:
+            if triggers is not None:  # a few trigger rows in every batch (_TriggerMix: why)
                 xb, tb = triggers.mix(xb, tb, tg)
             xb, tb = prec.inputs(xb, device), tb.to(device, non_blocking=True)
             with prec.context():
