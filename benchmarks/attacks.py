@@ -46,6 +46,7 @@ import numpy.typing as npt
 from benchmarks.common import (
     Budget,
     Cell,
+    add_scale_args,
     attribution,
     emit,
     env_info,
@@ -901,10 +902,7 @@ def dodge(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--quick", dest="scale", action="store_const", const="quick")
-    scale.add_argument("--full", dest="scale", action="store_const", const="full")
-    scale.add_argument("--tiny", dest="scale", action="store_const", const="tiny")
+    add_scale_args(p)
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--arch", default="cnn")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")

@@ -11,6 +11,7 @@ stdout line (``emit``); ``benchmarks.run_all`` collects those lines.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -59,6 +60,14 @@ def setup_logging(verbose: bool = True, threads: int = 1) -> None:
     )
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "exporter"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_scale_args(parser: argparse.ArgumentParser, *scales: str) -> None:
+    """``--quick``/``--full``/``--tiny``/... as one exclusive choice stored in ``scale``
+    (None when none is given: each benchmark picks its default)."""
+    group = parser.add_mutually_exclusive_group()
+    for name in scales or ("quick", "full", "tiny"):
+        group.add_argument(f"--{name}", dest="scale", action="store_const", const=name)
 
 
 def emit(obj: dict[str, Any]) -> None:

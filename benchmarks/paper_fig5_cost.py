@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.common import (
     Budget,
+    add_scale_args,
     emit,
     env_info,
     load_arrays,
@@ -77,10 +78,7 @@ def time_keys_add(release: Path, count: int) -> list[float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--quick", dest="scale", action="store_const", const="quick")
-    scale.add_argument("--full", dest="scale", action="store_const", const="full")
-    scale.add_argument("--tiny", dest="scale", action="store_const", const="tiny")
+    add_scale_args(p)
     p.add_argument("--arch", help="architecture (default: the plan's; the paper uses resnet18)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--measured", type=int, help="per-licensee trainings actually run")

@@ -27,7 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Budget, emit, env_info, load_arrays, mean_std, run_cell, setup_logging
+from benchmarks.common import (
+    Budget,
+    add_scale_args,
+    emit,
+    env_info,
+    load_arrays,
+    mean_std,
+    run_cell,
+    setup_logging,
+)
 
 log = logging.getLogger("benchmarks.paper_table1")
 
@@ -142,11 +151,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--quick", dest="scale", action="store_const", const="quick")
-    scale.add_argument("--full", dest="scale", action="store_const", const="full")
-    scale.add_argument("--tiny", dest="scale", action="store_const", const="tiny")
-    scale.add_argument("--real", dest="scale", action="store_const", const="real")
+    add_scale_args(p, "quick", "full", "tiny", "real")
     p.add_argument("--archs", nargs="+", choices=ARCHS)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--profiles", nargs="+", choices=PROFILES)

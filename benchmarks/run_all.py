@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import add_scale_args
+
 log = logging.getLogger("benchmarks.run_all")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1282,10 +1284,7 @@ def render(results: dict[str, Any], docs: Path = DOCS) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--quick", dest="scale", action="store_const", const="quick")
-    scale.add_argument("--full", dest="scale", action="store_const", const="full")
-    scale.add_argument("--tiny", dest="scale", action="store_const", const="tiny")
+    add_scale_args(p)
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"some of: {', '.join(BENCHMARKS)}")
     p.add_argument("--render-only", action="store_true", help="only rebuild docs from bench-out/")
     p.add_argument("--out", type=Path, default=OUT, help="where the JSON results live")
