@@ -6,7 +6,9 @@
 # 1. cnn, 2 epochs on cuda with the baseline: Algorithm 1 on the GPU, ONNX export, the
 #    exporter's own onnxruntime parity and trigger checks, the report;
 # 2. resnet18 on a 20k subset, 1 epoch on cuda (the architecture where a GPU matters);
-# 3. the same resnet18 epoch on the CPU for the speed ratio (threads: all cores).
+# 3. the same resnet18 epoch on the CPU for the speed ratio (threads: all cores);
+# 4. benchmarks.crypto on every core: SampDist rows/s per thread count (the protected
+#    throughput ceiling where inference is on the GPU) beside libsodium's own scaling.
 # Each step prints the exporter's summary; the last lines are a JSON digest.
 set -euo pipefail
 out=${1:-gpu-check-out}
@@ -28,6 +30,7 @@ run() {  # name, then exporter arguments
 run cnn-cuda --arch cnn --epochs 2 --device cuda --baseline
 run resnet18-cuda --arch resnet18 --epochs 1 --train-subset 20000 --test-subset 2000 --device cuda
 run resnet18-cpu --arch resnet18 --epochs 1 --train-subset 20000 --test-subset 2000 --device cpu
+"$py" -m benchmarks.crypto | tee "$out/crypto.log" | tail -n 1 > "$out/crypto.json"
 "$py" - "$out" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -37,5 +40,8 @@ for name in ("cnn-cuda", "resnet18-cuda", "resnet18-cpu"):
     m = json.loads((out / name / "report" / "metrics.json").read_text())
     digest[name] = {k: m.get(k) for k in ("accuracy", "verification", "train_seconds") if k in m}
 digest["walls"] = (out / "walls.txt").read_text().splitlines()
+crypto = json.loads((out / "crypto.json").read_text())
+digest["sampdist_rows_per_s_by_threads"] = crypto["secure_threads"]["rows_per_s"]
+digest["raw_thread_scaling"] = crypto["raw_thread_scaling"]
 print(json.dumps(digest))
 EOF
