@@ -388,16 +388,17 @@ class _Precision:
 
     autocast: bool
     channels_last: bool
+    device_type: str = "cuda"
 
     @classmethod
     def for_device(cls, cfg: TrainConfig, device: torch.device) -> _Precision:
         cuda = device.type == "cuda"
         bf16 = cuda and cfg.amp and torch.cuda.is_bf16_supported()
-        return cls(autocast=bf16, channels_last=cuda and cfg.channels_last)
+        return cls(bf16, cuda and cfg.channels_last, device.type)
 
     def context(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device_type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def inputs(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -264,3 +264,34 @@ def test_flush_denormal_reaches_the_intra_op_threads_only_when_set_first(early: 
                        timeout=120, cwd=REPO)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == str(early)
+
+
+def test_cuda_precision_path_runs_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a GPU run takes (bf16 autocast + channels_last), forced on the CPU, where
+    torch supports both: CI has no GPU, and a mistake in that path (a dtype or a memory
+    format leaking into the loss, the evaluation or the export) shows up here."""
+    from exporter import train as tr
+
+    def forced(cls: type[Any], cfg: TrainConfig, device: torch.device) -> Any:
+        return cls(True, True, device.type)
+
+    monkeypatch.setattr(tr._Precision, "for_device", classmethod(forced))
+    data = _data(400, 100)
+    cfg = _cfg(epochs=3)
+    seen: list[torch.dtype] = []
+    model = build_model("cnn", 1, 10, 16)
+    model.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else None)
+    torch.manual_seed(cfg.seed)
+    result = train_model(model, data, plain_targets(10), cfg, progress=False)
+    assert torch.bfloat16 in seen  # the forward pass did run under bf16 autocast
+    losses = [m.train_loss for m in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    # Back to fp32 weights in the default layout: evaluation and the ONNX export see
+    # exactly what a CPU run produces.
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    convs = [m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous() for c in convs)
+    with torch.no_grad():
+        x = torch.from_numpy(data.x_test[:8])
+        out = result.model.eval()(x)
+    assert out.dtype == torch.float32 and out.shape == (8, 10)
