@@ -214,8 +214,8 @@ def bench_threads(max_threads: int, rows: int = 4096) -> dict[str, Any]:
         return s.sampdist_codebook(fam.pk, prepared, slots[a:b])
 
     # The machine's own ceiling for this kind of code (field multiplications): libsodium's
-    # scalar multiplication split the same way. Where two vCPUs share one core's
-    # multipliers (SMT siblings behind a VM), neither scales, whatever the code does.
+    # scalar multiplication split the same way. Where another process holds a core (a
+    # shared or busy machine), neither scales, whatever the code does.
     raw_rows = max(2 * max_threads, rows // 16)
     raw_loop = _raw_scalarmult_rows(raw_rows)
 
