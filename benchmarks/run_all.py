@@ -1119,7 +1119,7 @@ def table1_real_section(res: dict[str, Any] | None) -> list[str]:
         "",
         f"`{res.get('command', command)}` (measured: see the *budget* and *seeds* columns; the "
         "plan's full budget is the CNN at 20 epochs × 3 seeds on the full sets and ResNet18 "
-        "at 3 epochs). Data triggers, consolidation while recovery < 1.0. Paper profile: the "
+        "at 2 epochs). Data triggers, consolidation while recovery < 1.0. Paper profile: the "
         "same outputs decoded with the joint decoder (what a release serves) and with the "
         "paper's per-block argmax.",
         "",
