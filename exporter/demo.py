@@ -253,6 +253,9 @@ def _leak(args: argparse.Namespace, data: Any) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    from exporter.train import enable_flush_denormal
+
+    enable_flush_denormal()  # before torch starts its threads (every training here flushes)
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib", "encryip_runtime.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(
