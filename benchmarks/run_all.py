@@ -861,7 +861,8 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
             f"From `python -m benchmarks.serving` (scale {res.get('scale')}, {res.get('cell_seconds')}s per "
             f"cell, load generator {_load_generator(res)}, onnxruntime threads "
             f"{res.get('onnxruntime_threads')}; same shared machine). rows/s (p99 ms). *protected* = the "
-            "EncryIP server (`encryip.v1`; *protected-v2*: its Open Inference Protocol v2 endpoint); "
+            "EncryIP server (`encryip.v1`; *protected-v2*: its Open Inference Protocol v2 endpoint; "
+            "both serve the default secure format 2; *protected, format 1*: a format-1 release); "
             "*plain* = the same server with protection off (benchmark-only); *kserve* = KServe's v2 "
             "server on the same ONNX file; *echo* = a grpc.aio server answering canned responses "
             "(no work at all): the ceiling of any Python gRPC server with this load generator "
@@ -870,6 +871,10 @@ def serving_section(res: dict[str, Any] | None, crypto: dict[str, Any] | None) -
         ]
         systems: tuple[str, ...] = ("protected", "protected-v2", "plain", "kserve", "echo")
         head = "| model | batch | concurrency | protected (v1) | protected-v2 | plain | kserve | echo |"
+        if any(c["system"] == "protected-f1" for cells in res["cells"].values() for c in cells):
+            # A secure format-1 release of the same model (3 ciphertext components).
+            systems += ("protected-f1",)
+            head += " protected, format 1 |"
         if any(c["system"].endswith("-rest") for cells in res["cells"].values() for c in cells):
             # The Open Inference Protocol over REST (binary tensors, h2load --h1).
             systems += ("protected-rest", "kserve-rest")
