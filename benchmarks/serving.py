@@ -9,6 +9,8 @@ into a release with ``plan_protection``/``write_release``; cached in ``bench-out
 it starts, side by side:
 
 * ``protected``: ``encryip serve`` exactly as deployed (secure profile, default flags);
+* ``protected-f1``: the same architecture as a secure **format-1** release (3 ciphertext
+  components against format 2's n + 2), where issue 17's serving targets were set;
 * ``plain``: the same server with ``protect`` swapped for a plain argmax. **BENCHMARK
   ONLY** — this mode exists only inside this file (``--benchmark-only-plain-server``, run
   as a subprocess here); no ``encryip serve`` flag or ``ENCRYIP_*`` variable reaches it;
@@ -34,8 +36,8 @@ servers so drift on a shared machine hits all of them alike. Rows: ``protected``
 row: ``ProtectedModel.protect`` on a batch of 32 logits beside 3 x
 ``crypto_scalarmult_ristretto255`` (the raw primitive), measured here in the same run.
 
-The full run also measures two server settings against their defaults (``ablations``):
-``--reroll-pool 1024`` and ``--max-connection-age-seconds 1``.
+The full run also measures three server settings against their defaults (``ablations``):
+``--reroll-pool 1024``, ``--max-connection-age-seconds 1`` and ``--crypto-threads 1``.
 
 Prints a table per model, then one JSON object as the last stdout line.
 """
@@ -781,6 +783,9 @@ def run_model(
             starters["age-1s"] = lambda: start_ours(
                 "age-1s", release, logs, threads, extra=["--max-connection-age-seconds", "1"]
             )
+            starters["crypto-1"] = lambda: start_ours(
+                "crypto-1", release, logs, threads, extra=["--crypto-threads", "1"]
+            )
         for name, start in starters.items():
             servers[name] = start()
         for name, start in starters.items():
@@ -802,11 +807,13 @@ def run_model(
         if "kserve" in servers:
             rows.append(("kserve", "v2"))
         payloads = {(k, b): request_bytes(k, b) for k in ("v1", "v2") for b in scale.batches}
-        checks = [*rows, ("pool-on", "v1"), ("age-1s", "v1")]
+        checks = [*rows, ("pool-on", "v1"), ("age-1s", "v1"), ("crypto-1", "v1")]
         from encryip_runtime.formats.manifest import Manifest
 
-        width = Manifest.load(release / "manifest.json").scheme.ciphertext_size
-        width_f1 = Manifest.load(release_f1 / "manifest.json").scheme.ciphertext_size
+        width = {  # ciphertext bytes per row, by server (the rest serve ``release``)
+            name: Manifest.load(rel / "manifest.json").scheme.ciphertext_size
+            for name, rel in (("protected", release), ("protected-f1", release_f1))
+        }
         for system, kind in checks:  # one decoded response per system and batch, untimed
             name = system.removesuffix("-v2")
             if name not in servers:
@@ -814,7 +821,7 @@ def run_model(
             for batch in scale.batches:
                 method, payload = payloads[(kind, batch)]
                 raw = call_once(servers[name].address, method, payload)
-                check_response(kind, name, raw, batch, width_f1 if name.endswith("f1") else width)
+                check_response(kind, name, raw, batch, width.get(name, width["protected"]))
                 if isinstance(clients, H2Load):
                     clients.expect[(servers[name].address, method, payload)] = len(raw)
         order = 0
@@ -908,10 +915,12 @@ def ablate(
     payloads: dict[tuple[str, int], tuple[str, bytes]],
     scale: Scale,
 ) -> list[dict[str, Any]]:
-    """Default flags vs --reroll-pool 1024 and vs --max-connection-age-seconds 1 (v1 Predict)."""
+    """Default flags vs --reroll-pool 1024, vs --max-connection-age-seconds 1 and vs
+    --crypto-threads 1 (no batch split across the SampDist pool) (v1 Predict)."""
     out = []
     pairs = [("pool-on", c, b) for b in scale.batches for c in (1, 32)]
     pairs += [("age-1s", 8, 1), ("age-1s", 32, 32)]
+    pairs += [("crypto-1", c, b) for b in scale.batches if b > 1 for c in (1, 32)]
     # h2load does not reconnect after a GOAWAY (a connection-age limit): the age ablation
     # always uses the grpc clients, which reconnect as real clients do.
     reconnecting = ClientPool(2) if isinstance(clients, H2Load) else clients
