@@ -27,6 +27,12 @@ Threads: one 4096-row batch split across 1, 2, … up to the core count by the s
 ``CryptoPool`` (wall clock, best of the repeats): rows/s and efficiency, and the
 crossover where splitting a batch across two threads starts to pay.
 
+``--release DIR``: also the release's own ``ProtectedModel.protect`` (the server's lines
+2-4 of Algorithm 2, whatever its format and component count) on random logits, batch
+split by a ``CryptoPool`` of 1, 2, … threads, and that model's plain onnxruntime rows/s
+on the same machine: where inference runs on a GPU, ``protect`` on the CPU cores is the
+protected throughput's ceiling (``protect_threads`` in the JSON).
+
 Prints tables, then one JSON object as the last line.
 """
 
@@ -265,6 +271,46 @@ def bench_threads(max_threads: int, rows: int = 4096) -> dict[str, Any]:
     }
 
 
+def bench_protect(release: str, max_threads: int, rows: int = 4096) -> dict[str, Any]:
+    """A release's ``protect`` (Φ⁻¹, SampDist, wire encoding) at ``rows`` rows split over
+    1..max_threads threads, and its model's plain onnxruntime rows/s (default threads)."""
+    from encryip_runtime.pipeline import ProtectedModel
+
+    rng = np.random.default_rng(2)
+    rates: dict[str, float] = {}
+    info: dict[str, Any] = {}
+    for t in range(1, max_threads + 1):
+        m = ProtectedModel.load(release, crypto_threads=t)
+        try:
+            if not info:
+                logits = rng.standard_normal((rows, m.manifest.output_size)).astype(np.float32)
+                spec = m.manifest.input
+                x = rng.integers(0, 256, size=(256, *spec.shape))
+                x = x.astype(np.uint8 if spec.dtype == "uint8" else np.float32)
+                x = m.validate_input(x)
+                info = {
+                    "release": release,
+                    "ciphertext_bytes": m.ciphertext_size,
+                    "components": m.ciphertext_size // 32,
+                    "backend": m.crypto_backend,
+                    "protect_cpu_us_per_row_b32": cpu_us_per_item(
+                        lambda m=m: m.protect(logits[:32]), 32
+                    ),
+                    "plain_inference_rows_per_s_b256": best_per_second(
+                        lambda m=m: m.logits(x), len(x), repeats=5
+                    ),
+                }
+            rates[str(t)] = best_per_second(lambda m=m: m.protect(logits), rows, repeats=5)
+        finally:
+            m.close()
+    return {
+        **info,
+        "rows": rows,
+        "rows_per_s": rates,
+        "scaling": {t: r / rates["1"] for t, r in rates.items()},
+    }
+
+
 def _us(rate: float | None) -> float | None:
     return None if not rate else 1e6 / rate
 
@@ -276,6 +322,7 @@ def _fmt(rate: float) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
+    release = argv[argv.index("--release") + 1] if "--release" in argv else None
     paper = bench_paper([1, 1024] if quick else [1, 1024, 1_000_000])
     secure = bench_secure([1, 32, 1024])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -316,6 +363,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n, c in threads["split_vs_one_thread"].items():
             print(f"{n:>6} {c['one_thread_per_s']:>12,.0f} {c['two_threads_per_s']:>12,.0f}")
         print(f"crossover: {threads['crossover_rows']} rows")
+    protect = None
+    if release is not None:
+        protect = bench_protect(release, max(1, cores or 1), rows=1024 if quick else 4096)
+        print(
+            f"\n{release}: protect ({protect['components']} components, {protect['backend']}), "
+            f"{protect['rows']}-row batch; plain onnxruntime "
+            f"{protect['plain_inference_rows_per_s_b256']:,.0f} rows/s at batch 256"
+        )
+        for t, rate in protect["rows_per_s"].items():
+            print(f"{t:>6} {rate:>12,.0f} {protect['scaling'][t]:>8.2f}x")
     big = paper["1000000"] if "1000000" in paper else paper["1024"]
     sec = secure["1024"]
     # time per row of our batch SampDist / time per row of the raw primitive (CPU time)
@@ -357,6 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the same split of libsodium's scalar multiplication: what this machine allows
         "raw_thread_scaling": threads["raw_scalarmult_scaling"],
         "secure_threads": threads,
+        "protect_threads": protect,
         "targets": {
             "paper_sampdist_per_s": 10_000_000,
             "secure_overhead_ratio_max": 1.3,
