@@ -277,32 +277,31 @@ def bench_protect(release: str, max_threads: int, rows: int = 4096) -> dict[str,
     from encryip_runtime.pipeline import ProtectedModel
 
     rng = np.random.default_rng(2)
+    m = ProtectedModel.load(release, crypto_threads=1)
+    try:
+        logits = rng.standard_normal((rows, m.manifest.output_size)).astype(np.float32)
+        spec = m.manifest.input
+        x = rng.integers(0, 256, size=(256, *spec.shape))
+        x = m.validate_input(x.astype(np.uint8 if spec.dtype == "uint8" else np.float32))
+        info = {
+            "release": release,
+            "ciphertext_bytes": m.ciphertext_size,
+            "components": m.ciphertext_size // 32,
+            "backend": m.crypto_backend,
+            "protect_cpu_us_per_row_b32": cpu_us_per_item(lambda: m.protect(logits[:32]), 32),
+            "plain_inference_rows_per_s_b256": best_per_second(
+                lambda: m.logits(x), len(x), repeats=5
+            ),
+        }
+    finally:
+        m.close()
     rates: dict[str, float] = {}
-    info: dict[str, Any] = {}
     for t in range(1, max_threads + 1):
-        m = ProtectedModel.load(release, crypto_threads=t)
+        mt = ProtectedModel.load(release, crypto_threads=t)
         try:
-            if not info:
-                logits = rng.standard_normal((rows, m.manifest.output_size)).astype(np.float32)
-                spec = m.manifest.input
-                x = rng.integers(0, 256, size=(256, *spec.shape))
-                x = x.astype(np.uint8 if spec.dtype == "uint8" else np.float32)
-                x = m.validate_input(x)
-                info = {
-                    "release": release,
-                    "ciphertext_bytes": m.ciphertext_size,
-                    "components": m.ciphertext_size // 32,
-                    "backend": m.crypto_backend,
-                    "protect_cpu_us_per_row_b32": cpu_us_per_item(
-                        lambda m=m: m.protect(logits[:32]), 32
-                    ),
-                    "plain_inference_rows_per_s_b256": best_per_second(
-                        lambda m=m: m.logits(x), len(x), repeats=5
-                    ),
-                }
-            rates[str(t)] = best_per_second(lambda m=m: m.protect(logits), rows, repeats=5)
+            rates[str(t)] = best_per_second(lambda mt=mt: mt.protect(logits), rows, repeats=5)
         finally:
-            m.close()
+            mt.close()
     return {
         **info,
         "rows": rows,
