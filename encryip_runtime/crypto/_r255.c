@@ -673,6 +673,84 @@ static void scalar_half(uint8_t h[32], const uint8_t k[32])
     secure_wipe(w, sizeof w);
 }
 
+/* floor(2^512 / L), 260 bits, for Barrett reduction of 512-bit values. */
+static const uint64_t SC_MU[5] = {0xed9ce5a30a2c131bULL, 0x2106215d086329a7ULL,
+                                  0xffffffffffffffebULL, 0xffffffffffffffffULL, 0xfULL};
+
+/* w (4 limbs, w < 2L + 2^64) -> w mod L: subtract L when that does not borrow. */
+static void sc_sub_l_if_ge(uint64_t w[4])
+{
+    uint64_t t[4], borrow = 0;
+    for (int i = 0; i < 4; i++) {
+        const u128 d = (u128)w[i] - SC_L[i] - borrow;
+        t[i] = (uint64_t)d;
+        borrow = (uint64_t)(d >> 64) & 1;
+    }
+    const uint64_t keep = value_barrier((uint64_t)0 - borrow); /* all ones: w < L */
+    for (int i = 0; i < 4; i++) {
+        w[i] = (w[i] & keep) | (t[i] & ~keep);
+    }
+    secure_wipe(t, sizeof t);
+}
+
+/* w = x mod L for the 512-bit little-endian x (Barrett): q = floor(x mu / 2^512) is
+ * floor(x / L) or one less, so x - qL lies in [0, 2L) and one conditional subtraction
+ * finishes. Fixed loops, no branch on x. */
+static void sc_reduce_wide(uint64_t w[4], const uint8_t x[64])
+{
+    uint64_t xl[8], p[13] = {0}, q[5], r[5];
+    for (int i = 0; i < 8; i++) {
+        xl[i] = load64_le(x + 8 * i);
+    }
+    for (int i = 0; i < 8; i++) {
+        u128 acc = 0;
+        for (int j = 0; j < 5; j++) {
+            acc += (u128)xl[i] * SC_MU[j] + p[i + j];
+            p[i + j] = (uint64_t)acc;
+            acc >>= 64;
+        }
+        p[i + 5] = (uint64_t)acc;
+    }
+    memcpy(q, p + 8, sizeof q);
+    /* r = x - qL mod 2^320: the true difference is below 2L < 2^320 */
+    for (int i = 0; i < 5; i++) {
+        r[i] = xl[i];
+    }
+    /* schoolbook qL truncated to 5 limbs, then subtract */
+    uint64_t ql[5] = {0};
+    for (int i = 0; i < 5; i++) {
+        u128 acc = 0;
+        for (int j = 0; j < 4 && i + j < 5; j++) {
+            acc += (u128)q[i] * SC_L[j] + ql[i + j];
+            ql[i + j] = (uint64_t)acc;
+            acc >>= 64;
+        }
+        if (i + 4 < 5) {
+            ql[i + 4] = (uint64_t)acc; /* only i = 0; later carries fall past 2^320 */
+        }
+    }
+    uint64_t borrow = 0;
+    for (int i = 0; i < 5; i++) {
+        const u128 d = (u128)r[i] - ql[i] - borrow;
+        r[i] = (uint64_t)d;
+        borrow = (uint64_t)(d >> 64) & 1;
+    }
+    memcpy(w, r, 4 * sizeof w[0]); /* r[4] is 0: r < 2L < 2^254 */
+    sc_sub_l_if_ge(w);
+    secure_wipe(xl, sizeof xl);
+    secure_wipe(p, sizeof p);
+    secure_wipe(q, sizeof q);
+    secure_wipe(r, sizeof r);
+    secure_wipe(ql, sizeof ql);
+}
+
+static void sc_store(uint8_t out[32], const uint64_t w[4])
+{
+    for (int i = 0; i < 4; i++) {
+        store64_le(out + 8 * i, w[i]);
+    }
+}
+
 /* ------------------------------------------------------------ batch encoding of 2P */
 
 /* ENCODE needs an inverse square root per point, but the encoding of 2P is a rational
@@ -1165,6 +1243,60 @@ EIP_EXPORT long eip_dec(const uint8_t *cts, const uint8_t a[32], const uint8_t b
 }
 
 /* 1 if s is a valid canonical encoding (RFC 9496, top bit included), else 0. */
+/* Scalars for a batch from random bytes (the caller's secrets.token_bytes): out[i] =
+ * raw[64i..64i+64) mod L, as 32 little-endian bytes (statistical distance from uniform
+ * below 2^-250, as RFC 9496's hash-to-scalar). Constant time; -1 on success. */
+EIP_EXPORT long eip_scalars_wide(const uint8_t *raw, size_t n, uint8_t *out)
+{
+    uint64_t w[4];
+    for (size_t i = 0; i < n; i++) {
+        sc_reduce_wide(w, raw + 64 * i);
+        sc_store(out + 32 * i, w);
+    }
+    secure_wipe(w, sizeof w);
+    return -1;
+}
+
+/* Format 2's per-row pair (r, r + k m mod L) from 96 random bytes a row: r from the first
+ * 64 (as eip_scalars_wide), m = floor(u range / 2^256) for the 256-bit u in the last 32,
+ * which is uniform in [0, range) within statistical distance range / 2^256. out holds
+ * the n r's, then the n shifted ones (32 bytes each). Constant time. Returns -1, or 0
+ * when range is outside [1, 2^20] or k outside [1, 2^32). */
+EIP_EXPORT long eip_shift_scalars(const uint8_t *raw, size_t n, uint64_t k, uint64_t range,
+                                  uint8_t *out)
+{
+    uint8_t *const r_out = out, *const shifted_out = out + 32 * n;
+    if (range < 1 || range > ((uint64_t)1 << 20) || k < 1 || k >= ((uint64_t)1 << 32)) {
+        return 0;
+    }
+    uint64_t w[4], m, u;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *row = raw + 96 * i;
+        sc_reduce_wide(w, row);
+        sc_store(r_out + 32 * i, w);
+        u128 acc = 0;
+        for (int j = 0; j < 4; j++) {
+            u = load64_le(row + 64 + 8 * j);
+            acc += (u128)u * range;
+            acc >>= 64; /* the limb below 2^256 is dropped; the carry goes up */
+        }
+        m = (uint64_t)acc; /* floor(u range / 2^256) < range */
+        /* w + k m < L + 2^52: one conditional subtraction */
+        u128 c = (u128)w[0] + (u128)k * m;
+        w[0] = (uint64_t)c;
+        for (int j = 1; j < 4; j++) {
+            c = (c >> 64) + w[j];
+            w[j] = (uint64_t)c;
+        }
+        sc_sub_l_if_ge(w);
+        sc_store(shifted_out + 32 * i, w);
+    }
+    secure_wipe(w, sizeof w);
+    secure_wipe(&m, sizeof m);
+    secure_wipe(&u, sizeof u);
+    return -1;
+}
+
 EIP_EXPORT int eip_is_valid(const uint8_t s[32])
 {
     ge_p3 p;

@@ -37,6 +37,7 @@ __all__ = [
     "disabled_by_env",
     "fixed_rows",
     "has_progression",
+    "has_scalar_draws",
     "has_small_msm",
     "is_valid",
     "progression",
@@ -45,6 +46,8 @@ __all__ = [
     "sampdist_n",
     "sampdist_slots",
     "scalarmult",
+    "scalars_wide",
+    "shift_scalars",
     "small_msm",
     "table_for",
     "why_unavailable",
@@ -108,6 +111,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     if hasattr(lib, "eip_progression"):  # secure format v2 label tables (newer builds)
         lib.eip_progression.argtypes = [_P, _P, _N, _P]
         lib.eip_progression.restype = ctypes.c_long
+    if hasattr(lib, "eip_scalars_wide"):  # scalar draws off the GIL (newer builds)
+        lib.eip_scalars_wide.argtypes = [_P, _N, _P]
+        lib.eip_scalars_wide.restype = ctypes.c_long
+        lib.eip_shift_scalars.argtypes = [_P, _N, ctypes.c_uint64, ctypes.c_uint64, _P]
+        lib.eip_shift_scalars.restype = ctypes.c_long
     if hasattr(lib, "eip_small_msm"):  # secure format v2 decryption (newer builds)
         lib.eip_small_msm.argtypes = [_P, _N, _P, ctypes.c_int, _N, _P]
         lib.eip_small_msm.restype = ctypes.c_long
@@ -420,6 +428,40 @@ def dec(wire: npt.NDArray[np.uint8], a: bytes, b: bytes) -> npt.NDArray[np.uint8
     if rc != -1:
         raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
     return out
+
+
+def has_scalar_draws() -> bool:
+    """Whether the loaded build reduces random bytes to scalars itself (``eip_scalars_wide``,
+    ``eip_shift_scalars``): a batch's draw then holds the GIL for one ``secrets`` call, not
+    a Python loop per row. Older builds leave it to Python (the same bytes)."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "eip_scalars_wide")
+
+
+def scalars_wide(raw: bytes) -> npt.NDArray[np.uint8]:
+    """``raw`` (64 bytes a row) -> each row's integer mod L, as uint8 ``(N, 32)``."""
+    lib = _require()
+    if len(raw) % 64:
+        raise ValueError(f"{len(raw)} random bytes: need 64 per scalar")
+    n = len(raw) // 64
+    out = np.empty((n, 32), dtype=np.uint8)
+    lib.eip_scalars_wide(raw, n, _ptr(out))  # bytes pass as a pointer to their buffer
+    return out
+
+
+def shift_scalars(
+    raw: bytes, k: int, shift_range: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """``raw`` (96 bytes a row) -> ``(r, r + k m mod L)`` per row: ``r`` is the first 64
+    bytes mod L, ``m = floor(u * shift_range / 2^256)`` for the last 32 (``u``)."""
+    lib = _require()
+    if len(raw) % 96:
+        raise ValueError(f"{len(raw)} random bytes: need 96 per row")
+    n = len(raw) // 96
+    out = np.empty((2, n, 32), dtype=np.uint8)
+    if lib.eip_shift_scalars(raw, n, k, shift_range, _ptr(out)) != -1:
+        raise ValueError(f"shift range {shift_range} or class count {k} out of bounds")
+    return out[0], out[1]
 
 
 def has_small_msm() -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from encryip_runtime.crypto import r255_native
 from encryip_runtime.crypto.group import Elements
 from encryip_runtime.crypto.ristretto import L, Ristretto255
 from encryip_runtime.crypto.scheme import wire_rows
@@ -175,6 +176,25 @@ class KeyFamilyV2:
 def _ints_to_scalars(values: list[int]) -> npt.NDArray[np.uint8]:
     packed = b"".join((v % L).to_bytes(_BYTES, "little") for v in values)
     return np.frombuffer(packed, dtype=np.uint8).reshape(len(values), _BYTES).copy()
+
+
+def shift_scalars_from(
+    raw: bytes, k: int, shift_range: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """``(r, r + k m mod L)`` per 96-byte row of ``raw``: ``r`` is the first 64 bytes
+    (little endian) mod L, as RFC 9496's hash-to-scalar (bias below 2^-250), and
+    ``m = floor(u * shift_range / 2^256)`` for the last 32 bytes ``u``: uniform in
+    ``[0, shift_range)`` within statistical distance ``shift_range / 2^256``. The
+    reference for the native ``eip_shift_scalars`` (same bytes in, same scalars out)."""
+    if len(raw) % 96:
+        raise ValueError(f"{len(raw)} random bytes: need 96 per row")
+    rs, shifted = [], []
+    for i in range(0, len(raw), 96):
+        r = int.from_bytes(raw[i : i + 64], "little") % L
+        m = int.from_bytes(raw[i + 64 : i + 96], "little") * shift_range >> 256
+        rs.append(r)
+        shifted.append(r + k * m)
+    return _ints_to_scalars(rs), _ints_to_scalars(shifted)
 
 
 def _prefixes(elements: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
@@ -537,16 +557,14 @@ class CSLiteV2:
         return k * lo_w, k * (hi_w + self.shift_range)
 
     def shift_scalars(self, count: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-        """Fresh ``r`` and ``r + K m`` (m uniform in [0, R)) per row, from ``secrets``."""
-        raw = secrets.token_bytes(64 * count)
-        k = self.num_classes
-        rs, shifted = [], []
-        for i in range(count):
-            r = int.from_bytes(raw[64 * i : 64 * i + 64], "little") % L
-            m = secrets.randbelow(self.shift_range)
-            rs.append(r)
-            shifted.append(r + k * m)
-        return _ints_to_scalars(rs), _ints_to_scalars(shifted)
+        """Fresh ``r`` and ``r + K m`` (m uniform in [0, R)) per row, from ``secrets``:
+        96 bytes a row, reduced by :func:`shift_scalars_from`."""
+        raw = secrets.token_bytes(96 * count)
+        if self.group.backend == "native" and r255_native.has_scalar_draws():
+            # The same integers, computed in C with the GIL released: a batch's share on
+            # one crypto thread no longer queues the other shares behind a Python loop.
+            return r255_native.shift_scalars(raw, self.num_classes, self.shift_range)
+        return shift_scalars_from(raw, self.num_classes, self.shift_range)
 
     def rerandomizers(self, pk: PublicKeyV2, count: int) -> tuple[Elements, ...]:
         """``(r g_1, ..., r g_{n+1}, (r + K m) h)`` per row: one SampDist's whole cost.

@@ -413,12 +413,14 @@ typedef long (*slots_fn)(const void *const *, size_t, const void *, const uint32
 typedef long (*sampn_fn)(const void *const *, size_t, const uint8_t *, const uint8_t *, size_t,
                          uint8_t *);
 typedef long (*dec_fn)(const uint8_t *, const uint8_t *, const uint8_t *, size_t, uint8_t *);
+typedef long (*wide_fn)(const uint8_t *, size_t, uint8_t *);
+typedef long (*shift_fn)(const uint8_t *, size_t, uint64_t, uint64_t, uint8_t *);
 #define SYM(type, name) type name = (type)dlsym(lib, "eip_" #name); if (!name) return 3
 int main(int argc, char **argv) {
   static const uint8_t B[32] = {BASE};
   size_t n = 30; /* 90 points: more than one batch of 64 */
   uint8_t *k = malloc(32 * n), *o = malloc(96 * n), *cts = malloc(96 * n);
-  uint8_t *sk = malloc(64);
+  uint8_t *sk = malloc(64), *raw = malloc(96 * n); /* secret random bytes */
   uint32_t slots[30];
   if (argc > 2) { /* control: a branch on the secret must be reported */
     if (k[7] & 1) puts("odd");
@@ -429,7 +431,8 @@ int main(int argc, char **argv) {
   SYM(bytes_fn, table_bytes); SYM(init_fn, table_init); SYM(pbytes_fn, points_bytes);
   SYM(pinit_fn, points_init); SYM(smult_fn, scalarmult_fixed); SYM(rows_fn, fixed_rows);
   SYM(rer_fn, rerandomizers); SYM(samp_fn, sampdist); SYM(slots_fn, sampdist_slots);
-  SYM(sampn_fn, sampdist_n); SYM(dec_fn, dec);
+  SYM(sampn_fn, sampdist_n); SYM(dec_fn, dec); SYM(wide_fn, scalars_wide);
+  SYM(shift_fn, shift_scalars);
   void *t = malloc(table_bytes());
   if (table_init(t, B)) return 1;
   const void *tabs[3] = {t, t, t};
@@ -444,6 +447,8 @@ int main(int argc, char **argv) {
   if (sampdist_slots(tabs, 3, halves, slots, k, n, o) != -1) return 1; /* the server's */
   if (sampdist_n(tabs, 3, cts, k, n, o) != -1) return 1;
   if (sampdist(t, t, t, cts, k, n, o) != -1) return 1;
+  if (scalars_wide(raw, n, o) != -1) return 1;                   /* format 1's r */
+  if (shift_scalars(raw, n, 10, 1024, o) != -1) return 1;        /* format 2's */
   return dec(cts, sk, sk + 32, 4, o) == -1 ? 0 : 1;                /* Dec under (a, b) */
 }
 """
@@ -451,7 +456,8 @@ int main(int argc, char **argv) {
 
 def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
     """valgrind memcheck sees no branch or load address that depends on a secret scalar:
-    SampDist (both paths), the re-randomisers, Fake's scalar multiplications and Dec.
+    SampDist (both paths), the re-randomisers, Fake's scalar multiplications, Dec, and the
+    scalar draws (random bytes reduced mod L, format 2's shift).
     Under CI=true a missing valgrind or compiler fails instead of skipping."""
     cc, vg = shutil.which("cc") or shutil.which("gcc"), shutil.which("valgrind")
     if cc is None or vg is None:
@@ -478,6 +484,53 @@ def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
     assert control.returncode == 99 and "uninitialised" in control.stderr, control.stderr
     run = subprocess.run(vg_cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+_WIDE_EDGE = [0, 1, L - 1, L, L + 1, 2 * L - 1, 2 * L, 2**252, 2**256 - 1, 2**511, 2**512 - 1]
+_WIDE_EDGE += [q * L + d for q in (2**200, 2**259, 2**512 // L) for d in (-1, 0, 1)]
+
+
+@needs_native
+def test_native_scalar_draws_match_the_python_reduction() -> None:
+    """``eip_scalars_wide`` and ``eip_shift_scalars`` (C, GIL released) against Python's
+    integers on the same bytes: Barrett's edge cases (multiples of L and their
+    neighbours, 2^512 - 1), random 512-bit values and short ones."""
+    from encryip_runtime.crypto.scheme_v2 import shift_scalars_from
+
+    rng = np.random.default_rng(7)
+    ints = [v for v in _WIDE_EDGE if v < 2**512]
+    ints += [int.from_bytes(rng.bytes(64), "little") >> int(b) for b in rng.integers(0, 512, 3000)]
+    raw = b"".join(v.to_bytes(64, "little") for v in ints)
+    got = r255_native.scalars_wide(raw)
+    assert [int.from_bytes(r.tobytes(), "little") for r in got] == [v % L for v in ints]
+    rows = [bytes(96), b"\xff" * 96] + [rng.bytes(96) for _ in range(2000)]
+    for k, shift_range in [(10, 1), (10, 1024), (42, 2**20), (2**32 - 1, 2**20), (3, 7)]:
+        native = r255_native.shift_scalars(b"".join(rows), k, shift_range)
+        python = shift_scalars_from(b"".join(rows), k, shift_range)
+        assert np.array_equal(native[0], python[0]) and np.array_equal(native[1], python[1])
+    for k, shift_range in [(10, 0), (10, 2**20 + 1), (0, 5), (2**32, 5)]:
+        with pytest.raises(ValueError, match="out of bounds"):
+            r255_native.shift_scalars(bytes(96), k, shift_range)
+    with pytest.raises(ValueError, match="64 per scalar"):
+        r255_native.scalars_wide(bytes(65))
+    assert r255_native.scalars_wide(b"").shape == (0, 32)
+
+
+def test_shift_scalars_draw_every_shift_about_equally() -> None:
+    """Format 2's ``r + K m``: the difference is K times an m in [0, R), and with R = 8
+    over 8000 rows every m turns up about 1000 times (both backends)."""
+    from encryip_runtime.crypto.scheme_v2 import CSLiteV2
+
+    for native in ([True, False] if r255_native.available() else [False]):
+        scheme = CSLiteV2(10, 3, shift_range=8, group=Ristretto255(native=native))
+        rs, shifted = scheme.shift_scalars(8000)
+        diffs = [
+            (int.from_bytes(b.tobytes(), "little") - int.from_bytes(a.tobytes(), "little")) % L
+            for a, b in zip(rs, shifted, strict=True)
+        ]
+        assert all(d % 10 == 0 and d // 10 < 8 for d in diffs)
+        counts = np.bincount([d // 10 for d in diffs], minlength=8)
+        assert counts.min() > 850 and counts.max() < 1150, counts
 
 
 def test_random_scalars_are_reduced_distinct_and_spread() -> None:
