@@ -521,7 +521,7 @@ def test_shift_scalars_draw_every_shift_about_equally() -> None:
     over 8000 rows every m turns up about 1000 times (both backends)."""
     from encryip_runtime.crypto.scheme_v2 import CSLiteV2
 
-    for native in ([True, False] if r255_native.available() else [False]):
+    for native in [True, False] if r255_native.available() else [False]:
         scheme = CSLiteV2(10, 3, shift_range=8, group=Ristretto255(native=native))
         rs, shifted = scheme.shift_scalars(8000)
         diffs = [
