@@ -878,12 +878,12 @@ static int tables_ok(const void *const *tables, size_t nb)
  * for all the bases, 64 mixed additions per base starting from the stored half, and the
  * batch encoding of doubles above (no square root). */
 static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points *starts,
-                       const uint32_t *slots, const uint8_t *scalars, size_t n,
-                       uint8_t *const *outs, size_t stride)
+                       const uint32_t *slots, const uint8_t *scalars, const uint8_t *scalars2,
+                       size_t split, size_t n, uint8_t *const *outs, size_t stride)
 {
     dbl_state st[EIP_BATCH];
     uint8_t *dst[EIP_BATCH];
-    int8_t e[EIP_WINDOWS];
+    int8_t e[EIP_WINDOWS], e2[EIP_WINDOWS];
     uint8_t half[32];
     ge_p3 x;
     size_t m = 0;
@@ -891,13 +891,18 @@ static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points
     for (size_t i = 0; i < n; i++) {
         scalar_half(half, scalars + 32 * i);
         recode(e, half);
+        if (scalars2 != NULL) {
+            scalar_half(half, scalars2 + 32 * i);
+            recode(e2, half);
+        }
         for (size_t k = 0; k < nb; k++) {
             if (starts != NULL) {
                 x = starts->p[(size_t)slots[i] * nb + k];
             } else {
                 ge_identity(&x);
             }
-            fixed_madd(&x, tabs[k], e);
+            /* bases from `split` on take the second scalar (k and split are public) */
+            fixed_madd(&x, tabs[k], (scalars2 != NULL && k >= split) ? e2 : e);
             dbl_prepare(&st[m], &x);
             dst[m++] = outs[k] + i * stride;
             if (m == EIP_BATCH) {
@@ -910,6 +915,7 @@ static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points
         dbl_encode_batch(dst, st, m);
     }
     secure_wipe(e, sizeof e);
+    secure_wipe(e2, sizeof e2);
     secure_wipe(half, sizeof half);
     secure_wipe(&x, sizeof x);
 }
@@ -1106,7 +1112,8 @@ EIP_EXPORT int eip_fixed_rows(const void *const *tables, size_t nb, const uint8_
     for (size_t k = 0; k < nb; k++) {
         outs[k] = out + 32 * k;
     }
-    fixed_rows((const eip_table *const *)tables, nb, NULL, NULL, scalars, n, outs, 32 * nb);
+    fixed_rows((const eip_table *const *)tables, nb, NULL, NULL, scalars, NULL, nb, n, outs,
+               32 * nb);
     return 0;
 }
 
@@ -1115,13 +1122,18 @@ EIP_EXPORT int eip_fixed_rows(const void *const *tables, size_t nb, const uint8_
  * points c_k / 2 (entry slot * nb + k). -1 ok, -2 a table or halves not initialised or
  * nb out of range, else the first row whose slot is out of range (nothing written). The
  * slot is public here (as the ciphertexts are in eip_sampdist); r is not. */
-EIP_EXPORT long eip_sampdist_slots(const void *const *tables, size_t nb, const void *halves,
-                                   const uint32_t *slots, const uint8_t *scalars, size_t n,
-                                   uint8_t *out)
+/* SampDist of codebook entries with two scalars per row: bases [0, split) take
+ * scalars[i], bases [split, nb) take scalars2[i] (format 2's r and r + K m), all nb
+ * components in one call and one batch of encodings. -1 on success, -2 for a bad table
+ * or halves, else the first row whose slot is out of range. */
+EIP_EXPORT long eip_sampdist_slots2(const void *const *tables, size_t nb, size_t split,
+                                    const void *halves, const uint32_t *slots,
+                                    const uint8_t *scalars, const uint8_t *scalars2, size_t n,
+                                    uint8_t *out)
 {
     const eip_points *h = (const eip_points *)halves;
     uint8_t *outs[EIP_MAX_BASES];
-    if (!tables_ok(tables, nb) || h == NULL || h->magic != EIP_POINTS_MAGIC) {
+    if (!tables_ok(tables, nb) || h == NULL || h->magic != EIP_POINTS_MAGIC || split > nb) {
         return -2;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1132,8 +1144,16 @@ EIP_EXPORT long eip_sampdist_slots(const void *const *tables, size_t nb, const v
     for (size_t k = 0; k < nb; k++) {
         outs[k] = out + 32 * k;
     }
-    fixed_rows((const eip_table *const *)tables, nb, h, slots, scalars, n, outs, 32 * nb);
+    fixed_rows((const eip_table *const *)tables, nb, h, slots, scalars, scalars2, split, n, outs,
+               32 * nb);
     return -1;
+}
+
+EIP_EXPORT long eip_sampdist_slots(const void *const *tables, size_t nb, const void *halves,
+                                   const uint32_t *slots, const uint8_t *scalars, size_t n,
+                                   uint8_t *out)
+{
+    return eip_sampdist_slots2(tables, nb, nb, halves, slots, scalars, NULL, n, out);
 }
 
 /* SampDist of arbitrary wire rows (nb components of 32 bytes): out row i =
@@ -1185,7 +1205,7 @@ EIP_EXPORT int eip_rerandomizers(const void *t1, const void *t2, const void *t3,
     if (!tables_ok(tabs, 3)) {
         return -2;
     }
-    fixed_rows((const eip_table *const *)tabs, 3, NULL, NULL, scalars, n, outs, 32);
+    fixed_rows((const eip_table *const *)tabs, 3, NULL, NULL, scalars, NULL, 3, n, outs, 32);
     return 0;
 }
 

@@ -39,6 +39,7 @@ __all__ = [
     "has_progression",
     "has_scalar_draws",
     "has_small_msm",
+    "has_split_slots",
     "is_valid",
     "progression",
     "rerandomizers",
@@ -111,6 +112,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     if hasattr(lib, "eip_progression"):  # secure format v2 label tables (newer builds)
         lib.eip_progression.argtypes = [_P, _P, _N, _P]
         lib.eip_progression.restype = ctypes.c_long
+    if hasattr(lib, "eip_sampdist_slots2"):  # format 2 in one call (newer builds)
+        lib.eip_sampdist_slots2.argtypes = [_P, _N, _N, _P, _P, _P, _P, _N, _P]
+        lib.eip_sampdist_slots2.restype = ctypes.c_long
     if hasattr(lib, "eip_scalars_wide"):  # scalar draws off the GIL (newer builds)
         lib.eip_scalars_wide.argtypes = [_P, _N, _P]
         lib.eip_scalars_wide.restype = ctypes.c_long
@@ -365,11 +369,14 @@ def sampdist_slots(
     halves: Points,
     slots: npt.NDArray[np.integer],
     scalars: npt.NDArray[np.uint8],
+    last_scalars: npt.NDArray[np.uint8] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """SampDist of codebook entries: row i = ``c_k + r_i * base_k`` for the entry
     ``c = slots[i]``, ``uint8 (N, len(tables) * 32)``. ``halves`` holds ``c_k / 2`` for
     every entry and component (entry-major), so nothing is decoded or square-rooted per
-    row: the sum is formed as ``2 (c_k / 2 + (r_i / 2) base_k)`` and encoded in batches."""
+    row: the sum is formed as ``2 (c_k / 2 + (r_i / 2) base_k)`` and encoded in batches.
+    ``last_scalars``: the last base takes these instead (format 2's ``r + K m``; needs
+    :func:`has_split_slots`)."""
     lib = _require()
     tabs = _table_array(tables)
     nb = len(tabs)
@@ -380,11 +387,25 @@ def sampdist_slots(
     if halves.count % nb:
         raise ValueError(f"{halves.count} points are not whole entries of {nb} components")
     out = np.empty((len(ks), nb * 32), dtype=np.uint8)
-    rc = int(
-        lib.eip_sampdist_slots(
+    if last_scalars is None:
+        rc = lib.eip_sampdist_slots(
             _ptr(tabs), nb, halves.address, _ptr(sl), _ptr(ks), len(ks), _ptr(out)
         )
-    )
+    else:
+        k2 = _rows(last_scalars, 32, "scalars")
+        if len(k2) != len(ks):
+            raise ValueError(f"{len(k2)} last-base scalars for {len(ks)} rows")
+        rc = lib.eip_sampdist_slots2(
+            _ptr(tabs),
+            nb,
+            nb - 1,
+            halves.address,
+            _ptr(sl),
+            _ptr(ks),
+            _ptr(k2),
+            len(ks),
+            _ptr(out),
+        )
     if rc == -2:
         raise RuntimeError("eip_sampdist_slots: table not initialised")  # pragma: no cover
     if rc != -1:
@@ -428,6 +449,13 @@ def dec(wire: npt.NDArray[np.uint8], a: bytes, b: bytes) -> npt.NDArray[np.uint8
     if rc != -1:
         raise EncodingError(f"ciphertext {rc}: not a valid ristretto255 encoding")
     return out
+
+
+def has_split_slots() -> bool:
+    """Whether the loaded build has ``eip_sampdist_slots2`` (a codebook SampDist whose last
+    base takes its own scalars: format 2 in one call instead of two)."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "eip_sampdist_slots2")
 
 
 def has_scalar_draws() -> bool:

@@ -329,8 +329,13 @@ class Ristretto255(Group):
         prepared: Any,
         slots: npt.NDArray[np.integer],
         scalars: Scalars | None = None,
+        last_scalars: Scalars | None = None,
     ) -> Elements:
+        """``last_scalars``: the last base takes these (format 2's ``r + K m``), in the
+        same native call; only for a native codebook."""
         if not isinstance(prepared, NativeCodebook):
+            if last_scalars is not None:
+                raise ValueError("last_scalars needs a codebook prepared by the native backend")
             return super().sampdist_codebook(bases, prepared, slots, scalars)
         nb = len(bases)
         if prepared.components != nb:
@@ -338,7 +343,7 @@ class Ristretto255(Group):
         sl = np.asarray(slots)
         ka = self._scalars_for(len(sl), scalars)
         tables = [_table(_rows(b)) for b in bases]
-        out = r255_native.sampdist_slots(tables, prepared.halves, sl, ka)
+        out = r255_native.sampdist_slots(tables, prepared.halves, sl, ka, last_scalars)
         return out.reshape(len(sl), nb, _BYTES)
 
     def equal(self, x: Elements, y: Elements) -> bool:

@@ -601,10 +601,14 @@ class CSLiteV2:
         return np.stack([g.mul(rr[i], c[:, i]) for i in range(self.components)], axis=1)
 
     def prepare_codebook(self, codebook: npt.NDArray[np.uint8]) -> Any:
-        """The codebook split in the form the group's fast codebook SampDist wants: the
-        first n + 1 components (one scalar r) and the last (its own r + K m)."""
+        """The codebook in the form the group's fast codebook SampDist wants. Native: one
+        prepared codebook, whose last component takes its own scalar in the same call.
+        Otherwise split: the first n + 1 components (one scalar r) and the last (its
+        own r + K m)."""
         cb = self._check_cts(codebook)
         g = self.group
+        if g.backend == "native" and r255_native.has_split_slots():
+            return g.prepare_codebook(cb)
         return g.prepare_codebook(cb[:, :-1]), g.prepare_codebook(cb[:, -1:])
 
     def sampdist_codebook(
@@ -615,10 +619,12 @@ class CSLiteV2:
         scalars: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None,
     ) -> npt.NDArray[np.uint8]:
         """``sampdist(pk, codebook[slots])``, from :meth:`prepare_codebook`'s form."""
-        head_cb, last_cb = prepared
         sl = np.asarray(slots)
         rs, shifted = scalars if scalars is not None else self.shift_scalars(len(sl))
         g, parts = self.group, pk.parts()
+        if not isinstance(prepared, tuple):  # native, all components in one call
+            return g.sampdist_codebook(parts, prepared, sl, rs, last_scalars=shifted)
+        head_cb, last_cb = prepared
         head = g.sampdist_codebook(parts[:-1], head_cb, sl, rs)
         last = g.sampdist_codebook(parts[-1:], last_cb, sl, shifted)
         return np.concatenate([head, last], axis=1)

@@ -414,6 +414,8 @@ typedef long (*sampn_fn)(const void *const *, size_t, const uint8_t *, const uin
                          uint8_t *);
 typedef long (*dec_fn)(const uint8_t *, const uint8_t *, const uint8_t *, size_t, uint8_t *);
 typedef long (*wide_fn)(const uint8_t *, size_t, uint8_t *);
+typedef long (*slots2_fn)(const void *const *, size_t, size_t, const void *, const uint32_t *,
+                          const uint8_t *, const uint8_t *, size_t, uint8_t *);
 typedef long (*shift_fn)(const uint8_t *, size_t, uint64_t, uint64_t, uint8_t *);
 #define SYM(type, name) type name = (type)dlsym(lib, "eip_" #name); if (!name) return 3
 int main(int argc, char **argv) {
@@ -432,7 +434,7 @@ int main(int argc, char **argv) {
   SYM(pinit_fn, points_init); SYM(smult_fn, scalarmult_fixed); SYM(rows_fn, fixed_rows);
   SYM(rer_fn, rerandomizers); SYM(samp_fn, sampdist); SYM(slots_fn, sampdist_slots);
   SYM(sampn_fn, sampdist_n); SYM(dec_fn, dec); SYM(wide_fn, scalars_wide);
-  SYM(shift_fn, shift_scalars);
+  SYM(shift_fn, shift_scalars); SYM(slots2_fn, sampdist_slots2);
   void *t = malloc(table_bytes());
   if (table_init(t, B)) return 1;
   const void *tabs[3] = {t, t, t};
@@ -445,6 +447,7 @@ int main(int argc, char **argv) {
   if (fixed_rows(tabs, 3, k, n, o)) return 1;                    /* Enc's g1^r, g2^r, h^r */
   if (rerandomizers(t, t, t, k, n, o, o + 32 * n, o + 64 * n)) return 1;
   if (sampdist_slots(tabs, 3, halves, slots, k, n, o) != -1) return 1; /* the server's */
+  if (sampdist_slots2(tabs, 3, 2, halves, slots, k, raw, n, o) != -1) return 1; /* format 2 */
   if (sampdist_n(tabs, 3, cts, k, n, o) != -1) return 1;
   if (sampdist(t, t, t, cts, k, n, o) != -1) return 1;
   if (scalars_wide(raw, n, o) != -1) return 1;                   /* format 1's r */

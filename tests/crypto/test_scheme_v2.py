@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from encryip_runtime.crypto import r255_native
+from encryip_runtime.crypto.ristretto import Ristretto255
 from encryip_runtime.crypto.scheme_v2 import (
     CSLiteV2,
     KeyFamilyV2,
@@ -95,6 +96,36 @@ def test_sampdist_native_and_libsodium_give_the_same_bytes(
     sodium = scheme.sampdist(family.pk, cts, scalars=scalars)
     assert np.array_equal(native, sodium)
     assert np.array_equal(scheme.dec(family.keys[1], sodium), dec_native)
+
+
+def test_codebook_sampdist_one_call_matches_two_calls_and_libsodium(
+    setup: tuple[CSLiteV2, KeyFamilyV2, tuple],
+) -> None:
+    """Native format 2 prepares one codebook and runs its n + 2 components in one C call
+    (the last base on its own scalar r + K m). Same scalars, same bytes as the split
+    two-call form and as libsodium; and it decrypts to the slot's label."""
+    if not r255_native.has_split_slots():
+        pytest.skip("native backend (with eip_sampdist_slots2) not built")
+    scheme, family, _ = setup
+    cb = scheme.enc(family.pk, scheme.codec.messages(np.arange(3 * K)))
+    slots = np.array([0, 5, 29, 7, 7, 12] * 12)  # 72 rows: more than one encoding batch
+    scalars = scheme.shift_scalars(len(slots))
+    prepared = scheme.prepare_codebook(cb)
+    assert not isinstance(prepared, tuple)
+    one = scheme.sampdist_codebook(family.pk, prepared, slots, scalars)
+    g = scheme.group
+    split = (g.prepare_codebook(cb[:, :-1]), g.prepare_codebook(cb[:, -1:]))
+    two = scheme.sampdist_codebook(family.pk, split, slots, scalars)
+    assert np.array_equal(one, two)
+    assert np.array_equal(one, scheme.sampdist(family.pk, cb[slots], scalars=scalars))
+    sodium = CSLiteV2(K, scheme.width, scheme.shift_range, scheme.table, Ristretto255(False))
+    assert sodium.group.backend == "libsodium"
+    assert isinstance(sodium.prepare_codebook(cb), tuple)
+    want = sodium.sampdist_codebook(family.pk, sodium.prepare_codebook(cb), slots, scalars)
+    assert np.array_equal(one, want)
+    assert np.array_equal(scheme.decrypt_labels(family.keys[1], one), slots % K)
+    with pytest.raises(ValueError, match="out of range"):
+        scheme.sampdist_codebook(family.pk, prepared, np.array([3 * K]))
 
 
 def test_elements_outside_the_table_still_get_a_label(
