@@ -309,15 +309,17 @@ class MicroBatcher:
             answers.append((item, BatchResult(rows, onehot, item.tag, queued)))
         return answers
 
-    @staticmethod
-    def _step(what: str, fn: Any, arg: Any, requests: int) -> tuple[Any, float]:
-        """``fn(arg)`` and its seconds; any failure becomes ``InferenceError`` (logged)."""
-        t0 = time.perf_counter()
+    def _step(self, what: str, fn: Any, arg: Any, requests: int) -> tuple[Any, float]:
+        """``fn(arg)`` and its seconds (its thread's CPU time goes to the metrics); any
+        failure becomes ``InferenceError`` (logged)."""
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             out = fn(arg)
         except Exception as exc:
             log.error("%s failed for a batch of %d request(s)", what, requests, exc_info=exc)
             raise InferenceError(f"{what} failed") from None
+        if self._metrics is not None:
+            self._metrics.stage_cpu_seconds.labels(what).inc(time.thread_time() - c0)
         return out, time.perf_counter() - t0
 
     def _infer(self, model: BatchModel, x: npt.NDArray[Any], requests: int) -> npt.NDArray[Any]:

@@ -49,6 +49,13 @@ class ServerMetrics:
             registry=r,
             buckets=_LATENCY_BUCKETS,
         )
+        self.stage_cpu_seconds = Counter(
+            "encryip_batch_cpu_seconds",
+            "CPU time of the batch threads per stage (inference, protection); the shares "
+            "of a batch's SampDist run on --crypto-threads helpers are not included",
+            ["stage"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "encryip_request_seconds",
             "Total server-side time per prediction request",

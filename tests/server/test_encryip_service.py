@@ -219,6 +219,13 @@ def test_metrics_exposed_without_secrets(served: tuple[EncryIPServer, Any]) -> N
     ):
         assert f"{name}_count" in text, name
     assert 'encryip_requests_total{code="OK",method="encryip.v1.EncryIP/Predict"}' in text
+    # CPU per stage: both stages ran on a batch thread and took some CPU
+    cpu = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("encryip_batch_cpu_seconds_total{")
+    }
+    assert set(cpu) == {"inference", "protection"} and all(v > 0 for v in cpu.values()), cpu
     assert 'code="INVALID_ARGUMENT"' in text
     assert pred[0].hex() not in text
 
