@@ -357,7 +357,8 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 def scrape(server: Server) -> dict[str, float]:
-    """``encryip_crypto_seconds_sum`` and ``encryip_rows_total`` from /metrics."""
+    """``encryip_crypto_seconds_sum``, ``encryip_rows_total`` and the batch threads' CPU per
+    stage (``cpu_inference``, ``cpu_protection``) from /metrics."""
     if not server.metrics_port:
         return {}
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
@@ -367,7 +368,25 @@ def scrape(server: Server) -> dict[str, float]:
         for key in ("encryip_crypto_seconds_sum", "encryip_rows_total"):
             if line.startswith(key + " "):
                 out[key] = float(line.split()[1])
+        if line.startswith('encryip_batch_cpu_seconds_total{stage="'):
+            out["cpu_" + line.split('"')[1]] = float(line.split()[-1])
     return out
+
+
+def cpu_per_row(
+    before: dict[str, float], after: dict[str, float], cpu0: float | None, cpu1: float | None
+) -> dict[str, float] | None:
+    """Server CPU µs per row between two scrapes: the batch threads' inference and
+    protection, and the rest of the process (event loop, gRPC, helpers) from /proc."""
+    rows = after.get("encryip_rows_total", 0.0) - before.get("encryip_rows_total", 0.0)
+    if rows <= 0 or cpu0 is None or cpu1 is None or "cpu_inference" not in after:
+        return None
+    stages = {
+        k: 1e6 * (after[f"cpu_{k}"] - before.get(f"cpu_{k}", 0.0)) / rows
+        for k in ("inference", "protection")
+        if f"cpu_{k}" in after
+    }
+    return {**stages, "rest": 1e6 * (cpu1 - cpu0) / rows - sum(stages.values())}
 
 
 # -- requests ---------------------------------------------------------------------------
@@ -832,7 +851,8 @@ def run_model(
                 for system, kind in seq:
                     server = servers[system.removesuffix("-v2")]
                     method, payload = payloads[(kind, batch)]
-                    before = scrape(server) if system.startswith("protected") else {}
+                    ours = system.startswith("protected") or system == "plain"
+                    before = scrape(server) if ours else {}
                     cpu0 = process_cpu_seconds(server.proc.pid)
                     res = clients.run(
                         server.address, method, payload, conc, scale.warmup_s, scale.duration_s
@@ -846,6 +866,10 @@ def run_model(
                     res["rows_per_s"] = res["requests_per_s"] * batch
                     if before:
                         after = scrape(server)
+                        split = cpu_per_row(before, after, cpu0, cpu1)
+                        if split is not None:
+                            res["server_cpu_us_per_row"] = split
+                    if before and system.startswith("protected"):
                         d_rows = after["encryip_rows_total"] - before["encryip_rows_total"]
                         d_sec = (
                             after["encryip_crypto_seconds_sum"]
@@ -1023,6 +1047,13 @@ def summarise(run: ModelRun) -> dict[str, Any]:
             for sys_ in ("protected", "protected-f1", "plain", "protected-v2", "kserve", "echo")
             if (cell := run.cell(sys_, conc, batch)) is not None
         },
+        # The same cell's server CPU per row, split: inference, protection (the batch
+        # threads' CPU, from /metrics) and the rest of the process (our servers only).
+        "server_cpu_us_per_row": {
+            sys_: cell.get("server_cpu_us_per_row")
+            for sys_ in ("protected", "protected-f1", "plain")
+            if (cell := run.cell(sys_, conc, batch)) is not None
+        },
         "p99_ms": {
             f"{sys_}_c{c}_b{b}": get(sys_, c, b, "p99_ms")
             for sys_ in ("protected", "protected-f1", "plain", "protected-v2", "kserve", "echo")
@@ -1086,6 +1117,14 @@ def print_table(run: ModelRun) -> None:
         f"crypto_scalarmult_ristretto255 {cr['raw_3_scalarmult_us_per_row']:.1f} us "
         f"(median per-pair ratio {cr['crypto_vs_raw']:.2f})"
     )
+    for cell in run.cells:
+        split = cell.get("server_cpu_us_per_row")
+        if split and cell["concurrency"] == max(c["concurrency"] for c in run.cells):
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in split.items())
+            print(
+                f"server CPU per row, {cell['system']} c={cell['concurrency']} "
+                f"b={cell['batch']}: {parts} us"
+            )
     for a in run.ablations:
         print(
             f"ablation {a['variant']:8} c={a['concurrency']:<3} b={a['batch']:<3} "

@@ -60,6 +60,15 @@ def test_serving_benchmark_tiny(tmp_path: Path, load_generator: str) -> None:
     if sys.platform == "linux":  # server CPU per request comes from /proc
         costs = [c["server_cpu_us_per_request"] for c in result["cells"]["cnn"] if c["requests"]]
         assert costs and all(v > 0 for v in costs), result["cells"]["cnn"]
+        # our servers' CPU per row, split by stage: protection only where it protects
+        splits = {
+            c["system"]: c["server_cpu_us_per_row"]
+            for c in result["cells"]["cnn"]
+            if c.get("server_cpu_us_per_row") and c["system"] in ("protected", "plain")
+        }
+        assert set(splits) == {"protected", "plain"}, result["cells"]["cnn"]
+        assert splits["protected"]["protection"] > 5 * splits["plain"]["protection"] > 0
+        assert all(s["inference"] > 0 for s in splits.values())
     for system in systems:  # 0.3 s cells on a busy machine: some may see no completion
         assert sum(c["requests"] for c in result["cells"]["cnn"] if c["system"] == system) > 0
     # Every server it started has stopped (each wrote its log, none is still listening).
