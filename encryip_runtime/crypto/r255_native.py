@@ -31,6 +31,7 @@ __all__ = [
     "ENV_VAR",
     "FixedBase",
     "Points",
+    "TableSet",
     "add",
     "available",
     "dec",
@@ -344,7 +345,21 @@ class Points:
         return self._addr
 
 
-def _table_array(tables: Sequence[FixedBase]) -> npt.NDArray[np.uintp]:
+class TableSet:
+    """Several bases' tables and their address array, built once: a server's batches reuse
+    it instead of looking each base up again. Holds the tables, so the addresses stay
+    valid after the LRU cache drops them."""
+
+    __slots__ = ("array", "tables")
+
+    def __init__(self, tables: Sequence[FixedBase]) -> None:
+        self.tables = tuple(tables)
+        self.array = _table_array(self.tables)
+
+
+def _table_array(tables: Sequence[FixedBase] | TableSet) -> npt.NDArray[np.uintp]:
+    if isinstance(tables, TableSet):
+        return tables.array
     if not 1 <= len(tables) <= _MAX_BASES:
         raise ValueError(f"between 1 and {_MAX_BASES} bases, got {len(tables)}")
     return np.array([t.address for t in tables], dtype=np.uintp)
@@ -365,7 +380,7 @@ def fixed_rows(
 
 
 def sampdist_slots(
-    tables: Sequence[FixedBase],
+    tables: Sequence[FixedBase] | TableSet,
     halves: Points,
     slots: npt.NDArray[np.integer],
     scalars: npt.NDArray[np.uint8],

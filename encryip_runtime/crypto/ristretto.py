@@ -175,12 +175,14 @@ _HALF = (L + 1) // 2
 class NativeCodebook:
     """A codebook prepared for the native SampDist: the decoded halves of its entries."""
 
-    __slots__ = ("codebook", "components", "halves")
+    __slots__ = ("codebook", "components", "halves", "tables")
 
     def __init__(self, codebook: npt.NDArray[np.uint8], halves: r255_native.Points):
         self.codebook = codebook
         self.components = codebook.shape[1]
         self.halves = halves
+        # The last bases' encodings and their tables (a model serves one public key).
+        self.tables: tuple[bytes, r255_native.TableSet] | None = None
 
     def __len__(self) -> int:
         return len(self.codebook)
@@ -342,8 +344,12 @@ class Ristretto255(Group):
             raise ValueError(f"codebook has {prepared.components} components, {nb} bases given")
         sl = np.asarray(slots)
         ka = self._scalars_for(len(sl), scalars)
-        tables = [_table(_rows(b)) for b in bases]
-        out = r255_native.sampdist_slots(tables, prepared.halves, sl, ka, last_scalars)
+        key = b"".join(_rows(b)[0].tobytes() for b in bases)
+        cached = prepared.tables
+        if cached is None or cached[0] != key:  # a racing rebuild is harmless
+            cached = key, r255_native.TableSet([_table(_rows(b)) for b in bases])
+            prepared.tables = cached
+        out = r255_native.sampdist_slots(cached[1], prepared.halves, sl, ka, last_scalars)
         return out.reshape(len(sl), nb, _BYTES)
 
     def equal(self, x: Elements, y: Elements) -> bool:

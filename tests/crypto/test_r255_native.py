@@ -181,6 +181,13 @@ def test_sampdist_codebook_matches_libsodium(nb: int) -> None:
     assert np.array_equal(got, want)
     assert not got[0].any() and not got[7, 0].any()  # identities encode to zero
     assert np.array_equal(got, G.sampdist_rows(list(bases[:, None]), cb[slots], ks))
+    # The prepared codebook keeps the last bases' tables: other bases must not reuse them.
+    others = G.random_elements(nb)
+    again = G.sampdist_codebook(list(others[:, None]), prepared, slots, ks)
+    assert np.array_equal(again, SODIUM.sampdist_codebook(list(others[:, None]), cb, slots, ks)), (
+        "stale tables served for other bases"
+    )
+    assert np.array_equal(G.sampdist_codebook(list(bases[:, None]), prepared, slots, ks), got)
 
 
 @needs_native
