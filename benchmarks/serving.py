@@ -284,9 +284,12 @@ if __name__ == "__main__":
 '''
 
 
-def kserve_python(out: Path, mode: str, timeout_s: float = 900) -> Path | None:
+#: KServe's own venv (kserve pins protobuf < 7): one per checkout, whatever --out says.
+KSERVE_VENV = Path(__file__).resolve().parents[1] / "bench-out" / "kserve-venv"
+
+
+def kserve_python(mode: str, timeout_s: float = 900, venv: Path = KSERVE_VENV) -> Path | None:
     """The kserve venv's python (built when missing and ``mode == "build"``), or None."""
-    venv = out.parent / "kserve-venv"
     py = venv / "bin" / "python"
     if mode == "off":
         return None
@@ -297,6 +300,8 @@ def kserve_python(out: Path, mode: str, timeout_s: float = 900) -> Path | None:
         ).returncode
         == 0
     )
+    if not ok and mode == "existing":
+        log.warning("no usable %s (--kserve existing): skipping the KServe rows", venv)
     if ok or mode != "build":
         return py if ok else None
     log.info("building %s (pip install kserve onnxruntime; once)", venv)
@@ -1188,7 +1193,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    kserve_py = kserve_python(out, args.kserve)
+    kserve_py = kserve_python(args.kserve)
     use_h2load = args.load_generator == "h2load" or (
         args.load_generator == "auto" and shutil.which("h2load") is not None
     )

@@ -35,7 +35,6 @@ from encryip_runtime.pipeline import ProtectedModel
 from encryip_runtime.server.app import create_server
 from encryip_runtime.server.config import ServerConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = {"qps": 1000.0, "timeout_s": 10.0}
 secure_only = pytest.mark.parametrize("trained", ["secure"], indirect=True)
 
@@ -384,7 +383,7 @@ def _kserve_python() -> Path:
     # is a failure); elsewhere build it on request (ENCRYIP_BUILD_KSERVE_VENV=1, or
     # `python -m benchmarks.serving --kserve build`) or skip.
     mode = "build" if os.environ.get("ENCRYIP_BUILD_KSERVE_VENV") == "1" else "existing"
-    py = kserve_python(ROOT / "bench-out" / "verify-endpoint", mode)
+    py = kserve_python(mode)
     if py is None:
         if os.environ.get("CI") == "true":
             pytest.fail("bench-out/kserve-venv missing: scripts/bootstrap.sh builds it")
