@@ -321,7 +321,14 @@ def _fmt(rate: float) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
-    release = argv[argv.index("--release") + 1] if "--release" in argv else None
+    release = None
+    if "--release" in argv:
+        i = argv.index("--release") + 1
+        if i >= len(argv) or not os.path.isdir(argv[i]):
+            sys.exit(
+                "--release needs a release directory (a licensee's: model.onnx, manifest.json)"
+            )
+        release = argv[i]
     paper = bench_paper([1, 1024] if quick else [1, 1024, 1_000_000])
     secure = bench_secure([1, 32, 1024])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

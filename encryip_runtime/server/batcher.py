@@ -319,7 +319,7 @@ class MicroBatcher:
             log.error("%s failed for a batch of %d request(s)", what, requests, exc_info=exc)
             raise InferenceError(f"{what} failed") from None
         if self._metrics is not None:
-            self._metrics.stage_cpu_seconds.labels(what).inc(time.thread_time() - c0)
+            self._metrics.stage_cpu[what].inc(time.thread_time() - c0)
         return out, time.perf_counter() - t0
 
     def _infer(self, model: BatchModel, x: npt.NDArray[Any], requests: int) -> npt.NDArray[Any]:

@@ -56,6 +56,8 @@ class ServerMetrics:
             ["stage"],
             registry=r,
         )
+        # Bound once: the batch threads add to these after every stage.
+        self.stage_cpu = {s: self.stage_cpu_seconds.labels(s) for s in ("inference", "protection")}
         self.request_seconds = Histogram(
             "encryip_request_seconds",
             "Total server-side time per prediction request",
