@@ -872,6 +872,409 @@ static int tables_ok(const void *const *tables, size_t nb)
     return 1;
 }
 
+/* ------------------------------------------------------------ 4-way AVX2 mixed additions */
+
+/* The 64 mixed additions of fixed_madd dominate SampDist (~90 % of a row). On x86-64
+ * with AVX2 they run four (row, base) pairs at once, one per 64-bit lane, in radix
+ * 2^25.5 (10 limbs of 26/25 bits, products by vpmuludq): the lanes are independent
+ * points with their own table and digits. Each lane's window entry is chosen by the
+ * same constant-time table_select as the portable path, then the four entries are
+ * transposed into lanes. The result is identical, bit for bit, to the portable path
+ * (the same group operations on the same points; only the field representation
+ * differs, and both are converted to the same radix-51 point before encoding).
+ * Chosen at run time (eip_simd): a CPU or OS without AVX2 runs the portable code.
+ *
+ * Limb bounds (unsigned, per lane). "Carried": limbs < 2^26 (even) / 2^25 (odd),
+ * limb 1 and 5 up to 2^13..2^18 more. vfe_mul accepts limbs up to 3 * 2^26 (even) and
+ * 3 * 2^25 (odd) plus that excess in either operand: then 19 g_j < 2^32 and each output
+ * coefficient, a sum of 10 products each < 2^60.4, stays below 2^64. vfe_sub(f, g)
+ * adds 2p, so it needs g carried (or a sum of two carried values' halves) and returns
+ * limbs < 3 * 2^26 / 3 * 2^25 for a carried f. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(EIP_NO_AVX2)
+#define EIP_HAVE_AVX2 1
+#include <immintrin.h>
+
+#define EIP_AVX2 __attribute__((target("avx2")))
+/* the field helpers are forced inline: as calls, gcc copied their 320-byte results with
+ * `rep movsq` and spilled every accumulator */
+#define EIP_AVX2_INLINE __attribute__((target("avx2"), always_inline))
+
+typedef struct {
+    __m256i v[10];
+} vfe;
+
+typedef struct {
+    vfe X, Y, Z, T;
+} vge;
+
+typedef struct {
+    vfe ypx, ymx, xy2d;
+} vniels;
+
+EIP_AVX2_INLINE static inline void vfe_add(vfe *h, const vfe *f, const vfe *g)
+{
+    #pragma GCC unroll 16
+    for (int i = 0; i < 10; i++) {
+        h->v[i] = _mm256_add_epi64(f->v[i], g->v[i]);
+    }
+}
+
+/* f - g + 2p (no carry) */
+EIP_AVX2_INLINE static inline void vfe_sub(vfe *h, const vfe *f, const vfe *g)
+{
+    const __m256i p0 = _mm256_set1_epi64x(0x7ffffdaLL);
+    const __m256i pe = _mm256_set1_epi64x(0x7fffffeLL);
+    const __m256i po = _mm256_set1_epi64x(0x3fffffeLL);
+    #pragma GCC unroll 16
+    for (int i = 0; i < 10; i++) {
+        const __m256i p = (i == 0) ? p0 : ((i & 1) ? po : pe);
+        h->v[i] = _mm256_sub_epi64(_mm256_add_epi64(f->v[i], p), g->v[i]);
+    }
+}
+
+/* 19 * c for c < 2^45 (no vpmuludq: c may exceed 32 bits) */
+EIP_AVX2_INLINE static inline __m256i v19(__m256i c)
+{
+    return _mm256_add_epi64(_mm256_add_epi64(c, _mm256_slli_epi64(c, 1)),
+                            _mm256_slli_epi64(c, 4));
+}
+
+/* Carries any limbs < 2^64 down to "carried" (two interleaved chains, as in ref10). */
+EIP_AVX2_INLINE static inline void vfe_carry(__m256i h[10])
+{
+    const __m256i m26 = _mm256_set1_epi64x((1LL << 26) - 1);
+    const __m256i m25 = _mm256_set1_epi64x((1LL << 25) - 1);
+#define EIP_VC(i, bits, mask)                                                                  \
+    do {                                                                                       \
+        const __m256i c_ = _mm256_srli_epi64(h[i], bits);                                      \
+        h[i] = _mm256_and_si256(h[i], mask);                                                   \
+        h[i + 1] = _mm256_add_epi64(h[i + 1], c_);                                             \
+    } while (0)
+    EIP_VC(0, 26, m26);
+    EIP_VC(4, 26, m26);
+    EIP_VC(1, 25, m25);
+    EIP_VC(5, 25, m25);
+    EIP_VC(2, 26, m26);
+    EIP_VC(6, 26, m26);
+    EIP_VC(3, 25, m25);
+    EIP_VC(7, 25, m25);
+    EIP_VC(4, 26, m26);
+    EIP_VC(8, 26, m26);
+    {
+        const __m256i c9 = _mm256_srli_epi64(h[9], 25);
+        h[9] = _mm256_and_si256(h[9], m25);
+        h[0] = _mm256_add_epi64(h[0], v19(c9));
+    }
+    EIP_VC(0, 26, m26);
+#undef EIP_VC
+}
+
+/* h = f * g (schoolbook over 10 limbs, 2^255 = 19 folded in), carried. Operand
+ * scanning: the 10 accumulators stay in registers while f's limbs are taken one at a
+ * time (16 ymm registers; product scanning made gcc spill every product). */
+EIP_AVX2_INLINE static inline void vfe_mul(vfe *h, const vfe *f, const vfe *g)
+{
+    const __m256i n19 = _mm256_set1_epi64x(19);
+    __m256i g19[10], r[10];
+    #pragma GCC unroll 16
+    for (int j = 1; j < 10; j++) {
+        g19[j] = _mm256_mul_epu32(g->v[j], n19);
+    }
+    g19[0] = g->v[0]; /* unused: i + j >= 10 needs j >= 1 */
+    #pragma GCC unroll 16
+    for (int k = 0; k < 10; k++) {
+        r[k] = _mm256_mul_epu32(f->v[0], g->v[k]);
+    }
+#pragma GCC unroll 9
+    for (int i = 1; i < 10; i++) {
+        const __m256i fi = f->v[i];
+        const __m256i fi2 = (i & 1) ? _mm256_add_epi64(fi, fi) : fi;
+#pragma GCC unroll 10
+        for (int j = 0; j < 10; j++) {
+            const int k = (i + j) % 10;
+            const __m256i a = ((i & 1) && (j & 1)) ? fi2 : fi;
+            const __m256i b = (i + j >= 10) ? g19[j] : g->v[j];
+            r[k] = _mm256_add_epi64(r[k], _mm256_mul_epu32(a, b));
+        }
+        /* keeps gcc from hoisting all 100 products ahead of the additions (and spilling
+         * them): each row's products are summed before the next row's are formed */
+        __asm__("" : "+x"(r[0]), "+x"(r[1]), "+x"(r[2]), "+x"(r[3]), "+x"(r[4]), "+x"(r[5]),
+                "+x"(r[6]), "+x"(r[7]), "+x"(r[8]), "+x"(r[9]));
+    }
+    vfe_carry(r);
+    #pragma GCC unroll 16
+    for (int i = 0; i < 10; i++) {
+        h->v[i] = r[i];
+    }
+}
+
+/* r = p + q, q affine Niels (the same formulas as ge_madd). */
+EIP_AVX2_INLINE static inline void vge_madd(vge *r, const vniels *q)
+{
+    vfe a, b, c, d, e, f, g, h;
+    vfe_sub(&a, &r->Y, &r->X);
+    vfe_mul(&a, &a, &q->ymx);
+    vfe_add(&b, &r->Y, &r->X);
+    vfe_mul(&b, &b, &q->ypx);
+    vfe_mul(&c, &r->T, &q->xy2d);
+    vfe_add(&d, &r->Z, &r->Z);
+    vfe_sub(&e, &b, &a);
+    vfe_sub(&f, &d, &c);
+    vfe_carry(f.v); /* 2Z - c + 2p may reach 2^28: carried before it is multiplied */
+    vfe_add(&g, &d, &c);
+    vfe_add(&h, &b, &a);
+    vfe_mul(&r->X, &e, &f);
+    vfe_mul(&r->Y, &g, &h);
+    vfe_mul(&r->T, &e, &h);
+    vfe_mul(&r->Z, &f, &g);
+}
+
+/* Four radix-51 field elements (lane l = in[l]) -> radix 2^25.5 lanes. */
+EIP_AVX2_INLINE static inline void vfe_from_radix51(vfe *h, const __m256i limb51[5])
+{
+    const __m256i m26 = _mm256_set1_epi64x((1LL << 26) - 1);
+    #pragma GCC unroll 16
+    for (int i = 0; i < 5; i++) {
+        h->v[2 * i] = _mm256_and_si256(limb51[i], m26);
+        h->v[2 * i + 1] = _mm256_srli_epi64(limb51[i], 26);
+    }
+}
+
+/* Transposes 4 x 4 64-bit words: rows a, b, c, d (lanes 0..3) -> columns. */
+EIP_AVX2_INLINE static inline void transpose4(__m256i out[4], __m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i ab_lo = _mm256_unpacklo_epi64(a, b); /* a0 b0 a2 b2 */
+    const __m256i ab_hi = _mm256_unpackhi_epi64(a, b); /* a1 b1 a3 b3 */
+    const __m256i cd_lo = _mm256_unpacklo_epi64(c, d);
+    const __m256i cd_hi = _mm256_unpackhi_epi64(c, d);
+    out[0] = _mm256_permute2x128_si256(ab_lo, cd_lo, 0x20); /* a0 b0 c0 d0 */
+    out[1] = _mm256_permute2x128_si256(ab_hi, cd_hi, 0x20);
+    out[2] = _mm256_permute2x128_si256(ab_lo, cd_lo, 0x31);
+    out[3] = _mm256_permute2x128_si256(ab_hi, cd_hi, 0x31);
+}
+
+/* q = lane l's window entry digits[l][w] * (its base's 16^w multiple), l < 4: each lane
+ * reads all 8 entries of its row and keeps one by mask (four 256-bit words per entry),
+ * the entries are transposed into lanes, and the negative digits' lanes swap y+x / y-x
+ * and negate 2dxy (2p - 2dxy) under a lane mask. Constant time in the digits. */
+typedef struct {
+    ge_niels t[4] __attribute__((aligned(32)));
+    int64_t neg[4] __attribute__((aligned(32)));
+} vselect_scratch; /* secret: wiped by the caller once, not per window */
+
+EIP_AVX2_INLINE static inline void vselect4(vniels *q, vselect_scratch *s,
+                                            const eip_table *const tabs[4],
+                                            const int8_t *const digits[4], int w)
+{
+    ge_niels *t = s->t;
+    int64_t *neg = s->neg;
+    __m256i col[16];
+#pragma GCC unroll 4
+    for (int l = 0; l < 4; l++) {
+        const int8_t b = digits[l][w];
+        const uint32_t bneg = ((uint32_t)(int32_t)b >> 31) & 1U;
+        const uint32_t babs = (uint32_t)((int32_t)b - (((-(int32_t)bneg) & (int32_t)b) * 2));
+        const __m256i *row = (const __m256i *)tabs[l]->e[w];
+        __m256i a0 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY);
+        __m256i a1 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 1);
+        __m256i a2 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 2);
+        __m256i a3 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 3);
+#pragma GCC unroll 8
+        for (uint32_t j = 0; j < EIP_MULTS; j++) {
+            const uint64_t m = value_barrier((uint64_t)0 - (uint64_t)ct_eq_small(babs, j + 1));
+            const __m256i mv = _mm256_set1_epi64x((long long)m);
+            a0 = _mm256_xor_si256(a0, _mm256_and_si256(mv, _mm256_xor_si256(a0, _mm256_loadu_si256(row + 4 * j))));
+            a1 = _mm256_xor_si256(a1, _mm256_and_si256(mv, _mm256_xor_si256(a1, _mm256_loadu_si256(row + 4 * j + 1))));
+            a2 = _mm256_xor_si256(a2, _mm256_and_si256(mv, _mm256_xor_si256(a2, _mm256_loadu_si256(row + 4 * j + 2))));
+            a3 = _mm256_xor_si256(a3, _mm256_and_si256(mv, _mm256_xor_si256(a3, _mm256_loadu_si256(row + 4 * j + 3))));
+        }
+        _mm256_store_si256((__m256i *)&t[l], a0);
+        _mm256_store_si256((__m256i *)&t[l] + 1, a1);
+        _mm256_store_si256((__m256i *)&t[l] + 2, a2);
+        _mm256_store_si256((__m256i *)&t[l] + 3, a3);
+        neg[l] = (int64_t)value_barrier((uint64_t)0 - (uint64_t)bneg);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        transpose4(col + 4 * c, _mm256_load_si256((const __m256i *)&t[0] + c),
+                   _mm256_load_si256((const __m256i *)&t[1] + c),
+                   _mm256_load_si256((const __m256i *)&t[2] + c),
+                   _mm256_load_si256((const __m256i *)&t[3] + c));
+    }
+    vfe_from_radix51(&q->ypx, col);
+    vfe_from_radix51(&q->ymx, col + 5);
+    vfe_from_radix51(&q->xy2d, col + 10);
+    {
+        const __m256i nm = _mm256_load_si256((const __m256i *)neg);
+        const vfe zero = {{_mm256_setzero_si256()}};
+        vfe minus;
+        vfe_sub(&minus, &zero, &q->xy2d);
+#pragma GCC unroll 10
+        for (int i = 0; i < 10; i++) {
+            const __m256i x = _mm256_and_si256(nm, _mm256_xor_si256(q->ypx.v[i], q->ymx.v[i]));
+            q->ypx.v[i] = _mm256_xor_si256(q->ypx.v[i], x);
+            q->ymx.v[i] = _mm256_xor_si256(q->ymx.v[i], x);
+            q->xy2d.v[i] = _mm256_xor_si256(
+                q->xy2d.v[i], _mm256_and_si256(nm, _mm256_xor_si256(q->xy2d.v[i], minus.v[i])));
+        }
+    }
+}
+
+/* Four radix-51 points -> lanes, and back (the way back carries first: limbs of 26/25
+ * bits, plus the excess of limbs 1 and 5, recombine into radix-51 limbs < 2^52). */
+EIP_AVX2 static void vge_load(vge *r, const ge_p3 p[4])
+{
+    vfe *dst[4] = {&r->X, &r->Y, &r->Z, &r->T};
+    #pragma GCC unroll 16
+    for (int c = 0; c < 4; c++) {
+        const uint64_t *s0 = ((const uint64_t *)&p[0]) + 5 * c;
+        const uint64_t *s1 = ((const uint64_t *)&p[1]) + 5 * c;
+        const uint64_t *s2 = ((const uint64_t *)&p[2]) + 5 * c;
+        const uint64_t *s3 = ((const uint64_t *)&p[3]) + 5 * c;
+        __m256i limb[5];
+        #pragma GCC unroll 16
+        for (int i = 0; i < 5; i++) {
+            limb[i] = _mm256_set_epi64x((long long)s3[i], (long long)s2[i], (long long)s1[i],
+                                        (long long)s0[i]);
+        }
+        vfe_from_radix51(dst[c], limb);
+    }
+}
+
+EIP_AVX2 static void vge_store(ge_p3 p[4], vge *r)
+{
+    vfe *src[4] = {&r->X, &r->Y, &r->Z, &r->T};
+    #pragma GCC unroll 16
+    for (int c = 0; c < 4; c++) {
+        vfe_carry(src[c]->v);
+        #pragma GCC unroll 16
+        for (int i = 0; i < 5; i++) {
+            uint64_t w[4];
+            const __m256i v = _mm256_add_epi64(src[c]->v[2 * i],
+                                               _mm256_slli_epi64(src[c]->v[2 * i + 1], 26));
+            _mm256_storeu_si256((__m256i *)w, v);
+            #pragma GCC unroll 16
+            for (int l = 0; l < 4; l++) {
+                ((uint64_t *)&p[l])[5 * c + i] = w[l];
+            }
+        }
+    }
+}
+
+/* p[l] += k_l * P_l for four lanes: tabs[l] and digits[l] per lane. */
+EIP_AVX2 static void fixed_madd4(ge_p3 p[4], const eip_table *const tabs[4],
+                                 const int8_t *const digits[4])
+{
+    vge r;
+    vniels q;
+    vselect_scratch s;
+    vge_load(&r, p);
+    for (int i = 0; i < EIP_WINDOWS; i++) {
+        vselect4(&q, &s, tabs, digits, i);
+        vge_madd(&r, &q);
+    }
+    vge_store(p, &r);
+    secure_wipe(&r, sizeof r);
+    secure_wipe(&q, sizeof q);
+    secure_wipe(&s, sizeof s);
+}
+#endif /* x86-64 AVX2 */
+
+/* 1 when fixed_rows may use the AVX2 lanes: the CPU and OS support AVX2 and eip_simd
+ * has not turned it off. Decided once (a benign race: every thread computes the same). */
+static int eip_simd_state = -1; /* -1 undecided, 0 portable, 1 AVX2 */
+
+static int simd_supported(void)
+{
+#ifdef EIP_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+static int simd_on(void)
+{
+    int s = __atomic_load_n(&eip_simd_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        s = simd_supported();
+        __atomic_store_n(&eip_simd_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+#ifdef EIP_HAVE_AVX2
+/* fixed_rows (below) on AVX2 lanes: rows are taken 4 at a time, and their nb * rows
+ * (row, base) pairs 4 at a time; a last, partial group fills its spare lanes with the
+ * identity and zero digits, whose results are dropped. Same outputs, same order of
+ * encodings as the portable loop. */
+EIP_AVX2 static void fixed_rows_avx2(const eip_table *const *tabs, size_t nb,
+                                     const eip_points *starts, const uint32_t *slots,
+                                     const uint8_t *scalars, const uint8_t *scalars2,
+                                     size_t split, size_t n, uint8_t *const *outs, size_t stride)
+{
+    static const int8_t zero_digits[EIP_WINDOWS] = {0};
+    dbl_state st[EIP_BATCH];
+    uint8_t *dst[EIP_BATCH];
+    int8_t e[4][2][EIP_WINDOWS];
+    uint8_t half[32];
+    ge_p3 x[4];
+    size_t m = 0;
+
+    for (size_t i0 = 0; i0 < n; i0 += 4) {
+        const size_t rows = (n - i0 < 4) ? n - i0 : 4;
+        for (size_t r = 0; r < rows; r++) {
+            scalar_half(half, scalars + 32 * (i0 + r));
+            recode(e[r][0], half);
+            if (scalars2 != NULL) {
+                scalar_half(half, scalars2 + 32 * (i0 + r));
+                recode(e[r][1], half);
+            }
+        }
+        const size_t tasks = rows * nb;
+        for (size_t t0 = 0; t0 < tasks; t0 += 4) {
+            const eip_table *lt[4];
+            const int8_t *ld[4];
+            for (size_t l = 0; l < 4; l++) {
+                const size_t t = t0 + l;
+                if (t < tasks) {
+                    const size_t r = t / nb, k = t % nb;
+                    lt[l] = tabs[k];
+                    /* bases from `split` on take the second scalar (k and split are public) */
+                    ld[l] = e[r][(scalars2 != NULL && k >= split) ? 1 : 0];
+                    if (starts != NULL) {
+                        x[l] = starts->p[(size_t)slots[i0 + r] * nb + k];
+                    } else {
+                        ge_identity(&x[l]);
+                    }
+                } else {
+                    lt[l] = tabs[0];
+                    ld[l] = zero_digits;
+                    ge_identity(&x[l]);
+                }
+            }
+            fixed_madd4(x, lt, ld);
+            for (size_t l = 0; l < 4 && t0 + l < tasks; l++) {
+                const size_t t = t0 + l, r = t / nb, k = t % nb;
+                dbl_prepare(&st[m], &x[l]);
+                dst[m++] = outs[k] + (i0 + r) * stride;
+                if (m == EIP_BATCH) {
+                    dbl_encode_batch(dst, st, m);
+                    m = 0;
+                }
+            }
+        }
+    }
+    if (m > 0) {
+        dbl_encode_batch(dst, st, m);
+    }
+    secure_wipe(e, sizeof e);
+    secure_wipe(half, sizeof half);
+    secure_wipe(x, sizeof x);
+}
+#endif
+
 /* outs[k] + i * stride receives ENCODE(S_ik + r_i * base_k) for rows i < n and bases
  * k < nb, where S_ik = 2 * starts->p[slots[i] * nb + k] (or the identity when starts is
  * NULL). Computed as ENCODE(2 (starts->p[.] + (r_i / 2) base_k)): one recoding of r_i / 2
@@ -888,6 +1291,12 @@ static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points
     ge_p3 x;
     size_t m = 0;
 
+#ifdef EIP_HAVE_AVX2
+    if (simd_on()) {
+        fixed_rows_avx2(tabs, nb, starts, slots, scalars, scalars2, split, n, outs, stride);
+        return;
+    }
+#endif
     for (size_t i = 0; i < n; i++) {
         scalar_half(half, scalars + 32 * i);
         recode(e, half);
@@ -1098,6 +1507,19 @@ EIP_EXPORT long eip_points_init(void *buf, const uint8_t *encodings, size_t coun
     pts->count = count;
     pts->magic = EIP_POINTS_MAGIC;
     return -1;
+}
+
+/* The vector backend in use: want < 0 only asks; 0 forces the portable code; 1 asks for
+ * AVX2 (granted only where the CPU and OS support it). Returns the level now in effect:
+ * 0 portable, 1 AVX2. For tests and benchmarks; not meant to change under running calls. */
+EIP_EXPORT int eip_simd(int want)
+{
+    if (want == 0) {
+        __atomic_store_n(&eip_simd_state, 0, __ATOMIC_RELAXED);
+    } else if (want > 0) {
+        __atomic_store_n(&eip_simd_state, simd_supported(), __ATOMIC_RELAXED);
+    }
+    return simd_on();
 }
 
 /* out[i * nb + k] = ENCODE(scalars[i] * base_k) for n rows and nb bases (32 bytes

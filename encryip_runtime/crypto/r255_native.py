@@ -29,6 +29,7 @@ from encryip_runtime.exceptions import EncodingError
 
 __all__ = [
     "ENV_VAR",
+    "SIMD_ENV_VAR",
     "FixedBase",
     "Points",
     "TableSet",
@@ -50,6 +51,7 @@ __all__ = [
     "scalarmult",
     "scalars_wide",
     "shift_scalars",
+    "simd",
     "small_msm",
     "table_for",
     "why_unavailable",
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 #: by ``make_scheme`` (``disabled_by_env``); a group built directly picks its backend
 #: with its ``native`` argument.
 ENV_VAR = "ENCRYIP_NATIVE"
+#: ``ENCRYIP_SIMD=0`` keeps the native backend on its portable code (no AVX2 lanes).
+SIMD_ENV_VAR = "ENCRYIP_SIMD"
 _MODULE = "encryip_runtime.crypto._r255"
 _ABI_VERSION = 2  # must match EIP_ABI_VERSION in _r255.c
 _MAX_BASES = 64  # EIP_MAX_BASES in _r255.c
@@ -121,6 +125,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         lib.eip_scalars_wide.restype = ctypes.c_long
         lib.eip_shift_scalars.argtypes = [_P, _N, ctypes.c_uint64, ctypes.c_uint64, _P]
         lib.eip_shift_scalars.restype = ctypes.c_long
+    if hasattr(lib, "eip_simd"):  # the AVX2 lanes (newer builds)
+        lib.eip_simd.argtypes = [ctypes.c_int]
+        lib.eip_simd.restype = ctypes.c_int
     if hasattr(lib, "eip_small_msm"):  # secure format v2 decryption (newer builds)
         lib.eip_small_msm.argtypes = [_P, _N, _P, ctypes.c_int, _N, _P]
         lib.eip_small_msm.restype = ctypes.c_long
@@ -147,6 +154,8 @@ def _load() -> ctypes.CDLL | None:
                 else:
                     _declare(lib)
                     _table_bytes = int(lib.eip_table_bytes())
+                    if hasattr(lib, "eip_simd") and _off(os.environ.get(SIMD_ENV_VAR, "")):
+                        lib.eip_simd(0)
                     _lib = lib
         except (ImportError, OSError, AttributeError) as exc:
             _why_not = f"cannot load {_MODULE}: {exc}"
@@ -154,9 +163,26 @@ def _load() -> ctypes.CDLL | None:
     return _lib
 
 
+def _off(value: str) -> bool:
+    return value.strip().lower() in ("0", "false", "no", "off")
+
+
 def disabled_by_env() -> bool:
     """Whether ``ENCRYIP_NATIVE`` asks for the libsodium path (0, false, no, off)."""
-    return os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off")
+    return _off(os.environ.get(ENV_VAR, ""))
+
+
+def simd(enable: bool | None = None) -> str:
+    """The vector code the fixed-base rows run on: ``"avx2"`` (four rows at once, x86-64
+    CPUs and OSes with AVX2) or ``"portable"``; ``enable`` switches it first (``True``
+    takes AVX2 only where supported). Both give the same bytes. ``ENCRYIP_SIMD=0`` at
+    load time starts on the portable code. Process-wide: meant for tests and benchmarks,
+    not to be flipped under running calls."""
+    lib = _require()
+    if not hasattr(lib, "eip_simd"):
+        return "portable"
+    level = int(lib.eip_simd(-1 if enable is None else int(enable)))
+    return "avx2" if level == 1 else "portable"
 
 
 def available() -> bool:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +143,25 @@ def test_sampdist_matches_libsodium(pk_kind: str) -> None:
     G.from_bytes(got.reshape(-1, 32))
 
 
+@pytest.fixture(params=["avx2", "portable"])
+def simd_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test on the AVX2 lanes and on the portable code (the process-wide switch,
+    put back afterwards); the AVX2 run skips on a CPU without AVX2."""
+    if not native_built:
+        pytest.skip(f"native backend not built: {r255_native._why_not}")
+    before = r255_native.simd()
+    got = r255_native.simd(request.param == "avx2")
+    try:
+        if got != request.param:
+            pytest.skip(f"this CPU or build has no {request.param} path (got {got})")
+        yield got
+    finally:
+        r255_native.simd(before == "avx2")
+
+
 @needs_native
 @pytest.mark.parametrize("nb", [1, 3, 5])
-def test_fixed_rows_match_libsodium(nb: int) -> None:
+def test_fixed_rows_match_libsodium(nb: int, simd_path: str) -> None:
     """Any number of bases: one recoding per scalar, batch encoding of 2 * (r/2) * base.
     Edge scalars (0, L, unreduced, odd and even) and more rows than one batch (64)."""
     bases = np.concatenate([G.generator(), G.identity(1), G.random_elements(nb)])[:nb]
@@ -165,7 +182,7 @@ def _codebook(entries: int, nb: int) -> U8:
 
 @needs_native
 @pytest.mark.parametrize("nb", [3, 4])
-def test_sampdist_codebook_matches_libsodium(nb: int) -> None:
+def test_sampdist_codebook_matches_libsodium(nb: int, simd_path: str) -> None:
     """The codebook path (halves, no decode or square root per row) against libsodium's
     add(r * base, c) for the same r, for every slot, edge scalars and whole batches."""
     bases = np.concatenate([G.generator(), G.random_elements(nb - 1)])
@@ -188,6 +205,35 @@ def test_sampdist_codebook_matches_libsodium(nb: int) -> None:
         "stale tables served for other bases"
     )
     assert np.array_equal(G.sampdist_codebook(list(bases[:, None]), prepared, slots, ks), got)
+
+
+@needs_native
+def test_avx2_lanes_give_the_portable_bytes() -> None:
+    """The AVX2 path runs four (row, base) pairs per lane group and pads the last group:
+    every remainder of rows * bases mod 4, 1 to 7 bases, a split second scalar (format 2),
+    edge scalars and more than one batch of encodings give the portable path's bytes."""
+    if r255_native.simd() != "avx2":
+        pytest.skip("this CPU or build has no AVX2 path")
+    try:
+        for nb in (1, 2, 3, 5, 7):
+            bases = np.concatenate([G.generator(), G.random_elements(nb - 1)])
+            tables = [r255_native.table_for(b.tobytes()) for b in bases]
+            cb = _codebook(5, nb)
+            halves = G.prepare_codebook(cb)
+            for n in (0, 1, 2, 3, 4, 5, 6, 7, 9, len(EDGE), 70):
+                ks = _edge_and_random(max(0, n - len(EDGE)))[:n]
+                k2 = G.random_scalars(n)
+                slots = np.arange(n) % len(cb)
+                runs = []
+                for enable in (True, False):
+                    r255_native.simd(enable)
+                    rows = r255_native.fixed_rows(tables, ks)
+                    split = G.sampdist_codebook(list(bases[:, None]), halves, slots, ks, k2)
+                    runs.append((rows, split))
+                assert np.array_equal(runs[0][0], runs[1][0]), (nb, n)
+                assert np.array_equal(runs[0][1], runs[1][1]), (nb, n)
+    finally:
+        r255_native.simd(True)
 
 
 @needs_native
@@ -424,6 +470,7 @@ typedef long (*wide_fn)(const uint8_t *, size_t, uint8_t *);
 typedef long (*slots2_fn)(const void *const *, size_t, size_t, const void *, const uint32_t *,
                           const uint8_t *, const uint8_t *, size_t, uint8_t *);
 typedef long (*shift_fn)(const uint8_t *, size_t, uint64_t, uint64_t, uint8_t *);
+typedef int (*simd_fn)(int);
 #define SYM(type, name) type name = (type)dlsym(lib, "eip_" #name); if (!name) return 3
 int main(int argc, char **argv) {
   static const uint8_t B[32] = {BASE};
@@ -441,7 +488,7 @@ int main(int argc, char **argv) {
   SYM(pinit_fn, points_init); SYM(smult_fn, scalarmult_fixed); SYM(rows_fn, fixed_rows);
   SYM(rer_fn, rerandomizers); SYM(samp_fn, sampdist); SYM(slots_fn, sampdist_slots);
   SYM(sampn_fn, sampdist_n); SYM(dec_fn, dec); SYM(wide_fn, scalars_wide);
-  SYM(shift_fn, shift_scalars); SYM(slots2_fn, sampdist_slots2);
+  SYM(shift_fn, shift_scalars); SYM(slots2_fn, sampdist_slots2); SYM(simd_fn, simd);
   void *t = malloc(table_bytes());
   if (table_init(t, B)) return 1;
   const void *tabs[3] = {t, t, t};
@@ -450,13 +497,17 @@ int main(int argc, char **argv) {
   void *halves = malloc(points_bytes(6));
   if (points_init(halves, cts, 6) != -1) return 1; /* 2 codebook entries of 3 */
   for (size_t i = 0; i < n; i++) slots[i] = (uint32_t)(i % 2);
-  if (scalarmult_fixed(t, k, n, o)) return 1;                    /* Fake's r1, r2 */
-  if (fixed_rows(tabs, 3, k, n, o)) return 1;                    /* Enc's g1^r, g2^r, h^r */
-  if (rerandomizers(t, t, t, k, n, o, o + 32 * n, o + 64 * n)) return 1;
-  if (sampdist_slots(tabs, 3, halves, slots, k, n, o) != -1) return 1; /* the server's */
-  if (sampdist_slots2(tabs, 3, 2, halves, slots, k, raw, n, o) != -1) return 1; /* format 2 */
-  if (sampdist_n(tabs, 3, cts, k, n, o) != -1) return 1;
-  if (sampdist(t, t, t, cts, k, n, o) != -1) return 1;
+  for (int want = 1; want >= 0; want--) { /* the AVX2 lanes where the CPU has them, then
+                                            the portable code */
+    printf("simd=%d\n", simd(want));
+    if (scalarmult_fixed(t, k, n, o)) return 1;                  /* Fake's r1, r2 */
+    if (fixed_rows(tabs, 3, k, n, o)) return 1;                  /* Enc's g1^r, g2^r, h^r */
+    if (rerandomizers(t, t, t, k, n, o, o + 32 * n, o + 64 * n)) return 1;
+    if (sampdist_slots(tabs, 3, halves, slots, k, n, o) != -1) return 1; /* the server's */
+    if (sampdist_slots2(tabs, 3, 2, halves, slots, k, raw, n, o) != -1) return 1; /* format 2 */
+    if (sampdist_n(tabs, 3, cts, k, n, o) != -1) return 1;
+    if (sampdist(t, t, t, cts, k, n, o) != -1) return 1;
+  }
   if (scalars_wide(raw, n, o) != -1) return 1;                   /* format 1's r */
   if (shift_scalars(raw, n, 10, 1024, o) != -1) return 1;        /* format 2's */
   return dec(cts, sk, sk + 32, 4, o) == -1 ? 0 : 1;                /* Dec under (a, b) */
@@ -466,7 +517,8 @@ int main(int argc, char **argv) {
 
 def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
     """valgrind memcheck sees no branch or load address that depends on a secret scalar:
-    SampDist (both paths), the re-randomisers, Fake's scalar multiplications, Dec, and the
+    SampDist (both paths, each on the AVX2 lanes and on the portable code), the
+    re-randomisers, Fake's scalar multiplications, Dec, and the
     scalar draws (random bytes reduced mod L, format 2's shift).
     Under CI=true a missing valgrind or compiler fails instead of skipping."""
     cc, vg = shutil.which("cc") or shutil.which("gcc"), shutil.which("valgrind")
@@ -494,6 +546,9 @@ def test_no_secret_dependent_branches_or_indices(tmp_path: Path) -> None:
     assert control.returncode == 99 and "uninitialised" in control.stderr, control.stderr
     run = subprocess.run(vg_cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "simd=0" in run.stdout, run.stdout  # the portable code was checked
+    if native_built and r255_native.simd() == "avx2":  # and the AVX2 lanes, under valgrind too
+        assert "simd=1" in run.stdout, run.stdout
 
 
 _WIDE_EDGE = [0, 1, L - 1, L, L + 1, 2 * L - 1, 2 * L, 2**252, 2**256 - 1, 2**511, 2**512 - 1]
