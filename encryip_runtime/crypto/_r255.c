@@ -969,19 +969,27 @@ EIP_AVX2_INLINE static inline void vfe_carry(__m256i h[10])
 #undef EIP_VC
 }
 
-/* h = f * g (schoolbook over 10 limbs, 2^255 = 19 folded in), carried. Operand
- * scanning: the 10 accumulators stay in registers while f's limbs are taken one at a
- * time (16 ymm registers; product scanning made gcc spill every product). */
-EIP_AVX2_INLINE static inline void vfe_mul(vfe *h, const vfe *f, const vfe *g)
+/* g19[j] = 19 g_j (j >= 1), for the products that wrap past 2^255; shared by two
+ * multiplications by the same g. */
+EIP_AVX2_INLINE static inline void vfe_times19(__m256i g19[10], const vfe *g)
 {
     const __m256i n19 = _mm256_set1_epi64x(19);
-    __m256i g19[10], r[10];
-    #pragma GCC unroll 16
+    g19[0] = _mm256_setzero_si256(); /* unused: i + j >= 10 needs j >= 1 */
+#pragma GCC unroll 16
     for (int j = 1; j < 10; j++) {
         g19[j] = _mm256_mul_epu32(g->v[j], n19);
     }
-    g19[0] = g->v[0]; /* unused: i + j >= 10 needs j >= 1 */
-    #pragma GCC unroll 16
+}
+
+/* h = f * g (schoolbook over 10 limbs, 2^255 = 19 folded in), carried; g19 from
+ * vfe_times19(g). Operand scanning: the 10 accumulators stay in registers while f's
+ * limbs are taken one at a time (16 ymm registers; product scanning made gcc spill
+ * every product). */
+EIP_AVX2_INLINE static inline void vfe_mul19(vfe *h, const vfe *f, const vfe *g,
+                                             const __m256i g19[10])
+{
+    __m256i r[10];
+#pragma GCC unroll 16
     for (int k = 0; k < 10; k++) {
         r[k] = _mm256_mul_epu32(f->v[0], g->v[k]);
     }
@@ -1002,10 +1010,17 @@ EIP_AVX2_INLINE static inline void vfe_mul(vfe *h, const vfe *f, const vfe *g)
                 "+x"(r[6]), "+x"(r[7]), "+x"(r[8]), "+x"(r[9]));
     }
     vfe_carry(r);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < 10; i++) {
         h->v[i] = r[i];
     }
+}
+
+EIP_AVX2_INLINE static inline void vfe_mul(vfe *h, const vfe *f, const vfe *g)
+{
+    __m256i g19[10];
+    vfe_times19(g19, g);
+    vfe_mul19(h, f, g, g19);
 }
 
 /* r = p + q, q affine Niels (the same formulas as ge_madd). */
@@ -1023,10 +1038,15 @@ EIP_AVX2_INLINE static inline void vge_madd(vge *r, const vniels *q)
     vfe_carry(f.v); /* 2Z - c + 2p may reach 2^28: carried before it is multiplied */
     vfe_add(&g, &d, &c);
     vfe_add(&h, &b, &a);
-    vfe_mul(&r->X, &e, &f);
-    vfe_mul(&r->Y, &g, &h);
-    vfe_mul(&r->T, &e, &h);
-    vfe_mul(&r->Z, &f, &g);
+    {
+        __m256i f19[10], h19[10]; /* f and h are each the second factor twice */
+        vfe_times19(f19, &f);
+        vfe_times19(h19, &h);
+        vfe_mul19(&r->X, &e, &f, f19);
+        vfe_mul19(&r->Z, &g, &f, f19);
+        vfe_mul19(&r->Y, &g, &h, h19);
+        vfe_mul19(&r->T, &e, &h, h19);
+    }
 }
 
 /* Four radix-51 field elements (lane l = in[l]) -> radix 2^25.5 lanes. */
@@ -1075,14 +1095,15 @@ EIP_AVX2_INLINE static inline void vselect4(vniels *q, vselect_scratch *s,
         const uint32_t bneg = ((uint32_t)(int32_t)b >> 31) & 1U;
         const uint32_t babs = (uint32_t)((int32_t)b - (((-(int32_t)bneg) & (int32_t)b) * 2));
         const __m256i *row = (const __m256i *)tabs[l]->e[w];
+        /* entry j's mask: vpcmpeqq of |b| against j + 1, lane-wide, no branch */
+        const __m256i bv = _mm256_set1_epi64x((long long)value_barrier(babs));
         __m256i a0 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY);
         __m256i a1 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 1);
         __m256i a2 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 2);
         __m256i a3 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 3);
 #pragma GCC unroll 8
         for (uint32_t j = 0; j < EIP_MULTS; j++) {
-            const uint64_t m = value_barrier((uint64_t)0 - (uint64_t)ct_eq_small(babs, j + 1));
-            const __m256i mv = _mm256_set1_epi64x((long long)m);
+            const __m256i mv = _mm256_cmpeq_epi64(bv, _mm256_set1_epi64x((long long)j + 1));
             a0 = _mm256_xor_si256(a0, _mm256_and_si256(mv, _mm256_xor_si256(a0, _mm256_loadu_si256(row + 4 * j))));
             a1 = _mm256_xor_si256(a1, _mm256_and_si256(mv, _mm256_xor_si256(a1, _mm256_loadu_si256(row + 4 * j + 1))));
             a2 = _mm256_xor_si256(a2, _mm256_and_si256(mv, _mm256_xor_si256(a2, _mm256_loadu_si256(row + 4 * j + 2))));
