@@ -1599,6 +1599,62 @@ EIP_EXPORT long eip_sampdist_slots(const void *const *tables, size_t nb, const v
     return eip_sampdist_slots2(tables, nb, nb, halves, slots, scalars, NULL, n, out);
 }
 
+#ifdef EIP_HAVE_AVX2
+/* eip_sampdist_n on AVX2 lanes: up to 4 rows are decoded (stopping before an invalid
+ * one), then their (row, base) pairs run 4 at a time as in fixed_rows_avx2. */
+EIP_AVX2 static long sampdist_n_avx2(const eip_table *const *tabs, size_t nb,
+                                     const uint8_t *cts, const uint8_t *scalars, size_t n,
+                                     uint8_t *out)
+{
+    static const int8_t zero_digits[EIP_WINDOWS] = {0};
+    ge_p3 u[4][EIP_MAX_BASES], x[4];
+    int8_t e[4][EIP_WINDOWS];
+    long bad = -1;
+
+    for (size_t i0 = 0; i0 < n && bad < 0; i0 += 4) {
+        size_t rows = (n - i0 < 4) ? n - i0 : 4;
+        for (size_t r = 0; r < rows && bad < 0; r++) {
+            for (size_t k = 0; k < nb; k++) {
+                if (r255_decode(&u[r][k], cts + 32 * (nb * (i0 + r) + k)) != 0) {
+                    bad = (long)(i0 + r); /* the rows before it are still done */
+                    rows = r;
+                    break;
+                }
+            }
+        }
+        for (size_t r = 0; r < rows; r++) {
+            recode(e[r], scalars + 32 * (i0 + r));
+        }
+        const size_t tasks = rows * nb;
+        for (size_t t0 = 0; t0 < tasks; t0 += 4) {
+            const eip_table *lt[4];
+            const int8_t *ld[4];
+            for (size_t l = 0; l < 4; l++) {
+                const size_t t = t0 + l;
+                if (t < tasks) {
+                    lt[l] = tabs[t % nb];
+                    ld[l] = e[t / nb];
+                    x[l] = u[t / nb][t % nb];
+                } else {
+                    lt[l] = tabs[0];
+                    ld[l] = zero_digits;
+                    ge_identity(&x[l]);
+                }
+            }
+            fixed_madd4(x, lt, ld);
+            for (size_t l = 0; l < 4 && t0 + l < tasks; l++) {
+                const size_t t = t0 + l;
+                r255_encode(out + 32 * (nb * (i0 + t / nb) + t % nb), &x[l]);
+            }
+        }
+    }
+    secure_wipe(u, sizeof u);
+    secure_wipe(x, sizeof x);
+    secure_wipe(e, sizeof e);
+    return bad;
+}
+#endif
+
 /* SampDist of arbitrary wire rows (nb components of 32 bytes): out row i =
  * ENCODE(DECODE(u_ik) + scalars[i] * base_k). -1 ok, -2 a table not initialised or nb
  * out of range, else the first row holding an invalid encoding (rows before it are
@@ -1613,6 +1669,11 @@ EIP_EXPORT long eip_sampdist_n(const void *const *tables, size_t nb, const uint8
     if (!tables_ok(tables, nb)) {
         return -2;
     }
+#ifdef EIP_HAVE_AVX2
+    if (simd_on()) {
+        return sampdist_n_avx2(tabs, nb, cts, scalars, n, out);
+    }
+#endif
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < nb; k++) {
             if (r255_decode(&u[k], cts + 32 * (nb * i + k)) != 0) {

@@ -211,7 +211,8 @@ def test_sampdist_codebook_matches_libsodium(nb: int, simd_path: str) -> None:
 def test_avx2_lanes_give_the_portable_bytes() -> None:
     """The AVX2 path runs four (row, base) pairs per lane group and pads the last group:
     every remainder of rows * bases mod 4, 1 to 7 bases, a split second scalar (format 2),
-    edge scalars and more than one batch of encodings give the portable path's bytes."""
+    arbitrary (decoded) rows, edge scalars and more than one batch of encodings give the
+    portable path's bytes."""
     if r255_native.simd() != "avx2":
         pytest.skip("this CPU or build has no AVX2 path")
     try:
@@ -229,9 +230,10 @@ def test_avx2_lanes_give_the_portable_bytes() -> None:
                     r255_native.simd(enable)
                     rows = r255_native.fixed_rows(tables, ks)
                     split = G.sampdist_codebook(list(bases[:, None]), halves, slots, ks, k2)
-                    runs.append((rows, split))
-                assert np.array_equal(runs[0][0], runs[1][0]), (nb, n)
-                assert np.array_equal(runs[0][1], runs[1][1]), (nb, n)
+                    wire = G.sampdist_rows(list(bases[:, None]), cb[slots], ks)  # decoded
+                    runs.append((rows, split, wire))
+                for a, b in zip(*runs, strict=True):
+                    assert np.array_equal(a, b), (nb, n)
     finally:
         r255_native.simd(True)
 
@@ -338,7 +340,7 @@ def test_rfc_vectors_decode() -> None:
 
 
 @needs_native
-def test_invalid_rows_are_reported_with_their_index() -> None:
+def test_invalid_rows_are_reported_with_their_index(simd_path: str) -> None:
     g1, g2, h = G.generator(), G.random_elements(1), G.random_elements(1)
     n = 10
     cts = G.random_elements(3 * n).reshape(n, 3, 32)
