@@ -206,6 +206,42 @@ def bench_secure(batches: list[int]) -> dict[str, Any]:
     return rows
 
 
+def bench_simd(batches: list[int], pairs: int = 5) -> dict[str, Any] | None:
+    """The codebook path on the AVX2 lanes against the portable C, side by side: ``pairs``
+    adjacent (AVX2, portable) measurements per batch size, order alternating; µs of one
+    thread's CPU per row (medians) and the median of the per-pair ratios. None where the
+    native backend has no AVX2 path here."""
+    s, _ = _schemes()
+    if s.group.backend != "native" or r255_native.simd() != "avx2":
+        return None
+    fam = s.gen(3)
+    prepared = s.prepare_codebook(s.enc(fam.pk, s.group.random_elements(10)))
+    rng = np.random.default_rng(2)
+    out: dict[str, Any] = {}
+    try:
+        for n in batches:
+            slots = rng.integers(0, 10, size=n)
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for i in range(pairs):
+                for enable in (True, False) if i % 2 == 0 else (False, True):
+                    r255_native.simd(enable)
+                    times[enable].append(
+                        cpu_us_per_item(
+                            lambda sl=slots: s.sampdist_codebook(fam.pk, prepared, sl), n
+                        )
+                    )
+            out[str(n)] = {
+                "avx2_cpu_us": statistics.median(times[True]),
+                "portable_cpu_us": statistics.median(times[False]),
+                "speedup": statistics.median(
+                    p / a for a, p in zip(times[True], times[False], strict=True)
+                ),
+            }
+    finally:
+        r255_native.simd(True)
+    return out
+
+
 def bench_threads(max_threads: int, rows: int = 4096) -> dict[str, Any]:
     """One ``rows``-row batch split across 1..max_threads threads (the server's pool)."""
     from encryip_runtime.pipeline import CryptoPool
@@ -331,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         release = argv[i]
     paper = bench_paper([1, 1024] if quick else [1, 1024, 1_000_000])
     secure = bench_secure([1, 32, 1024])
+    simd = bench_simd([32, 1024])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = bench_threads(max(1, cores or 1), rows=1024 if quick else 4096)
     print(f"{'profile':8} {'batch':>9} {'SampDist':>14} {'Dec':>14} {'raw primitive':>14}  raw is")
@@ -357,6 +394,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{n:>6} {cell(r, 'sampdist_codebook'):>16} {cell(r, 'sampdist_native'):>16} "
             f"{cell(r, 'sampdist_libsodium'):>16} {cell(r, 'raw_3_scalarmult'):>16}"
         )
+    if simd is not None:
+        print("codebook path, AVX2 lanes vs portable C (µs/row of CPU, same run, alternating):")
+        for n, c in simd.items():
+            print(
+                f"{n:>6} {c['avx2_cpu_us']:>8.1f} vs {c['portable_cpu_us']:>6.1f}"
+                f"   {c['speedup']:.2f}x"
+            )
     print()
     print(f"threads (one {threads['rows']}-row batch split): rows/s, scaling, efficiency")
     for t, rate in threads["rows_per_s"].items():
@@ -408,6 +452,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for n, r in secure.items()
         },
         "secure_cpu_us_per_component": sec["sampdist_codebook_cpu_us"] / components,
+        # which vector code the native rows ran on, and the AVX2 lanes against the portable
+        # C measured side by side (None without an AVX2 path)
+        "secure_simd": r255_native.simd() if r255_native.available() else None,
+        "secure_simd_vs_portable": simd,
         "secure_us_per_row": {
             "sampdist": _us(sec["sampdist_per_s"]),
             "sampdist_native": _us(sec["sampdist_native_per_s"]),
