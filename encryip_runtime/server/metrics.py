@@ -107,8 +107,9 @@ class ServerMetrics:
         self.crypto = Gauge(
             "encryip_crypto_info",
             "What computes SampDist for the model now serving (backend: native, libsodium, "
-            "numpy) and how many threads share one batch's SampDist; the value is 1",
-            ["backend", "threads"],
+            "numpy; simd: avx2 or portable for native, else none) and how many threads "
+            "share one batch's SampDist; the value is 1",
+            ["backend", "threads", "simd"],
             registry=r,
         )
         self._http: WSGIServer | None = None
@@ -116,10 +117,10 @@ class ServerMetrics:
         # Labelled children by (method, code): ``labels()`` costs more than the update.
         self._children: dict[tuple[str, str], tuple[Counter, Histogram | None]] = {}
 
-    def set_crypto(self, backend: str, threads: int) -> None:
+    def set_crypto(self, backend: str, threads: int, simd: str = "none") -> None:
         """Only the current model's backend is reported (a reload may change it)."""
         self.crypto.clear()
-        self.crypto.labels(backend=backend, threads=str(threads)).set(1)
+        self.crypto.labels(backend=backend, threads=str(threads), simd=simd).set(1)
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         """Every RPC counts in ``encryip_requests_total``; only predictions (Predict,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from encryip_runtime.crypto import r255_native
 from encryip_runtime.crypto.profiles import profile_of
 from encryip_runtime.exceptions import EncryIPError, ModelError
 from encryip_runtime.formats.manifest import InputSpec
@@ -271,7 +272,8 @@ class ModelStore:
         if self._metrics is not None:
             self._metrics.model_loaded.set(loaded.loaded_at)
             threads = self._crypto_pool.threads if self._crypto_pool else self._crypto_threads
-            self._metrics.set_crypto(loaded.crypto_backend, threads)
+            simd = r255_native.simd() if loaded.crypto_backend == "native" else "none"
+            self._metrics.set_crypto(loaded.crypto_backend, threads, simd)
 
     # -- polling ---------------------------------------------------------------------
 

@@ -324,4 +324,8 @@ def test_crypto_threads_auto_and_backend_reported(secure_release: Any, tmp_path:
 
         url = f"http://127.0.0.1:{server.metrics_port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        assert f'encryip_crypto_info{{backend="{backend}",threads="2"}} 1.0' in text
+        from encryip_runtime.crypto import r255_native
+
+        simd = r255_native.simd() if backend == "native" else "none"
+        info_line = f'encryip_crypto_info{{backend="{backend}",simd="{simd}",threads="2"}} 1.0'
+        assert info_line in text, [ln for ln in text.splitlines() if "crypto_info" in ln]
