@@ -1097,17 +1097,20 @@ EIP_AVX2_INLINE static inline void vselect4(vniels *q, vselect_scratch *s,
         const __m256i *row = (const __m256i *)tabs[l]->e[w];
         /* entry j's mask: vpcmpeqq of |b| against j + 1, lane-wide, no branch */
         const __m256i bv = _mm256_set1_epi64x((long long)value_barrier(babs));
-        __m256i a0 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY);
-        __m256i a1 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 1);
-        __m256i a2 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 2);
-        __m256i a3 = _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 3);
+        /* exactly one of the 9 masks (|b| = 0: the identity, or entry |b| - 1) is all
+         * ones, so the selection is an OR of masked words */
+        const __m256i m0 = _mm256_cmpeq_epi64(bv, _mm256_setzero_si256());
+        __m256i a0 = _mm256_and_si256(m0, _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY));
+        __m256i a1 = _mm256_and_si256(m0, _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 1));
+        __m256i a2 = _mm256_and_si256(m0, _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 2));
+        __m256i a3 = _mm256_and_si256(m0, _mm256_loadu_si256((const __m256i *)&NIELS_IDENTITY + 3));
 #pragma GCC unroll 8
         for (uint32_t j = 0; j < EIP_MULTS; j++) {
             const __m256i mv = _mm256_cmpeq_epi64(bv, _mm256_set1_epi64x((long long)j + 1));
-            a0 = _mm256_xor_si256(a0, _mm256_and_si256(mv, _mm256_xor_si256(a0, _mm256_loadu_si256(row + 4 * j))));
-            a1 = _mm256_xor_si256(a1, _mm256_and_si256(mv, _mm256_xor_si256(a1, _mm256_loadu_si256(row + 4 * j + 1))));
-            a2 = _mm256_xor_si256(a2, _mm256_and_si256(mv, _mm256_xor_si256(a2, _mm256_loadu_si256(row + 4 * j + 2))));
-            a3 = _mm256_xor_si256(a3, _mm256_and_si256(mv, _mm256_xor_si256(a3, _mm256_loadu_si256(row + 4 * j + 3))));
+            a0 = _mm256_or_si256(a0, _mm256_and_si256(mv, _mm256_loadu_si256(row + 4 * j)));
+            a1 = _mm256_or_si256(a1, _mm256_and_si256(mv, _mm256_loadu_si256(row + 4 * j + 1)));
+            a2 = _mm256_or_si256(a2, _mm256_and_si256(mv, _mm256_loadu_si256(row + 4 * j + 2)));
+            a3 = _mm256_or_si256(a3, _mm256_and_si256(mv, _mm256_loadu_si256(row + 4 * j + 3)));
         }
         _mm256_store_si256((__m256i *)&t[l], a0);
         _mm256_store_si256((__m256i *)&t[l] + 1, a1);
