@@ -28,11 +28,12 @@ def test_named_settings_are_server_flags() -> None:
     from encryip_runtime.crypto import r255_native
 
     fields = {f.upper() for f in ServerConfig.__dataclass_fields__}
-    # Settings read outside ServerConfig: the crypto backend switch, and the vault
+    # Settings read outside ServerConfig: the crypto backend and SIMD switches, and the vault
     # passphrase of the commands that write or read the vault (never the server).
     from encryip_runtime.formats.vault_crypt import PASSPHRASE_ENV, VAULT_KEY_FILE_ENV
 
     fields.add(r255_native.ENV_VAR.removeprefix(ENV_PREFIX))
+    fields.add(r255_native.SIMD_ENV_VAR.removeprefix(ENV_PREFIX))
     fields |= {PASSPHRASE_ENV.removeprefix(ENV_PREFIX), VAULT_KEY_FILE_ENV.removeprefix(ENV_PREFIX)}
     named = set(re.findall(rf"\b{ENV_PREFIX}([A-Z_]+)\b", DOC))
     assert named

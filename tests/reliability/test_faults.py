@@ -25,6 +25,7 @@ from server.conftest import free_port, running_server, runtime_copy, sample_inpu
 from encryip_runtime._generated.encryip.v1 import encryip_pb2, encryip_pb2_grpc
 from encryip_runtime.client import EncryIPClient, RemoteError, decrypt_batch
 from encryip_runtime.formats.keyfile import LicenseeKey
+from encryip_runtime.pipeline import ProtectedModel
 from encryip_runtime.server.app import EncryIPServer
 from encryip_runtime.server.status import GENERIC_INFERENCE
 
@@ -94,8 +95,16 @@ def test_sigterm_under_load_health_first_and_every_accepted_answered(
         wrong_labels: list[int] = []
         stop = threading.Event()
         x = sample_inputs(4, seed=9)
+        # The right labels are those of whichever file serves (acme's, then globex's after
+        # a reload: same pk, other permutation, and its own weight fingerprint, which may
+        # move a borderline input to another class), computed in-process.
+        wants = []
+        for src in ("acme", "globex"):
+            local = ProtectedModel.load(secure_release.licensee_dir(src), pool_capacity=0)
+            wants.append(decrypt_batch([row.tobytes() for row in local.predict(x)], key))
+            local.close()
         with EncryIPClient(f"127.0.0.1:{port}") as first:
-            want = decrypt_batch(first.predict(x), key)
+            assert np.array_equal(decrypt_batch(first.predict(x), key), wants[0])
 
         def worker() -> None:
             with EncryIPClient(f"127.0.0.1:{port}", timeout=20) as client:
@@ -105,7 +114,7 @@ def test_sigterm_under_load_health_first_and_every_accepted_answered(
                     try:
                         labels = decrypt_batch(client.predict(x), key)
                         outcome = "ok"
-                        if not np.array_equal(labels, want):
+                        if not any(np.array_equal(labels, w) for w in wants):
                             wrong_labels.append(1)
                     except RemoteError as exc:
                         outcome = exc.code
@@ -118,7 +127,7 @@ def test_sigterm_under_load_health_first_and_every_accepted_answered(
         for t in threads:
             t.start()
         wait_until(lambda: len(outcomes) > 50, 30)
-        for src in ("globex", "acme"):  # variants: same pk, other permutation -> same labels
+        for src in ("globex", "acme"):  # variants: same pk, other permutation
             runtime_copy(secure_release.licensee_dir(src), d)
             proc.send_signal(signal.SIGHUP)
             n = len(outcomes)
