@@ -847,6 +847,32 @@ static void dbl_encode_batch(uint8_t *const *outs, dbl_state *st, size_t m)
     secure_wipe(st, m * sizeof *st);
 }
 
+/* Points waiting for the batch encoding of their doubles: each push prepares one and
+ * records where its encoding goes; every EIP_BATCH points, and at the end, share one
+ * field inversion. */
+typedef struct {
+    dbl_state st[EIP_BATCH];
+    uint8_t *dst[EIP_BATCH];
+    size_t m;
+} dbl_queue;
+
+static void dbl_flush(dbl_queue *q)
+{
+    if (q->m > 0) {
+        dbl_encode_batch(q->dst, q->st, q->m); /* wipes the states */
+        q->m = 0;
+    }
+}
+
+static void dbl_push(dbl_queue *q, const ge_p3 *p, uint8_t *out)
+{
+    dbl_prepare(&q->st[q->m], p);
+    q->dst[q->m++] = out;
+    if (q->m == EIP_BATCH) {
+        dbl_flush(q);
+    }
+}
+
 /* ------------------------------------------------------------ rows of fixed-base sums */
 
 #define EIP_MAX_BASES 64
@@ -1229,23 +1255,51 @@ static int simd_on(void)
 }
 
 #ifdef EIP_HAVE_AVX2
-/* fixed_rows (below) on AVX2 lanes: rows are taken 4 at a time, and their nb * rows
- * (row, base) pairs 4 at a time; a last, partial group fills its spare lanes with the
- * identity and zero digits, whose results are dropped. Same outputs, same order of
- * encodings as the portable loop. */
+/* x[t] += (digits dd[t]) * (the base of tt[t]) for t < count, four at a time on the AVX2
+ * lanes; the spare lanes of a last, partial group run the identity with zero digits and
+ * their results are dropped. */
+EIP_AVX2 static void fixed_madd_lanes(ge_p3 *x, const eip_table *const *tt,
+                                      const int8_t *const *dd, size_t count)
+{
+    static const int8_t zero_digits[EIP_WINDOWS] = {0};
+    ge_p3 p[4];
+    for (size_t t0 = 0; t0 < count; t0 += 4) {
+        const eip_table *lt[4];
+        const int8_t *ld[4];
+        for (size_t l = 0; l < 4; l++) {
+            if (t0 + l < count) {
+                p[l] = x[t0 + l];
+                lt[l] = tt[t0 + l];
+                ld[l] = dd[t0 + l];
+            } else {
+                ge_identity(&p[l]);
+                lt[l] = tt[0];
+                ld[l] = zero_digits;
+            }
+        }
+        fixed_madd4(p, lt, ld);
+        for (size_t l = 0; l < 4 && t0 + l < count; l++) {
+            x[t0 + l] = p[l];
+        }
+    }
+    secure_wipe(p, sizeof p);
+}
+
+/* fixed_rows (below) on AVX2 lanes: 4 rows at a time, their nb * 4 (row, base) pairs
+ * through fixed_madd_lanes. Same outputs, same order of encodings as the portable loop. */
 EIP_AVX2 static void fixed_rows_avx2(const eip_table *const *tabs, size_t nb,
                                      const eip_points *starts, const uint32_t *slots,
                                      const uint8_t *scalars, const uint8_t *scalars2,
                                      size_t split, size_t n, uint8_t *const *outs, size_t stride)
 {
-    static const int8_t zero_digits[EIP_WINDOWS] = {0};
-    dbl_state st[EIP_BATCH];
-    uint8_t *dst[EIP_BATCH];
+    dbl_queue q;
     int8_t e[4][2][EIP_WINDOWS];
     uint8_t half[32];
-    ge_p3 x[4];
-    size_t m = 0;
+    ge_p3 x[4 * EIP_MAX_BASES];
+    const eip_table *tt[4 * EIP_MAX_BASES];
+    const int8_t *dd[4 * EIP_MAX_BASES];
 
+    q.m = 0;
     for (size_t i0 = 0; i0 < n; i0 += 4) {
         const size_t rows = (n - i0 < 4) ? n - i0 : 4;
         for (size_t r = 0; r < rows; r++) {
@@ -1255,44 +1309,24 @@ EIP_AVX2 static void fixed_rows_avx2(const eip_table *const *tabs, size_t nb,
                 scalar_half(half, scalars2 + 32 * (i0 + r));
                 recode(e[r][1], half);
             }
-        }
-        const size_t tasks = rows * nb;
-        for (size_t t0 = 0; t0 < tasks; t0 += 4) {
-            const eip_table *lt[4];
-            const int8_t *ld[4];
-            for (size_t l = 0; l < 4; l++) {
-                const size_t t = t0 + l;
-                if (t < tasks) {
-                    const size_t r = t / nb, k = t % nb;
-                    lt[l] = tabs[k];
-                    /* bases from `split` on take the second scalar (k and split are public) */
-                    ld[l] = e[r][(scalars2 != NULL && k >= split) ? 1 : 0];
-                    if (starts != NULL) {
-                        x[l] = starts->p[(size_t)slots[i0 + r] * nb + k];
-                    } else {
-                        ge_identity(&x[l]);
-                    }
+            for (size_t k = 0; k < nb; k++) {
+                const size_t t = r * nb + k;
+                tt[t] = tabs[k];
+                /* bases from `split` on take the second scalar (k and split are public) */
+                dd[t] = e[r][(scalars2 != NULL && k >= split) ? 1 : 0];
+                if (starts != NULL) {
+                    x[t] = starts->p[(size_t)slots[i0 + r] * nb + k];
                 } else {
-                    lt[l] = tabs[0];
-                    ld[l] = zero_digits;
-                    ge_identity(&x[l]);
-                }
-            }
-            fixed_madd4(x, lt, ld);
-            for (size_t l = 0; l < 4 && t0 + l < tasks; l++) {
-                const size_t t = t0 + l, r = t / nb, k = t % nb;
-                dbl_prepare(&st[m], &x[l]);
-                dst[m++] = outs[k] + (i0 + r) * stride;
-                if (m == EIP_BATCH) {
-                    dbl_encode_batch(dst, st, m);
-                    m = 0;
+                    ge_identity(&x[t]);
                 }
             }
         }
+        fixed_madd_lanes(x, tt, dd, rows * nb);
+        for (size_t t = 0; t < rows * nb; t++) {
+            dbl_push(&q, &x[t], outs[t % nb] + (i0 + t / nb) * stride);
+        }
     }
-    if (m > 0) {
-        dbl_encode_batch(dst, st, m);
-    }
+    dbl_flush(&q);
     secure_wipe(e, sizeof e);
     secure_wipe(half, sizeof half);
     secure_wipe(x, sizeof x);
@@ -1308,12 +1342,10 @@ static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points
                        const uint32_t *slots, const uint8_t *scalars, const uint8_t *scalars2,
                        size_t split, size_t n, uint8_t *const *outs, size_t stride)
 {
-    dbl_state st[EIP_BATCH];
-    uint8_t *dst[EIP_BATCH];
+    dbl_queue q;
     int8_t e[EIP_WINDOWS], e2[EIP_WINDOWS];
     uint8_t half[32];
     ge_p3 x;
-    size_t m = 0;
 
 #ifdef EIP_HAVE_AVX2
     if (simd_on()) {
@@ -1321,6 +1353,7 @@ static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points
         return;
     }
 #endif
+    q.m = 0;
     for (size_t i = 0; i < n; i++) {
         scalar_half(half, scalars + 32 * i);
         recode(e, half);
@@ -1336,17 +1369,10 @@ static void fixed_rows(const eip_table *const *tabs, size_t nb, const eip_points
             }
             /* bases from `split` on take the second scalar (k and split are public) */
             fixed_madd(&x, tabs[k], (scalars2 != NULL && k >= split) ? e2 : e);
-            dbl_prepare(&st[m], &x);
-            dst[m++] = outs[k] + i * stride;
-            if (m == EIP_BATCH) {
-                dbl_encode_batch(dst, st, m);
-                m = 0;
-            }
+            dbl_push(&q, &x, outs[k] + i * stride);
         }
     }
-    if (m > 0) {
-        dbl_encode_batch(dst, st, m);
-    }
+    dbl_flush(&q);
     secure_wipe(e, sizeof e);
     secure_wipe(e2, sizeof e2);
     secure_wipe(half, sizeof half);
@@ -1604,54 +1630,39 @@ EIP_EXPORT long eip_sampdist_slots(const void *const *tables, size_t nb, const v
 
 #ifdef EIP_HAVE_AVX2
 /* eip_sampdist_n on AVX2 lanes: up to 4 rows are decoded (stopping before an invalid
- * one), then their (row, base) pairs run 4 at a time as in fixed_rows_avx2. */
+ * one, whose index is returned after the rows before it are done), then their (row, base)
+ * pairs go through fixed_madd_lanes. */
 EIP_AVX2 static long sampdist_n_avx2(const eip_table *const *tabs, size_t nb,
                                      const uint8_t *cts, const uint8_t *scalars, size_t n,
                                      uint8_t *out)
 {
-    static const int8_t zero_digits[EIP_WINDOWS] = {0};
-    ge_p3 u[4][EIP_MAX_BASES], x[4];
+    ge_p3 x[4 * EIP_MAX_BASES];
+    const eip_table *tt[4 * EIP_MAX_BASES];
+    const int8_t *dd[4 * EIP_MAX_BASES];
     int8_t e[4][EIP_WINDOWS];
     long bad = -1;
 
     for (size_t i0 = 0; i0 < n && bad < 0; i0 += 4) {
         size_t rows = (n - i0 < 4) ? n - i0 : 4;
-        for (size_t r = 0; r < rows && bad < 0; r++) {
-            for (size_t k = 0; k < nb; k++) {
-                if (r255_decode(&u[r][k], cts + 32 * (nb * (i0 + r) + k)) != 0) {
-                    bad = (long)(i0 + r); /* the rows before it are still done */
-                    rows = r;
-                    break;
-                }
-            }
-        }
         for (size_t r = 0; r < rows; r++) {
+            for (size_t k = 0; k < nb && bad < 0; k++) {
+                if (r255_decode(&x[r * nb + k], cts + 32 * (nb * (i0 + r) + k)) != 0) {
+                    bad = (long)(i0 + r);
+                }
+                tt[r * nb + k] = tabs[k];
+                dd[r * nb + k] = e[r];
+            }
+            if (bad >= 0) {
+                rows = r;
+                break;
+            }
             recode(e[r], scalars + 32 * (i0 + r));
         }
-        const size_t tasks = rows * nb;
-        for (size_t t0 = 0; t0 < tasks; t0 += 4) {
-            const eip_table *lt[4];
-            const int8_t *ld[4];
-            for (size_t l = 0; l < 4; l++) {
-                const size_t t = t0 + l;
-                if (t < tasks) {
-                    lt[l] = tabs[t % nb];
-                    ld[l] = e[t / nb];
-                    x[l] = u[t / nb][t % nb];
-                } else {
-                    lt[l] = tabs[0];
-                    ld[l] = zero_digits;
-                    ge_identity(&x[l]);
-                }
-            }
-            fixed_madd4(x, lt, ld);
-            for (size_t l = 0; l < 4 && t0 + l < tasks; l++) {
-                const size_t t = t0 + l;
-                r255_encode(out + 32 * (nb * (i0 + t / nb) + t % nb), &x[l]);
-            }
+        fixed_madd_lanes(x, tt, dd, rows * nb);
+        for (size_t t = 0; t < rows * nb; t++) {
+            r255_encode(out + 32 * (nb * i0 + t), &x[t]);
         }
     }
-    secure_wipe(u, sizeof u);
     secure_wipe(x, sizeof x);
     secure_wipe(e, sizeof e);
     return bad;
