@@ -211,7 +211,7 @@ def bench_simd(batches: list[int], pairs: int = 5) -> dict[str, Any] | None:
     adjacent (AVX2, portable) measurements per batch size, order alternating; µs of one
     thread's CPU per row (medians) and the median of the per-pair ratios. None where the
     native backend has no AVX2 path here."""
-    s, _ = _schemes()
+    s = make_scheme("secure", 10)
     if s.group.backend != "native" or r255_native.simd() != "avx2":
         return None
     fam = s.gen(3)

@@ -20,7 +20,9 @@
  * branches or table indices. Only public data (the encodings of the bases and of
  * the ciphertexts, codebook slots) decides the early returns on invalid input.
  *
- * Field GF(2^255-19): 5 limbs of 51 bits, products in unsigned __int128.
+ * Field GF(2^255-19): 5 limbs of 51 bits, products in unsigned __int128. On x86-64
+ * with AVX2 the fixed-base additions also run four rows at a time in radix 2^25.5
+ * (see "4-way AVX2 mixed additions"; -DEIP_NO_AVX2 builds without them).
  * "Reduced" below means every limb < 2^51 + 2^18; fe_mul/fe_sq accept limbs up
  * to 2^54, so the sum of a few reduced values may be multiplied directly.
  *
@@ -939,7 +941,7 @@ typedef struct {
 
 EIP_AVX2_INLINE static inline void vfe_add(vfe *h, const vfe *f, const vfe *g)
 {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < 10; i++) {
         h->v[i] = _mm256_add_epi64(f->v[i], g->v[i]);
     }
@@ -951,7 +953,7 @@ EIP_AVX2_INLINE static inline void vfe_sub(vfe *h, const vfe *f, const vfe *g)
     const __m256i p0 = _mm256_set1_epi64x(0x7ffffdaLL);
     const __m256i pe = _mm256_set1_epi64x(0x7fffffeLL);
     const __m256i po = _mm256_set1_epi64x(0x3fffffeLL);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < 10; i++) {
         const __m256i p = (i == 0) ? p0 : ((i & 1) ? po : pe);
         h->v[i] = _mm256_sub_epi64(_mm256_add_epi64(f->v[i], p), g->v[i]);
@@ -1079,7 +1081,7 @@ EIP_AVX2_INLINE static inline void vge_madd(vge *r, const vniels *q)
 EIP_AVX2_INLINE static inline void vfe_from_radix51(vfe *h, const __m256i limb51[5])
 {
     const __m256i m26 = _mm256_set1_epi64x((1LL << 26) - 1);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < 5; i++) {
         h->v[2 * i] = _mm256_and_si256(limb51[i], m26);
         h->v[2 * i + 1] = _mm256_srli_epi64(limb51[i], 26);
@@ -1099,15 +1101,15 @@ EIP_AVX2_INLINE static inline void transpose4(__m256i out[4], __m256i a, __m256i
     out[3] = _mm256_permute2x128_si256(ab_hi, cd_hi, 0x31);
 }
 
-/* q = lane l's window entry digits[l][w] * (its base's 16^w multiple), l < 4: each lane
- * reads all 8 entries of its row and keeps one by mask (four 256-bit words per entry),
- * the entries are transposed into lanes, and the negative digits' lanes swap y+x / y-x
- * and negate 2dxy (2p - 2dxy) under a lane mask. Constant time in the digits. */
 typedef struct {
     ge_niels t[4] __attribute__((aligned(32)));
     int64_t neg[4] __attribute__((aligned(32)));
 } vselect_scratch; /* secret: wiped by the caller once, not per window */
 
+/* q = lane l's window entry digits[l][w] * (its base's 16^w multiple), l < 4: each lane
+ * reads all 8 entries of its row and keeps one by mask (four 256-bit words per entry),
+ * the entries are transposed into lanes, and the negative digits' lanes swap y+x / y-x
+ * and negate 2dxy (2p - 2dxy) under a lane mask. Constant time in the digits. */
 EIP_AVX2_INLINE static inline void vselect4(vniels *q, vselect_scratch *s,
                                             const eip_table *const tabs[4],
                                             const int8_t *const digits[4], int w)
@@ -1170,19 +1172,20 @@ EIP_AVX2_INLINE static inline void vselect4(vniels *q, vselect_scratch *s,
     }
 }
 
-/* Four radix-51 points -> lanes, and back (the way back carries first: limbs of 26/25
- * bits, plus the excess of limbs 1 and 5, recombine into radix-51 limbs < 2^52). */
+/* Four radix-51 points -> lanes, and back. The way back takes vge_madd's outputs, which
+ * are carried (limbs of 26/25 bits plus the small excess of limbs 1 and 5), so each pair
+ * recombines into a radix-51 limb < 2^52, a valid input of the field code. */
 EIP_AVX2 static void vge_load(vge *r, const ge_p3 p[4])
 {
     vfe *dst[4] = {&r->X, &r->Y, &r->Z, &r->T};
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int c = 0; c < 4; c++) {
         const uint64_t *s0 = ((const uint64_t *)&p[0]) + 5 * c;
         const uint64_t *s1 = ((const uint64_t *)&p[1]) + 5 * c;
         const uint64_t *s2 = ((const uint64_t *)&p[2]) + 5 * c;
         const uint64_t *s3 = ((const uint64_t *)&p[3]) + 5 * c;
         __m256i limb[5];
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int i = 0; i < 5; i++) {
             limb[i] = _mm256_set_epi64x((long long)s3[i], (long long)s2[i], (long long)s1[i],
                                         (long long)s0[i]);
@@ -1194,16 +1197,15 @@ EIP_AVX2 static void vge_load(vge *r, const ge_p3 p[4])
 EIP_AVX2 static void vge_store(ge_p3 p[4], vge *r)
 {
     vfe *src[4] = {&r->X, &r->Y, &r->Z, &r->T};
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int c = 0; c < 4; c++) {
-        vfe_carry(src[c]->v);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int i = 0; i < 5; i++) {
             uint64_t w[4];
             const __m256i v = _mm256_add_epi64(src[c]->v[2 * i],
                                                _mm256_slli_epi64(src[c]->v[2 * i + 1], 26));
             _mm256_storeu_si256((__m256i *)w, v);
-            #pragma GCC unroll 16
+#pragma GCC unroll 16
             for (int l = 0; l < 4; l++) {
                 ((uint64_t *)&p[l])[5 * c + i] = w[l];
             }
@@ -1299,9 +1301,12 @@ EIP_AVX2 static void fixed_rows_avx2(const eip_table *const *tabs, size_t nb,
     const eip_table *tt[4 * EIP_MAX_BASES];
     const int8_t *dd[4 * EIP_MAX_BASES];
 
+    size_t used = 0; /* entries of x written: only those are wiped (x is 40 KiB) */
+
     q.m = 0;
     for (size_t i0 = 0; i0 < n; i0 += 4) {
         const size_t rows = (n - i0 < 4) ? n - i0 : 4;
+        used = (rows * nb > used) ? rows * nb : used;
         for (size_t r = 0; r < rows; r++) {
             scalar_half(half, scalars + 32 * (i0 + r));
             recode(e[r][0], half);
@@ -1329,7 +1334,7 @@ EIP_AVX2 static void fixed_rows_avx2(const eip_table *const *tabs, size_t nb,
     dbl_flush(&q);
     secure_wipe(e, sizeof e);
     secure_wipe(half, sizeof half);
-    secure_wipe(x, sizeof x);
+    secure_wipe(x, used * sizeof *x);
 }
 #endif
 
@@ -1641,9 +1646,11 @@ EIP_AVX2 static long sampdist_n_avx2(const eip_table *const *tabs, size_t nb,
     const int8_t *dd[4 * EIP_MAX_BASES];
     int8_t e[4][EIP_WINDOWS];
     long bad = -1;
+    size_t used = 0; /* entries of x written: only those are wiped (x is 40 KiB) */
 
     for (size_t i0 = 0; i0 < n && bad < 0; i0 += 4) {
         size_t rows = (n - i0 < 4) ? n - i0 : 4;
+        used = (rows * nb > used) ? rows * nb : used;
         for (size_t r = 0; r < rows; r++) {
             for (size_t k = 0; k < nb && bad < 0; k++) {
                 if (r255_decode(&x[r * nb + k], cts + 32 * (nb * (i0 + r) + k)) != 0) {
@@ -1663,7 +1670,7 @@ EIP_AVX2 static long sampdist_n_avx2(const eip_table *const *tabs, size_t nb,
             r255_encode(out + 32 * (nb * i0 + t), &x[t]);
         }
     }
-    secure_wipe(x, sizeof x);
+    secure_wipe(x, used * sizeof *x);
     secure_wipe(e, sizeof e);
     return bad;
 }
