@@ -412,7 +412,16 @@ def _setup(args: argparse.Namespace) -> None:
 def _run_distributed(args: argparse.Namespace) -> int:
     try:
         _setup_distributed()
-        return run(args)
+        rc = run(args)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            # Ranks leave together: the others finish while rank 0 still exports and
+            # self-checks, and a rank tearing gloo down with its peer still connected
+            # died with "terminate called without an active exception" (CI, once). If
+            # rank 0 fails instead, torchrun stops the ranks waiting here.
+            dist.barrier()
+        return rc
     finally:
         import torch.distributed as dist
 
